@@ -1,0 +1,1 @@
+"""Config schema (typed sections) and the checks Hydra cannot do itself."""

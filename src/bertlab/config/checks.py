@@ -1,0 +1,91 @@
+"""Checks Hydra cannot do: value ranges and relations between sections. Each names the key to fix."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from bertlab.errors import BertlabError
+
+MONITOR_MODES = ("min", "max")
+PROGRESS_BAR = ("auto", "true", "false", True, False)
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
+    value = cfg
+    for part in key.split("."):
+        value = value[part]
+    if value is None or value < (0 if allow_zero else 1):
+        raise BertlabError(
+            f"must be a {'non-negative' if allow_zero else 'positive'} integer, got {value}", key
+        )
+
+
+def check_common(cfg: DictConfig) -> None:
+    """Checks shared by every task."""
+    name = cfg.experiment.name
+    if not name or "/" in name or name.startswith("."):
+        raise BertlabError(
+            f"must be a plain folder name (no '/', not hidden), got {name!r}", "experiment.name"
+        )
+    for key in (
+        "training.max_steps",
+        "training.batch_size",
+        "training.accumulate_grad_batches",
+        "training.val_check_interval",
+        "training.devices",
+        "training.checkpoint.every_n_steps",
+        "logging.log_every_n_steps",
+    ):
+        if key == "training.devices" and not isinstance(cfg.training.devices, int):
+            continue
+        _positive(cfg, key)
+    _positive(cfg, "training.num_workers", allow_zero=True)
+    if cfg.training.max_epochs is not None:
+        _positive(cfg, "training.max_epochs")
+    clip = cfg.training.gradient_clip_val
+    if clip is not None and clip <= 0:
+        raise BertlabError(
+            f"must be positive or null (no clipping), got {clip}", "training.gradient_clip_val"
+        )
+    if cfg.training.checkpoint.mode not in MONITOR_MODES:
+        raise BertlabError(
+            f"must be one of {list(MONITOR_MODES)}, got {cfg.training.checkpoint.mode!r}",
+            "training.checkpoint.mode",
+        )
+    if cfg.logging.progress_bar not in PROGRESS_BAR:
+        raise BertlabError(
+            f"must be auto, true or false, got {cfg.logging.progress_bar!r}", "logging.progress_bar"
+        )
+    if cfg.logging.wandb.mode not in WANDB_MODES:
+        raise BertlabError(
+            f"must be one of {list(WANDB_MODES)}, got {cfg.logging.wandb.mode!r}", "logging.wandb.mode"
+        )
+    lr = cfg.training.optimizer.get("lr")
+    if lr is not None and not lr > 0:
+        raise BertlabError(f"must be positive, got {lr}", "training.optimizer.lr")
+    resume = cfg.training.resume
+    if resume.resume_pretraining_name is not None and not resume.is_resume:
+        raise BertlabError(
+            "is set but training.resume.is_resume is false; add training.resume.is_resume=true to resume from it",
+            "training.resume.resume_pretraining_name",
+        )
+
+
+def check_pretraining(cfg: DictConfig) -> None:
+    check_common(cfg)
+    if cfg.experiment.kind != "pretraining":
+        raise BertlabError(
+            f"must be 'pretraining' for MLM runs, got {cfg.experiment.kind!r}", "experiment.kind"
+        )
+    monitor = cfg.training.checkpoint.monitor
+    allowed = ("val/loss", "val/perplexity", "val/accuracy")
+    if monitor not in allowed:
+        raise BertlabError(f"must be one of {list(allowed)}, got {monitor!r}", "training.checkpoint.monitor")
+    max_length, max_positions = cfg.tokenizer.max_length, cfg.architecture.max_position_embeddings
+    if max_length > max_positions:
+        raise BertlabError(
+            f"{max_length} exceeds architecture.max_position_embeddings={max_positions}; lower tokenizer.max_length "
+            f"or raise architecture.max_position_embeddings",
+            "tokenizer.max_length",
+        )

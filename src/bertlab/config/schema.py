@@ -1,0 +1,105 @@
+"""Structured-config schemas for the sections without `_target_`.
+
+They are merged under the YAML files, so a wrong type ("training.max_steps=many") fails at launch with
+Hydra's message naming the key, and an unknown key fails as it does for any struct node. Sections with a
+`_target_` (tokenizer, architecture, heads, data) are checked by instantiating them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = MISSING
+    kind: str = MISSING
+    output_dir: str = "runs"
+    seed: int = 42
+
+
+@dataclass
+class WandbConfig:
+    project: str = "bertlab"
+    entity: str | None = None
+    mode: str = "auto"
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CsvConfig:
+    train: bool = True
+    eval: bool = True
+
+
+@dataclass
+class LoggingConfig:
+    use_wandb: bool = False
+    csv: CsvConfig = field(default_factory=CsvConfig)
+    log_eval: bool = True
+    log_every_n_steps: int = 10
+    progress_bar: str = "auto"
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class CheckpointConfig:
+    every_n_steps: int = 100
+    monitor: str = "val/loss"
+    mode: str = "min"
+
+
+@dataclass
+class ResumeConfig:
+    is_resume: bool = False
+    resume_pretraining_name: str | None = None
+    checkpoint_path: str = "checkpoints/model.ckpt"
+    strict: bool = True
+    load_only_model_state: bool = False
+
+
+@dataclass
+class TrainingConfig:
+    max_steps: int = 600
+    max_epochs: int | None = None
+    batch_size: int = 32
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = 1.0
+    val_check_interval: int = 100
+    limit_val_batches: Any = 1.0
+    accelerator: str = "auto"
+    devices: Any = 1
+    strategy: str = "auto"
+    precision: str = "auto"
+    num_workers: int = 0
+    deterministic: bool = True
+    optimizer: Any = MISSING
+    scheduler: Any = MISSING
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    resume: ResumeConfig = field(default_factory=ResumeConfig)
+
+
+@dataclass
+class RunConfig:
+    """The root: typed experiment section; the other sections come from their groups."""
+
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    logging: Any = MISSING
+    tokenizer: Any = MISSING
+    architecture: Any = MISSING
+    mlm_head: Any = None
+    training: Any = MISSING
+    data: Any = MISSING
+
+
+def register_schemas() -> None:
+    """Make the schemas available to the defaults lists in conf/ (idempotent)."""
+    store = ConfigStore.instance()
+    store.store(name="run_schema", node=RunConfig)
+    store.store(group="logging", name="logging_schema", node=LoggingConfig)
+    store.store(group="training", name="training_schema", node=TrainingConfig)

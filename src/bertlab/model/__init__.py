@@ -1,0 +1,1 @@
+"""The transformer encoder (backbone) and its task heads."""

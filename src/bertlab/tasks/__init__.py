@@ -1,0 +1,1 @@
+"""LightningModules: what one training, validation and test step computes for each task."""

@@ -1,0 +1,215 @@
+"""Tokenizer wrappers: train a subword vocabulary on the corpus (or load a saved one) with `tokenizers`.
+
+Each algorithm is a subclass chosen by `_target_` in conf/tokenizer/. All of them register the same special
+tokens as special (never split, never masked) and add [CLS] ... [SEP] through a post-processor, so the saved
+tokenizer.json works as is for MLM and with `PreTrainedTokenizerFast`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+from bertlab.errors import BertlabError
+
+PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]
+
+
+class TextTokenizer:
+    """A `tokenizers.Tokenizer` plus what bertlab needs of it: special ids, lengths, batch encoding."""
+
+    def __init__(
+        self,
+        vocab_source: str = "corpus",
+        vocab_size: int = 4096,
+        min_frequency: int = 2,
+        lowercase: bool = True,
+        max_length: int = 128,
+        truncation: bool = True,
+    ) -> None:
+        if vocab_size <= len(SPECIAL_TOKENS):
+            raise BertlabError(
+                f"must exceed the {len(SPECIAL_TOKENS)} special tokens, got {vocab_size}", "vocab_size"
+            )
+        if max_length < 8:
+            raise BertlabError(f"must be at least 8 tokens, got {max_length}", "max_length")
+        if min_frequency < 1:
+            raise BertlabError(f"must be at least 1, got {min_frequency}", "min_frequency")
+        if vocab_source != "corpus" and not Path(vocab_source).is_file():
+            raise BertlabError(
+                f"tokenizer file {vocab_source!r} does not exist; give the path of a saved tokenizer.json "
+                f"(for instance runs/pretraining/<name>/tokenizer.json) or 'corpus' to train one",
+                "vocab_source",
+            )
+        self.vocab_source = vocab_source
+        self.vocab_size_limit = vocab_size
+        self.min_frequency = min_frequency
+        self.lowercase = lowercase
+        self.max_length = max_length
+        self.truncation = truncation
+        self._tokenizer: Tokenizer | None = None
+
+    # -- building -------------------------------------------------------------------------------------
+    @property
+    def needs_corpus(self) -> bool:
+        return self.vocab_source == "corpus"
+
+    def _pipeline(self) -> tuple[Tokenizer, trainers.Trainer]:
+        """The untrained tokenizer (model, normalizer, pre-tokenizer, decoder) and its trainer."""
+        raise NotImplementedError
+
+    def _normalizer(self) -> normalizers.Normalizer:
+        steps = [normalizers.NFKC()]
+        if self.lowercase:
+            steps.append(normalizers.Lowercase())
+        return normalizers.Sequence(steps)
+
+    def fit(self, texts: Iterable[str]) -> None:
+        """Train on `texts` when the vocabulary comes from the corpus; otherwise load the saved file."""
+        if self.needs_corpus:
+            tokenizer, trainer = self._pipeline()
+            tokenizer.train_from_iterator(texts, trainer=trainer)
+        else:
+            tokenizer = Tokenizer.from_file(self.vocab_source)
+            missing = [token for token in SPECIAL_TOKENS if tokenizer.token_to_id(token) is None]
+            if missing:
+                raise BertlabError(
+                    f"tokenizer file {self.vocab_source!r} lacks the special tokens {missing}; "
+                    f"bertlab needs {SPECIAL_TOKENS}",
+                    "vocab_source",
+                )
+        cls_id, sep_id = tokenizer.token_to_id(CLS), tokenizer.token_to_id(SEP)
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{CLS} $A {SEP}",
+            pair=f"{CLS} $A {SEP} $B:1 {SEP}:1",
+            special_tokens=[(CLS, cls_id), (SEP, sep_id)],
+        )
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        self._tokenizer = tokenizer
+
+    @classmethod
+    def from_file(cls, path: str | Path, max_length: int = 128, truncation: bool = True) -> TextTokenizer:
+        """A fitted tokenizer from a saved tokenizer.json (a run folder's, for instance)."""
+        tokenizer = cls(vocab_source=str(path), max_length=max_length, truncation=truncation)
+        tokenizer.fit(())
+        return tokenizer
+
+    @property
+    def backend(self) -> Tokenizer:
+        if self._tokenizer is None:
+            raise RuntimeError("the tokenizer is not fitted yet: call fit() first")
+        return self._tokenizer
+
+    def save(self, path: str | Path) -> None:
+        self.backend.save(str(path))
+
+    def fingerprint(self) -> str:
+        """Content hash of the trained tokenizer: prepared datasets are cached under it."""
+        return hashlib.sha256(self.backend.to_str().encode()).hexdigest()[:16]
+
+    # -- ids ------------------------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size()
+
+    def token_id(self, token: str) -> int:
+        return self.backend.token_to_id(token)
+
+    @property
+    def pad_id(self) -> int:
+        return self.token_id(PAD)
+
+    @property
+    def cls_id(self) -> int:
+        return self.token_id(CLS)
+
+    @property
+    def sep_id(self) -> int:
+        return self.token_id(SEP)
+
+    @property
+    def mask_id(self) -> int:
+        return self.token_id(MASK)
+
+    @property
+    def special_ids(self) -> list[int]:
+        return sorted(self.token_id(token) for token in SPECIAL_TOKENS)
+
+    # -- encoding -------------------------------------------------------------------------------------
+    def encode_documents(self, texts: Sequence[str]) -> list[list[int]]:
+        """Ids of each text without special tokens or truncation (pretraining concatenates them)."""
+        return [encoding.ids for encoding in self.backend.encode_batch(list(texts), add_special_tokens=False)]
+
+    def encode_sequences(self, texts: Sequence[str]) -> list[list[int]]:
+        """[CLS] text [SEP] ids per text, cut to max_length when truncation is on (classification)."""
+        encoded = [encoding.ids for encoding in self.backend.encode_batch(list(texts))]
+        too_long = [i for i, ids in enumerate(encoded) if len(ids) > self.max_length]
+        if too_long and not self.truncation:
+            raise BertlabError(
+                f"{len(too_long)} texts exceed max_length={self.max_length} tokens (first: #{too_long[0]}); "
+                f"set tokenizer.truncation=true or raise tokenizer.max_length",
+                "truncation",
+            )
+        if too_long:
+            sep = self.sep_id
+            encoded = [
+                ids if len(ids) <= self.max_length else [*ids[: self.max_length - 1], sep] for ids in encoded
+            ]
+        return encoded
+
+
+class WordPieceTokenizer(TextTokenizer):
+    """BERT's WordPiece: whitespace and punctuation split, '##' continuation pieces."""
+
+    def _pipeline(self) -> tuple[Tokenizer, trainers.Trainer]:
+        tokenizer = Tokenizer(models.WordPiece(unk_token=UNK))
+        tokenizer.normalizer = self._normalizer()
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=self.vocab_size_limit,
+            min_frequency=self.min_frequency,
+            special_tokens=SPECIAL_TOKENS,
+            show_progress=False,
+        )
+        return tokenizer, trainer
+
+
+class BPETokenizer(TextTokenizer):
+    """Byte-level BPE (GPT-2 / RoBERTa style): no unknown tokens, any text round-trips."""
+
+    def _pipeline(self) -> tuple[Tokenizer, trainers.Trainer]:
+        tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+        tokenizer.normalizer = self._normalizer()
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=self.vocab_size_limit,
+            min_frequency=self.min_frequency,
+            special_tokens=SPECIAL_TOKENS,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        return tokenizer, trainer
+
+
+class UnigramTokenizer(TextTokenizer):
+    """SentencePiece-style Unigram language model over Metaspace-split text."""
+
+    def _pipeline(self) -> tuple[Tokenizer, trainers.Trainer]:
+        tokenizer = Tokenizer(models.Unigram())
+        tokenizer.normalizer = self._normalizer()
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+        tokenizer.decoder = decoders.Metaspace()
+        trainer = trainers.UnigramTrainer(
+            vocab_size=self.vocab_size_limit,
+            special_tokens=SPECIAL_TOKENS,
+            unk_token=UNK,
+            show_progress=False,
+        )
+        return tokenizer, trainer

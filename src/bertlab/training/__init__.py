@@ -1,0 +1,1 @@
+"""Optimisation and the Trainer around it: schedules, precision, checkpoints, metric files, loggers."""

@@ -1,0 +1,61 @@
+"""Checkpoint files: written atomically, named as users of the old tool know them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+BEST_NAME = "best-model"
+LAST_NAME = "model"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes to a temporary file, syncs it, then renames it over the target.
+
+    A crash at any moment leaves either the previous complete checkpoint or the new complete one.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(temporary, "wb") as handle:
+            torch.save(checkpoint, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+
+
+def checkpoint_callbacks(
+    directory: Path, every_n_steps: int, monitor: str | None, mode: str
+) -> list[ModelCheckpoint]:
+    """`model.ckpt` every `every_n_steps` steps, and `best-model.ckpt` by `monitor` after validations."""
+    callbacks = [
+        ModelCheckpoint(
+            dirpath=directory,
+            filename=LAST_NAME,
+            every_n_train_steps=every_n_steps,
+            save_top_k=1,
+            enable_version_counter=False,
+        )
+    ]
+    if monitor:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=directory,
+                filename=BEST_NAME,
+                monitor=monitor,
+                mode=mode,
+                save_top_k=1,
+                auto_insert_metric_name=False,
+                enable_version_counter=False,
+            )
+        )
+    return callbacks

@@ -1,0 +1,99 @@
+"""Resuming: find the checkpoint, check it fits the model, and restore what Lightning does not.
+
+Lightning restores weights, optimizer, scheduler, precision scaler, step and epoch counters. This module
+adds the rest of an exact resume: every RNG stream (dropout; masking and data order are seeded from
+(seed, epoch, index) and need no state), and the position inside the epoch, which the training sampler
+skips to directly instead of iterating through the batches already seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from bertlab.errors import BertlabError
+
+log = logging.getLogger(__name__)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Loads safely (weights_only) and memory-mapped; a corrupt file gets a clear error."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise BertlabError(
+            f"checkpoint {str(path)!r} cannot be read ({type(error).__name__}: {error}); it is corrupt or not a "
+            f"bertlab checkpoint. Point training.resume.checkpoint_path at another checkpoint",
+            "training.resume.checkpoint_path",
+        ) from error
+
+
+def compare_state(model: nn.Module, checkpoint: dict[str, Any], strict: bool, source: Path) -> list[str]:
+    """Raise on shape mismatches always, and on missing/unexpected keys when strict; returns the key issues."""
+    expected = model.state_dict()
+    saved = checkpoint.get("state_dict", {})
+    missing = sorted(set(expected) - set(saved))
+    unexpected = sorted(set(saved) - set(expected))
+    reshaped = [
+        f"{key}: checkpoint {tuple(saved[key].shape)} vs model {tuple(expected[key].shape)}"
+        for key in sorted(set(saved) & set(expected))
+        if saved[key].shape != expected[key].shape
+    ]
+    if reshaped:
+        raise BertlabError(
+            f"checkpoint {str(source)!r} was trained with a different architecture; mismatched shapes: "
+            f"{'; '.join(reshaped[:5])}. Use the architecture of the run it came from",
+            "architecture",
+        )
+    issues = [f"missing: {key}" for key in missing] + [f"unexpected: {key}" for key in unexpected]
+    if issues and strict:
+        raise BertlabError(
+            f"checkpoint {str(source)!r} does not match the model ({len(issues)} keys): {', '.join(issues[:10])}. "
+            f"Set training.resume.strict=false to load the matching keys and report the rest",
+            "training.resume.strict",
+        )
+    for issue in issues:
+        log.warning("Checkpoint key %s (loaded non-strictly, training.resume.strict=false)", issue)
+    return issues
+
+
+def batches_into_epoch(global_step: int, accumulate_grad_batches: int, batches_per_epoch: int) -> int:
+    """How many batches of the current epoch a run that stopped at `global_step` has already consumed."""
+    return (global_step * accumulate_grad_batches) % batches_per_epoch
+
+
+class RNGStateCallback(L.Callback):
+    """Saves and restores the Python, NumPy and torch (CPU and CUDA) RNG states with each checkpoint."""
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint["rng_states"] = {
+            "python": list(random.getstate()[1]),
+            "python_version": random.getstate()[0],
+            "python_gauss": random.getstate()[2],
+            "numpy": np.random.get_state()[1].tolist(),
+            "numpy_pos": int(np.random.get_state()[2]),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        states = checkpoint.get("rng_states")
+        if not states:
+            log.warning(
+                "The checkpoint holds no RNG state: the resumed run will not repeat the original exactly"
+            )
+            return
+        random.setstate((states["python_version"], tuple(states["python"]), states["python_gauss"]))
+        np.random.set_state(
+            ("MT19937", np.array(states["numpy"], dtype=np.uint32), states["numpy_pos"], 0, 0.0)
+        )
+        torch.set_rng_state(states["torch"])
+        if states["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])

@@ -1,0 +1,64 @@
+"""The Lightning Trainer of a run: devices, precision, validation cadence, checkpoints into the run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.loggers import Logger
+
+from bertlab.training.checkpointing import AtomicCheckpointIO, checkpoint_callbacks
+
+
+def build_trainer(
+    run_dir: Path,
+    *,
+    loggers: list[Logger],
+    max_steps: int,
+    max_epochs: int | None,
+    accelerator: str,
+    devices: int | str | list[int],
+    strategy: str,
+    precision: str,
+    accumulate_grad_batches: int,
+    gradient_clip_val: float | None,
+    val_check_interval: int,
+    limit_val_batches: int | float,
+    validate: bool,
+    log_every_n_steps: int,
+    checkpoint_every_n_steps: int,
+    monitor: str | None,
+    monitor_mode: str,
+    progress_bar: bool,
+    deterministic: bool,
+) -> L.Trainer:
+    """`val_check_interval` counts optimizer steps; Lightning counts batches, hence the accumulation factor."""
+    callbacks = [
+        *checkpoint_callbacks(
+            run_dir / "checkpoints", checkpoint_every_n_steps, monitor if validate else None, monitor_mode
+        ),
+    ]
+    return L.Trainer(
+        default_root_dir=run_dir,
+        logger=loggers,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        max_steps=max_steps,
+        max_epochs=max_epochs if max_epochs is not None else -1,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        precision=precision,
+        accumulate_grad_batches=accumulate_grad_batches,
+        gradient_clip_val=gradient_clip_val,
+        val_check_interval=val_check_interval * accumulate_grad_batches,
+        check_val_every_n_epoch=None,
+        limit_val_batches=limit_val_batches if validate else 0,
+        num_sanity_val_steps=0,
+        log_every_n_steps=log_every_n_steps,
+        enable_progress_bar=progress_bar,
+        enable_model_summary=False,
+        deterministic=deterministic,
+        benchmark=False,
+        inference_mode=False,  # no_grad instead: metric states then survive a validate() before fit()
+    )

@@ -1,0 +1,77 @@
+"""Shared helpers: compose configs the way launch.py does, and run launch.py in a subprocess.
+
+Every run writes under a temporary `experiment.output_dir`, never into the checkout's runs/.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from bertlab.config.schema import register_schemas
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# A run that takes seconds: small corpus, tiny vocabulary, few steps.
+FAST = [
+    "data.source.documents=400",
+    "tokenizer.vocab_size=400",
+    "tokenizer.max_length=64",
+    "training.batch_size=8",
+    "training.max_steps=16",
+    "training.val_check_interval=8",
+    "training.checkpoint.every_n_steps=8",
+    "logging.log_every_n_steps=2",
+    "data.val_ratio=0.1",
+    "data.test_ratio=0.1",
+]
+
+
+def compose_config(overrides: list[str], output_dir: Path | str) -> DictConfig:
+    register_schemas()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=[*overrides, f"experiment.output_dir={output_dir}"])
+
+
+def launch(args: list[str], output_dir: Path | str, check: bool = True, timeout: int = 300):
+    """`python launch.py args experiment.output_dir=...` in a subprocess; returns the CompletedProcess."""
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), *args, f"experiment.output_dir={output_dir}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"launch.py {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` with its bytes, to prove nothing changed."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def pretrained_run(tmp_path_factory) -> Path:
+    """One fast pretraining run through launch.py, shared by the tests that only read its folder."""
+    output_dir = tmp_path_factory.mktemp("shared_runs")
+    launch(["+experiment=pretrain", "experiment.name=shared", *FAST], output_dir)
+    return output_dir / "pretraining" / "shared"
