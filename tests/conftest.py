@@ -41,11 +41,20 @@ def compose_config(overrides: list[str], output_dir: Path | str) -> DictConfig:
         return compose(config_name="config", overrides=[*overrides, f"experiment.output_dir={output_dir}"])
 
 
-def launch(args: list[str], output_dir: Path | str, check: bool = True, timeout: int = 300):
-    """`python launch.py args experiment.output_dir=...` in a subprocess; returns the CompletedProcess."""
+def launch(
+    args: list[str],
+    output_dir: Path | str,
+    check: bool = True,
+    timeout: int = 300,
+    flags: tuple[str, ...] = (),
+):
+    """`python launch.py flags experiment.output_dir=... args` in a subprocess; returns the CompletedProcess.
+
+    Hydra's flags (-m, --cfg job) go before the overrides, as argparse wants them.
+    """
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "launch.py"), *args, f"experiment.output_dir={output_dir}"],
+        [sys.executable, str(ROOT / "launch.py"), *flags, f"experiment.output_dir={output_dir}", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -17,8 +17,7 @@ class BertlabError(Exception):
 
     def in_section(self, section: str) -> BertlabError:
         """The same error with its key qualified by the config section it came from."""
-        key = f"{section}.{self.key}" if self.key else section
-        return BertlabError(f"{key}: {self.message}", key=key)
+        return BertlabError(self.message, key=f"{section}.{self.key}" if self.key else section)
 
     def __str__(self) -> str:
-        return self.message
+        return f"{self.key}: {self.message}" if self.key else self.message

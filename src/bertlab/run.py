@@ -25,6 +25,7 @@ from bertlab.errors import BertlabError
 from bertlab.run_folder import refuse_existing_run, refuse_missing_run
 from bertlab.tasks.mlm import EVAL_COLUMNS, TRAIN_COLUMNS, MaskedLanguageModel
 from bertlab.training.checkpointing import BEST_NAME, LAST_NAME
+from bertlab.training.interruption import StepBoundaryCheckpoint, TrainingInterrupted
 from bertlab.training.loggers import finish_wandb, wandb_logger
 from bertlab.training.metric_files import RunFolderCSVLogger
 from bertlab.training.precision import resolve_accelerator, resolve_precision
@@ -41,12 +42,10 @@ def build(cfg: DictConfig, section: str, **runtime: Any) -> Any:
     try:
         return instantiate(node, **runtime)
     except InstantiationException as error:
-        cause = error.__cause__
-        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
-            cause = cause.__cause__
-        if isinstance(cause, BertlabError):
-            raise cause.in_section(section) from None
-        raise BertlabError(f"{section}: {error}", key=section) from error
+        if isinstance(error.__cause__, BertlabError):
+            nested = str(error).rpartition("\nfull_key: ")[2] if "\nfull_key: " in str(error) else ""
+            raise error.__cause__.in_section(f"{section}.{nested}" if nested else section) from None
+        raise BertlabError(str(error), key=section) from error
     except BertlabError as error:
         raise error.in_section(section) from None
 
@@ -102,12 +101,18 @@ def run(cfg: DictConfig, run_dir: str | Path) -> float | None:
     source_checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
     log.info("Run folder %s; accelerator %s, precision %s", run_dir, accelerator, precision)
 
+    try:
+        documents = datamodule.documents()
+    except BertlabError as error:
+        raise error.in_section("data.source") from None
+
     L.seed_everything(cfg.experiment.seed, workers=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     if checkpoint_path is not None:
         source_tokenizer = checkpoint_path.parent.parent / "tokenizer.json"
         tokenizer = type(tokenizer).from_file(source_tokenizer, tokenizer.max_length, tokenizer.truncation)
     else:
-        tokenizer.fit(datamodule.documents()["train"])
+        tokenizer.fit(documents["train"], cache_file=datamodule.tokenizer_cache_file(tokenizer))
     tokenizer.save(run_dir / "tokenizer.json")
     prepared_dir = datamodule.prepare(tokenizer)
     datamodule.setup("fit")
@@ -147,6 +152,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> float | None:
         EVAL_COLUMNS,
         write_train=cfg.logging.csv.train,
         write_eval=cfg.logging.csv.eval,
+        train_every_n_steps=cfg.logging.log_every_n_steps,
     )
     if checkpoint_path is not None and checkpoint_path.parent.parent.resolve() == run_dir.resolve():
         csv_logger.truncate_after(resumed_step)
@@ -200,13 +206,19 @@ def run(cfg: DictConfig, run_dir: str | Path) -> float | None:
         progress_bar=progress_bar_enabled(cfg.logging.progress_bar),
         deterministic=training.deterministic,
     )
-    trainer.callbacks.append(RNGStateCallback())
+    checkpoints = run_dir / "checkpoints"
+    stopper = StepBoundaryCheckpoint(checkpoints / f"{LAST_NAME}.ckpt")
+    trainer.callbacks.extend([RNGStateCallback(), stopper])
     try:
         if cfg.logging.log_eval and fit_checkpoint is None:
             trainer.validate(model, datamodule=datamodule, verbose=False)  # the step-0 baseline row
-        trainer.fit(model, datamodule=datamodule, ckpt_path=fit_checkpoint, weights_only=True)
-        checkpoints = run_dir / "checkpoints"
-        trainer.save_checkpoint(checkpoints / f"{LAST_NAME}.ckpt")
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=fit_checkpoint, weights_only=True)
+        except TrainingInterrupted as stop:
+            log.warning(
+                "Training interrupted at step %d; resume with training.resume.is_resume=true", stop.step
+            )
+            return None
         best = checkpoints / f"{BEST_NAME}.ckpt"
         if not best.exists():  # no validation ran: the last weights are the best known
             trainer.save_checkpoint(best)

@@ -7,16 +7,32 @@ The run function checks again for callers that bypass launch.py.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from bertlab.errors import BertlabError
 
 RUN_MARKERS = (".hydra", "checkpoints", "metrics", "tokenizer.json")
+JOB_NAME_LIMIT = 100
+
+
+def job_folder_name(number: int, overrides: str) -> str:
+    """`job<N>_<overrides>` for a sweep job: readable, unique by N, short enough for any file system."""
+    name = f"job{number}_{overrides}".rstrip("_")
+    if len(name) <= JOB_NAME_LIMIT:
+        return name
+    digest = hashlib.sha1(overrides.encode()).hexdigest()[:8]
+    return f"{name[: JOB_NAME_LIMIT - 10]}..{digest}"
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("bertlab.job_folder"):
+        OmegaConf.register_new_resolver("bertlab.job_folder", job_folder_name)
 
 
 def run_artifacts(run_dir: Path, markers: tuple[str, ...] = RUN_MARKERS) -> list[str]:

@@ -8,6 +8,7 @@ tokenizer.json works as is for MLM and with `PreTrainedTokenizerFast`.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -68,11 +69,29 @@ class TextTokenizer:
             steps.append(normalizers.Lowercase())
         return normalizers.Sequence(steps)
 
-    def fit(self, texts: Iterable[str]) -> None:
-        """Train on `texts` when the vocabulary comes from the corpus; otherwise load the saved file."""
-        if self.needs_corpus:
+    def settings_fingerprint(self) -> str:
+        """What determines a trained vocabulary besides the text: algorithm and trainer settings."""
+        settings = [type(self).__name__, self.vocab_size_limit, self.min_frequency, self.lowercase]
+        return hashlib.sha256(repr(settings).encode()).hexdigest()[:16]
+
+    def fit(self, texts: Iterable[str], cache_file: str | Path | None = None) -> None:
+        """Train on `texts` when the vocabulary comes from the corpus; otherwise load the saved file.
+
+        The `tokenizers` trainers break ties between equally frequent merges in a different order in each
+        process, so the same corpus can give another vocabulary. With `cache_file` (keyed by corpus and
+        settings), a vocabulary trained once is reused, which keeps reruns of a command identical.
+        """
+        if self.needs_corpus and cache_file is not None and Path(cache_file).is_file():
+            tokenizer = Tokenizer.from_file(str(cache_file))
+        elif self.needs_corpus:
             tokenizer, trainer = self._pipeline()
             tokenizer.train_from_iterator(texts, trainer=trainer)
+            if cache_file is not None:
+                cache_file = Path(cache_file)
+                cache_file.parent.mkdir(parents=True, exist_ok=True)
+                temporary = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
+                tokenizer.save(str(temporary))
+                os.replace(temporary, cache_file)
         else:
             tokenizer = Tokenizer.from_file(self.vocab_source)
             missing = [token for token in SPECIAL_TOKENS if tokenizer.token_to_id(token) is None]

@@ -89,3 +89,10 @@ def check_pretraining(cfg: DictConfig) -> None:
             f"or raise architecture.max_position_embeddings",
             "tokenizer.max_length",
         )
+    window = cfg.architecture.get("local_window")
+    if cfg.architecture.get("attention") == "local" and window is not None and window > max_length:
+        raise BertlabError(
+            f"{window} exceeds tokenizer.max_length={max_length}: a window wider than the sequence is full "
+            f"attention; lower architecture.local_window or use architecture.attention=sdpa",
+            "architecture.local_window",
+        )

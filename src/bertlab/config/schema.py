@@ -98,7 +98,10 @@ class RunConfig:
 
 
 def register_schemas() -> None:
-    """Make the schemas available to the defaults lists in conf/ (idempotent)."""
+    """Make the schemas (and the run-folder resolvers) available to conf/ (idempotent)."""
+    from bertlab.run_folder import register_resolvers
+
+    register_resolvers()
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
     store.store(group="logging", name="logging_schema", node=LoggingConfig)

@@ -134,15 +134,22 @@ class PretrainingDataModule(L.LightningDataModule):
             self._documents = splits
         return self._documents
 
-    def fingerprint(self, tokenizer: TextTokenizer) -> str:
-        parts = [
-            self.source.fingerprint(),
-            tokenizer.fingerprint(),
-            self.val_ratio,
-            self.test_ratio,
-            self.seed,
-        ]
+    def splits_fingerprint(self) -> str:
+        """Changes whenever the documents of any split may change."""
+        parts = [self.source.fingerprint(), self.val_ratio, self.test_ratio, self.seed]
         return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:16]
+
+    def tokenizer_cache_file(self, tokenizer: TextTokenizer) -> Path:
+        """Where a vocabulary trained on these training documents with these settings is kept."""
+        return (
+            self.cache_dir
+            / "tokenizers"
+            / f"{self.splits_fingerprint()}-{tokenizer.settings_fingerprint()}.json"
+        )
+
+    def fingerprint(self, tokenizer: TextTokenizer) -> str:
+        parts = [self.splits_fingerprint(), tokenizer.fingerprint()]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
     def prepare(self, tokenizer: TextTokenizer) -> Path:
         """Build the token stores into the cache (or reuse them); returns their folder."""
@@ -213,6 +220,8 @@ class PretrainingDataModule(L.LightningDataModule):
             drop_last=shuffle,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
+            # Its own generator: creating an iterator must not draw from the global RNG (dropout's stream).
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def batches_per_epoch(self) -> int:

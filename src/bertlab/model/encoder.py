@@ -1,36 +1,45 @@
-"""The transformer encoder (the backbone shared by pretraining and finetuning)."""
+"""The transformer encoder (the backbone shared by pretraining and finetuning).
+
+Every option is a constructor argument set from conf/architecture/, and each named choice is looked up in a
+registry (attention styles, position encodings, norms, feed-forward blocks, norm positions), so adding a
+variant means adding an entry, not a branch.
+"""
 
 from __future__ import annotations
 
+from typing import Any, ClassVar, TypeVar
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bertlab.errors import BertlabError
-from bertlab.model.attention import ATTENTION_KERNELS, SelfAttention
-from bertlab.model.positions import POSITION_ENCODINGS
+from bertlab.model.attention import (
+    ATTENTION_STYLES,
+    AttentionKernel,
+    SelfAttention,
+    combine_masks,
+    sliding_window,
+)
+from bertlab.model.feed_forward import FEED_FORWARDS
+from bertlab.model.norms import NORMS, NormFactory
+from bertlab.model.positions import POSITION_ENCODINGS, RotaryPositions
+
+T = TypeVar("T")
 
 
-def _choice(value: str, choices: dict, key: str):
+def _choice(value: str, choices: dict[str, T], key: str) -> T:
     if value not in choices:
         raise BertlabError(f"unknown value {value!r}; choose one of {sorted(choices)}", key=key)
     return choices[value]
 
 
-class FeedForward(nn.Module):
-    """Position-wise two-layer MLP with GELU (exact, as in BERT)."""
-
-    def __init__(self, hidden_size: int, intermediate_size: int, bias: bool = True) -> None:
-        super().__init__()
-        self.up = nn.Linear(hidden_size, intermediate_size, bias=bias)
-        self.down = nn.Linear(intermediate_size, hidden_size, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(F.gelu(self.up(x)))
-
-
 class EncoderLayer(nn.Module):
-    """Post-norm transformer block (original BERT): residual, then LayerNorm, around attention and MLP."""
+    """One transformer block: attention and feed-forward sublayers, each with a residual and a norm.
+
+    Subclasses decide where the norm sits; the submodules (and so the checkpoint keys) are the same.
+    """
+
+    final_norm: ClassVar[bool] = False  # whether the encoder needs a norm after the last block
 
     def __init__(
         self,
@@ -39,26 +48,69 @@ class EncoderLayer(nn.Module):
         intermediate_size: int,
         dropout: float,
         attention_dropout: float,
-        attention_kernel,
+        attention_kernel: AttentionKernel,
         layer_norm_eps: float,
+        norm: NormFactory = NORMS["layernorm"],
+        feed_forward: Any = FEED_FORWARDS["gelu"],
+        bias: bool = True,
+        fused_qkv: bool = True,
     ) -> None:
         super().__init__()
-        self.attention = SelfAttention(hidden_size, num_heads, attention_dropout, attention_kernel)
-        self.attention_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.feed_forward = FeedForward(hidden_size, intermediate_size)
-        self.feed_forward_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.attention = SelfAttention(
+            hidden_size, num_heads, attention_dropout, attention_kernel, bias=bias, fused_qkv=fused_qkv
+        )
+        self.attention_norm = norm(hidden_size, layer_norm_eps, bias)
+        self.feed_forward = feed_forward(hidden_size, intermediate_size, bias)
+        self.feed_forward_norm = norm(hidden_size, layer_norm_eps, bias)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        x = self.attention_norm(x + self.dropout(self.attention(x, mask)))
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class PostNormLayer(EncoderLayer):
+    """Original BERT: x = norm(x + sublayer(x)). Matches Hugging Face BertLayer exactly."""
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        x = self.attention_norm(x + self.dropout(self.attention(x, mask, rotary)))
         return self.feed_forward_norm(x + self.dropout(self.feed_forward(x)))
 
 
+class PreNormLayer(EncoderLayer):
+    """x = x + sublayer(norm(x)): an unnormalised residual stream, stabler at depth and with large learning
+    rates; the encoder then normalises the output of the last block."""
+
+    final_norm = True
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        x = x + self.dropout(self.attention(self.attention_norm(x), mask, rotary))
+        return x + self.dropout(self.feed_forward(self.feed_forward_norm(x)))
+
+
+NORM_POSITIONS: dict[str, type[EncoderLayer]] = {"post": PostNormLayer, "pre": PreNormLayer}
+
+
 class Encoder(nn.Module):
-    """BERT-style encoder: token + position embeddings, then `num_layers` transformer blocks.
+    """BERT-style encoder: token embeddings (+ absolute positions), then `num_layers` transformer blocks.
 
     `vocab_size` and `pad_token_id` come from the tokenizer at run time; everything else from
-    conf/architecture/.
+    conf/architecture/ (docs/architecture.md lists the options). `local_window` and `global_every` apply
+    to `attention: local` only, `rope_base` to `position_encoding: rope` only.
     """
 
     def __init__(
@@ -75,6 +127,14 @@ class Encoder(nn.Module):
         max_position_embeddings: int = 512,
         layer_norm_eps: float = 1e-12,
         pad_token_id: int = 0,
+        norm_position: str = "post",
+        norm: str = "layernorm",
+        activation: str = "gelu",
+        bias: bool = True,
+        fused_qkv: bool = True,
+        rope_base: float = 10000.0,
+        local_window: int = 16,
+        global_every: int = 0,
     ) -> None:
         super().__init__()
         for key, value in (
@@ -95,22 +155,68 @@ class Encoder(nn.Module):
         for key, value in (("dropout", dropout), ("attention_dropout", attention_dropout)):
             if not 0.0 <= value < 1.0:
                 raise BertlabError(f"must be in [0, 1), got {value}", key=key)
-        kernel = _choice(attention, ATTENTION_KERNELS, "attention")
+        if not layer_norm_eps > 0:
+            raise BertlabError(f"must be positive, got {layer_norm_eps}", key="layer_norm_eps")
+        style = _choice(attention, ATTENTION_STYLES, "attention")
         positions = _choice(position_encoding, POSITION_ENCODINGS, "position_encoding")
+        layer_type = _choice(norm_position, NORM_POSITIONS, "norm_position")
+        make_norm = _choice(norm, NORMS, "norm")
+        feed_forward = _choice(activation, FEED_FORWARDS, "activation")
+        head_dim = hidden_size // num_heads
+        if issubclass(positions, RotaryPositions):
+            if head_dim % 2:
+                raise BertlabError(
+                    f"rope rotates pairs of dimensions and needs an even head dimension, but hidden_size "
+                    f"{hidden_size} / num_heads {num_heads} = {head_dim}; change num_heads or hidden_size",
+                    key="position_encoding",
+                )
+            if not rope_base > 1:
+                raise BertlabError(f"must be greater than 1, got {rope_base}", key="rope_base")
+        if style.sliding_window:
+            if not 1 <= local_window <= max_position_embeddings:
+                raise BertlabError(
+                    f"must be between 1 and max_position_embeddings={max_position_embeddings} "
+                    f"(tokens attend to neighbours at most local_window positions away), got {local_window}",
+                    key="local_window",
+                )
+            if global_every < 0:
+                raise BertlabError(
+                    f"must be 0 (every layer local) or k >= 1 (every k-th layer global), got {global_every}",
+                    key="global_every",
+                )
 
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.max_position_embeddings = max_position_embeddings
         self.pad_token_id = pad_token_id
+        self.local_window = local_window
+        # Which layers see only a window: with `local`, all but every `global_every`-th (from layer 0).
+        self.local_layers = [
+            style.sliding_window and not (global_every and index % global_every == 0)
+            for index in range(num_layers)
+        ]
         self.word_embeddings = nn.Embedding(vocab_size, hidden_size, padding_idx=pad_token_id)
-        self.position_embeddings = positions(max_position_embeddings, hidden_size)
-        self.embedding_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.position_embeddings = positions(max_position_embeddings, hidden_size, num_heads, rope_base)
+        self.embedding_norm = make_norm(hidden_size, layer_norm_eps, bias)
         self.embedding_dropout = nn.Dropout(dropout)
         self.layers = nn.ModuleList(
-            EncoderLayer(
-                hidden_size, num_heads, intermediate_size, dropout, attention_dropout, kernel, layer_norm_eps
+            layer_type(
+                hidden_size,
+                num_heads,
+                intermediate_size,
+                dropout,
+                attention_dropout,
+                style.kernel,
+                layer_norm_eps,
+                norm=make_norm,
+                feed_forward=feed_forward,
+                bias=bias,
+                fused_qkv=fused_qkv,
             )
             for _ in range(num_layers)
+        )
+        self.final_norm = (
+            make_norm(hidden_size, layer_norm_eps, bias) if layer_type.final_norm else nn.Identity()
         )
         self.apply(init_bert_weights)
 
@@ -119,16 +225,38 @@ class Encoder(nn.Module):
         tokens = input_ids.size(1)
         if tokens > self.max_position_embeddings:
             raise ValueError(f"{tokens} tokens exceed max_position_embeddings={self.max_position_embeddings}")
-        x = self.word_embeddings(input_ids) + self.position_embeddings(tokens, input_ids.device)
+        x = self.word_embeddings(input_ids)
+        absolute = self.position_embeddings.embeddings(tokens)
+        if absolute is not None:
+            x = x + absolute
         x = self.embedding_dropout(self.embedding_norm(x))
-        mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
-        for layer in self.layers:
-            x = layer(x, mask)
-        return x
+        masks = self.attention_masks(tokens, attention_mask, x.device)
+        rotary = self.position_embeddings.rotary(tokens)
+        for layer, local in zip(self.layers, self.local_layers, strict=True):
+            x = layer(x, masks[local], rotary)
+        return self.final_norm(x)
+
+    def attention_masks(
+        self, tokens: int, attention_mask: torch.Tensor | None, device: torch.device
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(mask of the global layers, mask of the local layers), each built once per forward, only if used.
+
+        With no padding, no ALiBi and no local layers both are None: the kernels take their unmasked path.
+        """
+        padding = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+        bias = self.position_embeddings.attention_bias(tokens)
+        any_local = any(self.local_layers)
+        global_mask = None if all(self.local_layers) else combine_masks(padding, bias, None)
+        local_mask = (
+            combine_masks(padding, bias, sliding_window(tokens, self.local_window, device))
+            if any_local
+            else None
+        )
+        return global_mask, local_mask
 
 
 def init_bert_weights(module: nn.Module) -> None:
-    """BERT's initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm."""
+    """BERT's initialisation: N(0, 0.02) weights, zero biases, unit norms."""
     if isinstance(module, (nn.Linear, nn.Embedding)):
         nn.init.normal_(module.weight, mean=0.0, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
@@ -136,6 +264,8 @@ def init_bert_weights(module: nn.Module) -> None:
         if isinstance(module, nn.Embedding) and module.padding_idx is not None:
             with torch.no_grad():
                 module.weight[module.padding_idx].zero_()
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+        if module.weight is not None:
+            nn.init.ones_(module.weight)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)

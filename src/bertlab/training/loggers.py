@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +39,8 @@ def wandb_logger(
     config: dict[str, Any],
 ) -> Logger:
     """A W&B run whose id is written into the run folder at start, so a resume continues the same run."""
-    import wandb
-
     id_file = Path(run_dir) / WANDB_ID_FILE
-    run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+    run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
     id_file.write_text(run_id + "\n")
     os.environ.setdefault("WANDB_START_METHOD", "thread")
     resolved_mode = wandb_mode(mode)

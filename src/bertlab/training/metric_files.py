@@ -70,9 +70,11 @@ class RunFolderCSVLogger(Logger):
         eval_columns: list[str],
         write_train: bool = True,
         write_eval: bool = True,
+        train_every_n_steps: int = 1,
     ) -> None:
         super().__init__()
         self.run_dir = Path(run_dir)
+        self.train_every_n_steps = train_every_n_steps
         self.tables = {}
         if write_train:
             self.tables["train"] = MetricTable(self.run_dir / TRAIN_FILE, ["step", "epoch", *train_columns])
@@ -114,6 +116,8 @@ class RunFolderCSVLogger(Logger):
             table = self.tables.get("train" if stage == "train" else "eval")
             if table is None:
                 continue
+            if stage == "train" and step is not None and int(step) % self.train_every_n_steps:
+                continue  # Lightning also logs the step a run stops at; keep rows on one grid across resumes
             row = {
                 "step": None if step is None else int(step),
                 "epoch": None if epoch is None else int(epoch),

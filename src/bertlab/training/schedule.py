@@ -31,6 +31,16 @@ class WarmupThenDecay:
         return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * shape
 
 
+class WarmupThenDecayLR(LambdaLR):
+    """LambdaLR whose shape always comes from the current config; a checkpoint restores only the position.
+
+    So a run resumed with a longer training.max_steps decays over the new length instead of the old one.
+    """
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict({**state_dict, "lr_lambdas": [None] * len(self.lr_lambdas)})
+
+
 def warmup_then_decay(
     optimizer: Optimizer,
     total_steps: int,
@@ -55,4 +65,4 @@ def warmup_then_decay(
         )
     if not 0.0 <= min_lr_ratio <= 1.0:
         raise BertlabError(f"must be in [0, 1], got {min_lr_ratio}", "min_lr_ratio")
-    return LambdaLR(optimizer, WarmupThenDecay(total_steps, warmup_steps, decay, min_lr_ratio))
+    return WarmupThenDecayLR(optimizer, WarmupThenDecay(total_steps, warmup_steps, decay, min_lr_ratio))

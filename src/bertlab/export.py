@@ -1,0 +1,323 @@
+"""Export a pretraining run to the Hugging Face format, loadable with `BertForMaskedLM.from_pretrained`.
+
+    bertlab-export runs/pretraining/<name> --to hf [OUT_DIR]      (OUT_DIR defaults to <run>/hf)
+    python -m bertlab.export runs/pretraining/<name> --to hf [OUT_DIR]
+
+The run folder gives the weights (checkpoints/best-model.ckpt, else checkpoints/model.ckpt), the resolved
+config stored in the checkpoint (or .hydra/config.yaml) and tokenizer.json. The output holds config.json,
+model.safetensors and the tokenizer files for `PreTrainedTokenizerFast` / `AutoTokenizer`.
+
+Hugging Face BERT expresses only original-BERT choices (learned absolute positions, post-norm LayerNorm,
+GELU, biases, full attention); any other choice is refused with the option named, before anything is
+written. `transformers` is the optional extra `bertlab[hf]`, imported only when exporting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import nn
+
+from bertlab.errors import BertlabError
+from bertlab.model.encoder import Encoder
+from bertlab.tokenizer import CLS, MASK, PAD, SEP, UNK, TextTokenizer
+
+CHECKPOINTS = ("checkpoints/best-model.ckpt", "checkpoints/model.ckpt")
+ENCODER = "bertlab.model.encoder.Encoder"
+MLM_HEAD = "bertlab.model.mlm_head.MLMHead"
+
+# Architecture options and the values the Hugging Face BERT format can express.
+HF_BERT_OPTIONS: dict[str, tuple[Any, ...]] = {
+    "position_encoding": ("learned",),
+    "attention": ("sdpa", "eager"),  # both compute full attention; "local" (a window) has no BERT equivalent
+    "norm_position": ("post",),
+    "norm": ("layernorm",),
+    "activation": ("gelu",),
+    "bias": (True,),
+}
+ENCODER_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(Encoder).parameters.items()
+    if parameter.default is not inspect.Parameter.empty
+}
+
+
+@dataclass
+class RunArtifacts:
+    """What an export reads from a pretraining run folder."""
+
+    run_dir: Path
+    checkpoint: Path
+    config: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    tokenizer_file: Path
+
+    @property
+    def architecture(self) -> dict[str, Any]:
+        """The architecture section with the Encoder's defaults filled in for keys older runs lack."""
+        return {**ENCODER_DEFAULTS, **self.config["architecture"]}
+
+    @property
+    def head(self) -> dict[str, Any]:
+        return dict(self.config.get("mlm_head", {}).get("module", {}))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.state_dict["backbone.word_embeddings.weight"].size(0)
+
+    @property
+    def tied(self) -> bool:
+        return bool(self.head.get("tie_word_embeddings", True))
+
+
+def find_checkpoint(run_dir: Path, checkpoint: Path | None = None) -> Path:
+    """`checkpoint` (relative to the run folder or absolute), else the best checkpoint, else the last."""
+    candidates = [run_dir / checkpoint] if checkpoint is not None else [run_dir / c for c in CHECKPOINTS]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise BertlabError(
+        f"no checkpoint at {' or '.join(repr(str(c)) for c in candidates)}; give the folder of a finished "
+        f"pretraining run (runs/pretraining/<name>) or --checkpoint",
+        "checkpoint",
+    )
+
+
+def read_run(run_dir: str | Path, checkpoint: str | Path | None = None) -> RunArtifacts:
+    """Checkpoint, config and tokenizer of a run folder; errors name the missing piece."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise BertlabError(f"run folder {str(run_dir)!r} does not exist", "run_dir")
+    path = find_checkpoint(run_dir, Path(checkpoint) if checkpoint is not None else None)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise BertlabError(f"checkpoint {str(path)!r} cannot be read ({error})", "checkpoint") from error
+    config = saved.get("bertlab", {}).get("config")
+    hydra_config = run_dir / ".hydra" / "config.yaml"
+    if not config and hydra_config.is_file():
+        config = OmegaConf.to_container(OmegaConf.load(hydra_config), resolve=True)
+    if not config or "architecture" not in config:
+        raise BertlabError(
+            f"checkpoint {str(path)!r} records no run config and {str(hydra_config)!r} is missing",
+            "checkpoint",
+        )
+    tokenizer_file = run_dir / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        raise BertlabError(f"{str(tokenizer_file)!r} is missing; the run folder is incomplete", "run_dir")
+    state_dict = saved.get("state_dict", {})
+    if "backbone.word_embeddings.weight" not in state_dict:
+        raise BertlabError(f"checkpoint {str(path)!r} holds no bertlab MLM weights", "checkpoint")
+    return RunArtifacts(run_dir, path, config, state_dict, tokenizer_file)
+
+
+def load_model(
+    run_dir: str | Path, checkpoint: str | Path | None = None
+) -> tuple[nn.Module, nn.Module, TextTokenizer]:
+    """The run's backbone and MLM head with its trained weights (eval mode), and its tokenizer."""
+    run = read_run(run_dir, checkpoint)
+    tokenizer_cfg = run.config.get("tokenizer", {})
+    tokenizer = TextTokenizer.from_file(
+        run.tokenizer_file, tokenizer_cfg.get("max_length", 128), tokenizer_cfg.get("truncation", True)
+    )
+    backbone = instantiate(
+        run.config["architecture"], vocab_size=run.vocab_size, pad_token_id=tokenizer.pad_id
+    )
+    head = instantiate(
+        run.config["mlm_head"]["module"], hidden_size=backbone.hidden_size, vocab_size=run.vocab_size
+    )
+    head.tie_to(backbone.word_embeddings)
+    for prefix, module in (("backbone.", backbone), ("head.", head)):
+        module.load_state_dict(
+            {k[len(prefix) :]: v for k, v in run.state_dict.items() if k.startswith(prefix)}
+        )
+    return backbone.eval(), head.eval(), tokenizer
+
+
+def check_bert_compatible(run: RunArtifacts) -> None:
+    """Refuse, naming the option, what Hugging Face BERT cannot express."""
+    architecture, head = run.architecture, run.head
+    if architecture.get("_target_") != ENCODER:
+        raise BertlabError(
+            f"must be {ENCODER} to export, got {architecture.get('_target_')!r}", "architecture._target_"
+        )
+    for key, supported in HF_BERT_OPTIONS.items():
+        if architecture[key] not in supported:
+            raise BertlabError(
+                f"{architecture[key]!r} cannot be expressed in the Hugging Face BERT format (BertForMaskedLM "
+                f"supports {' or '.join(repr(v) for v in supported)}); this run can only be used with bertlab",
+                f"architecture.{key}",
+            )
+    if head.get("_target_", MLM_HEAD) != MLM_HEAD:
+        raise BertlabError(
+            f"must be {MLM_HEAD} to export, got {head.get('_target_')!r}", "mlm_head.module._target_"
+        )
+    head_eps = head.get("layer_norm_eps", architecture["layer_norm_eps"])
+    if head_eps != architecture["layer_norm_eps"]:
+        raise BertlabError(
+            f"{head_eps} differs from architecture.layer_norm_eps={architecture['layer_norm_eps']}; Hugging Face "
+            f"BERT uses one epsilon for every LayerNorm",
+            "mlm_head.module.layer_norm_eps",
+        )
+
+
+def _qkv(state: dict[str, torch.Tensor], prefix: str, fused: bool, suffix: str) -> list[torch.Tensor]:
+    """Query, key and value weights (suffix "weight") or biases ("bias") of one layer."""
+    if fused:
+        return list(state[f"{prefix}.attention.qkv.{suffix}"].chunk(3, dim=0))
+    return [state[f"{prefix}.attention.qkv.{name}.{suffix}"] for name in ("query", "key", "value")]
+
+
+def bert_state_dict(run: RunArtifacts) -> dict[str, torch.Tensor]:
+    """bertlab's checkpoint keys mapped onto BertForMaskedLM's (the fused QKV matrix split in three)."""
+    state, architecture = run.state_dict, run.architecture
+    hidden = architecture["hidden_size"]
+    word = state["backbone.word_embeddings.weight"]
+    out = {
+        "bert.embeddings.word_embeddings.weight": word,
+        "bert.embeddings.position_embeddings.weight": state["backbone.position_embeddings.embedding.weight"],
+        # bertlab has no segment embeddings: both token types add zero.
+        "bert.embeddings.token_type_embeddings.weight": torch.zeros(2, hidden, dtype=word.dtype),
+        "bert.embeddings.LayerNorm.weight": state["backbone.embedding_norm.weight"],
+        "bert.embeddings.LayerNorm.bias": state["backbone.embedding_norm.bias"],
+        "cls.predictions.transform.dense.weight": state["head.transform.weight"],
+        "cls.predictions.transform.dense.bias": state["head.transform.bias"],
+        "cls.predictions.transform.LayerNorm.weight": state["head.norm.weight"],
+        "cls.predictions.transform.LayerNorm.bias": state["head.norm.bias"],
+        "cls.predictions.decoder.weight": word if run.tied else state["head.decoder.weight"],
+        "cls.predictions.decoder.bias": state["head.decoder.bias"],
+        "cls.predictions.bias": state["head.decoder.bias"],
+    }
+    renames = {
+        "attention.out": "attention.output.dense",
+        "attention_norm": "attention.output.LayerNorm",
+        "feed_forward.up": "intermediate.dense",
+        "feed_forward.down": "output.dense",
+        "feed_forward_norm": "output.LayerNorm",
+    }
+    for index in range(architecture["num_layers"]):
+        source, target = f"backbone.layers.{index}", f"bert.encoder.layer.{index}"
+        for suffix in ("weight", "bias"):
+            for name, tensor in zip(
+                ("query", "key", "value"), _qkv(state, source, architecture["fused_qkv"], suffix), strict=True
+            ):
+                out[f"{target}.attention.self.{name}.{suffix}"] = tensor
+            for ours, theirs in renames.items():
+                out[f"{target}.{theirs}.{suffix}"] = state[f"{source}.{ours}.{suffix}"]
+    return {key: tensor.detach().clone().contiguous() for key, tensor in out.items()}
+
+
+def _transformers() -> Any:
+    try:
+        import transformers
+    except ImportError as error:
+        raise BertlabError(
+            "exporting to the Hugging Face format needs transformers and safetensors: "
+            "pip install 'bertlab[hf]' (or pip install transformers safetensors)",
+            "to",
+        ) from error
+    return transformers
+
+
+def export_hf(
+    run_dir: str | Path, out_dir: str | Path, checkpoint: str | Path | None = None, overwrite: bool = False
+) -> Path:
+    """Write `out_dir` with config.json, model.safetensors and the tokenizer files; returns `out_dir`."""
+    run = read_run(run_dir, checkpoint)
+    check_bert_compatible(run)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise BertlabError(
+            f"{str(out_dir)!r} exists and is not empty; choose another folder or --overwrite", "out_dir"
+        )
+    transformers = _transformers()
+    architecture = run.architecture
+    tokenizer_cfg = run.config.get("tokenizer", {})
+    tokenizer = TextTokenizer.from_file(run.tokenizer_file)
+    config = transformers.BertConfig(
+        vocab_size=run.vocab_size,
+        hidden_size=architecture["hidden_size"],
+        num_hidden_layers=architecture["num_layers"],
+        num_attention_heads=architecture["num_heads"],
+        intermediate_size=architecture["intermediate_size"],
+        hidden_act="gelu",
+        hidden_dropout_prob=architecture["dropout"],
+        attention_probs_dropout_prob=architecture["attention_dropout"],
+        max_position_embeddings=architecture["max_position_embeddings"],
+        type_vocab_size=2,
+        layer_norm_eps=architecture["layer_norm_eps"],
+        pad_token_id=tokenizer.pad_id,
+        position_embedding_type="absolute",
+        tie_word_embeddings=run.tied,
+        architectures=["BertForMaskedLM"],
+    )
+    model = transformers.BertForMaskedLM(config)
+    missing, unexpected = model.load_state_dict(bert_state_dict(run), strict=False)
+    missing = [
+        key for key in missing if not key.endswith("position_ids") and not key.endswith("token_type_ids")
+    ]
+    if missing or unexpected:  # a bug here, not a user error: say exactly what did not map
+        raise RuntimeError(
+            f"weights did not map onto BertForMaskedLM: missing {missing}, unexpected {unexpected}"
+        )
+    if overwrite and out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.eval().save_pretrained(out_dir)
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_file=str(run.tokenizer_file),
+        unk_token=UNK,
+        pad_token=PAD,
+        cls_token=CLS,
+        sep_token=SEP,
+        mask_token=MASK,
+        model_max_length=tokenizer_cfg.get("max_length", architecture["max_position_embeddings"]),
+        padding_side="right",
+    )
+    fast.save_pretrained(out_dir)
+    return out_dir
+
+
+EXPORTERS: dict[str, Callable[..., Path]] = {"hf": export_hf}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: bertlab-export RUN_DIR --to hf [OUT_DIR] [--checkpoint PATH] [--overwrite]."""
+    parser = argparse.ArgumentParser(
+        prog="bertlab-export", description="Export a bertlab pretraining run to another format."
+    )
+    parser.add_argument("run_dir", type=Path, help="pretraining run folder, e.g. runs/pretraining/base")
+    parser.add_argument("out_dir", type=Path, nargs="?", help="output folder (default: RUN_DIR/<format>)")
+    parser.add_argument("--to", choices=sorted(EXPORTERS), default="hf", help="target format (default: hf)")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="checkpoint relative to RUN_DIR (default: checkpoints/best-model.ckpt, else checkpoints/model.ckpt)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    args = parser.parse_args(argv)
+    out_dir = args.out_dir or args.run_dir / args.to
+    try:
+        written = EXPORTERS[args.to](
+            args.run_dir, out_dir, checkpoint=args.checkpoint, overwrite=args.overwrite
+        )
+    except BertlabError as error:
+        print(f"bertlab-export: error: {error.key + ': ' if error.key else ''}{error}", file=sys.stderr)
+        return 2
+    print(f"Exported {args.run_dir} to {written} ({args.to})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

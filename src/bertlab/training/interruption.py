@@ -1,0 +1,69 @@
+"""Stopping cleanly: SIGTERM (cluster preemption) and Ctrl-C save checkpoints/model.ckpt at the next step
+boundary and end training; the final step saves it too. Both save from on_train_batch_end, the same point
+as the periodic checkpoints, so every model.ckpt resumes the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import lightning as L
+
+log = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(Exception):
+    """Raised after the interruption checkpoint is written; ends fit() without an extra validation."""
+
+    def __init__(self, step: int, checkpoint: Path) -> None:
+        super().__init__(f"stopped at step {step}; checkpoint {checkpoint}")
+        self.step = step
+
+
+class StepBoundaryCheckpoint(L.Callback):
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.requested: int | None = None
+        self.saved_step: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _request(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested is not None and signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.requested = signum
+        log.warning(
+            "Received %s: saving %s after this step, then stopping", signal.Signals(signum).name, self.path
+        )
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero or trainer.world_size == 1:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._request)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self.requested is not None:
+            self._save(trainer)
+            log.warning(
+                "Stopped at step %d; checkpoint %s. Continue with training.resume.is_resume=true",
+                trainer.global_step,
+                self.path,
+            )
+            raise TrainingInterrupted(trainer.global_step, self.path)
+        if trainer.global_step >= trainer.max_steps:
+            self._save(trainer)
+
+    def _save(self, trainer: L.Trainer) -> None:
+        trainer.save_checkpoint(self.path)
+        self.saved_step = trainer.global_step
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.saved_step != trainer.global_step:  # ended by max_epochs rather than max_steps
+            self._save(trainer)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()

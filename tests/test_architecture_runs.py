@@ -1,0 +1,109 @@
+"""Every attention x position-encoding combination, and every preset, trains through launch.py.
+
+Two multiruns (one process each) keep this fast: 15 tiny jobs, then the 7 presets at their real sizes for a
+few steps on short sequences. "Trains" means the validation loss on a fixed validation batch falls from the
+step-0 baseline to the end of the run.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import launch, read_csv
+
+ATTENTION = ("sdpa", "eager", "local")
+POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "none")
+PRESETS = ("bert_tiny", "bert_mini", "bert_small", "bert_medium", "bert_base", "modern_tiny", "modern_small")
+# Short runs: one fixed validation batch before and after training, a small test split.
+SHORT = [
+    "data.source.documents=300",
+    "tokenizer.vocab_size=400",
+    "tokenizer.max_length=32",
+    "training.batch_size=4",
+    "training.limit_val_batches=1",
+    "training.checkpoint.every_n_steps=1000",
+    "logging.log_every_n_steps=1",
+    "data.val_ratio=0.05",
+    "data.test_ratio=0.02",
+]
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """Tiny models train faster on one thread, and a CPU shared with other work does not stall them."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def multirun(args: list[str], output_dir: Path, timeout: int = 600) -> dict[frozenset[str], Path]:
+    """`launch.py -m args`; returns each job's folder keyed by its sweep overrides."""
+    if "flags" in inspect.signature(launch).parameters:
+        launch(args, output_dir, flags=("-m",), timeout=timeout)
+    else:
+        launch(["-m", *args], output_dir, timeout=timeout)
+    jobs = {}
+    for job in sorted((output_dir / "pretraining" / "sweeps").glob("*/job*")):
+        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+        jobs[frozenset(overrides)] = job
+    return jobs
+
+
+def validation_losses(job: Path) -> tuple[float, float]:
+    """(step-0 baseline, last) validation loss of a finished job."""
+    rows = [row for row in read_csv(job / "metrics" / "eval" / "metrics.csv") if row["stage"] == "val"]
+    assert int(rows[0]["step"]) == 0 and len(rows) >= 2, f"{job.name}: no baseline and final validation"
+    return float(rows[0]["loss"]), float(rows[-1]["loss"])
+
+
+def assert_trained(jobs: dict[frozenset[str], Path]) -> None:
+    for overrides, job in jobs.items():
+        first, last = validation_losses(job)
+        assert last < first, f"{sorted(overrides)}: validation loss did not fall ({first:.3f} -> {last:.3f})"
+        assert (job / "checkpoints" / "model.ckpt").is_file()
+
+
+def test_every_attention_and_position_encoding_trains(tmp_path):
+    jobs = multirun(
+        [
+            "+experiment=pretrain",
+            f"architecture.attention={','.join(ATTENTION)}",
+            f"architecture.position_encoding={','.join(POSITIONS)}",
+            "architecture.local_window=4",
+            "architecture.global_every=2",
+            *SHORT,
+            "training.batch_size=8",
+            "training.max_steps=8",
+            "training.val_check_interval=8",
+        ],
+        tmp_path,
+    )
+    assert len(jobs) == len(ATTENTION) * len(POSITIONS)
+    combinations = {
+        (attention, position)
+        for overrides in jobs
+        for attention in ATTENTION
+        for position in POSITIONS
+        if {f"architecture.attention={attention}", f"architecture.position_encoding={position}"} <= overrides
+    }
+    assert len(combinations) == len(ATTENTION) * len(POSITIONS)
+    assert_trained(jobs)
+
+
+def test_every_preset_trains(tmp_path):
+    jobs = multirun(
+        [
+            "+experiment=pretrain",
+            f"architecture={','.join(PRESETS)}",
+            *SHORT,
+            "training.max_steps=5",
+            "training.val_check_interval=5",
+        ],
+        tmp_path,
+    )
+    assert {
+        override for overrides in jobs for override in overrides if override.startswith("architecture=")
+    } == {f"architecture={preset}" for preset in PRESETS}
+    assert_trained(jobs)

@@ -1,0 +1,100 @@
+"""Data pipeline: compact memory-mapped token stores, blocks without padding, cache reuse and rebuild."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from bertlab.data.corpus import TextCorpus
+from bertlab.data.masking import MaskingPolicy
+from bertlab.data.pretraining import PretrainingDataModule
+from bertlab.data.token_store import build_token_store, load_token_store, save_token_store
+from bertlab.tokenizer import BPETokenizer, UnigramTokenizer, WordPieceTokenizer
+
+
+def test_token_store_is_one_tensor_plus_offsets_and_memory_mapped(tmp_path):
+    store = build_token_store([[5, 6, 7], [8], [9, 10]], vocab_size=300)
+    assert store.ids.dtype == torch.int16 and store.offsets.tolist() == [0, 3, 4, 6]
+    save_token_store(store, tmp_path / "train.pt")
+    loaded = load_token_store(tmp_path / "train.pt")
+    assert loaded.document(2).tolist() == [9, 10]
+    maps = Path("/proc/self/maps").read_text()
+    assert str(tmp_path / "train.pt") in maps, "the store must be memory-mapped, not read into memory"
+
+
+def write_corpus(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+
+
+def make_datamodule(tmp_path, train_file, **kwargs):
+    return PretrainingDataModule(
+        TextCorpus(train=str(train_file), **kwargs),
+        val_ratio=0.1,
+        test_ratio=0.1,
+        cache_dir=str(tmp_path / "cache"),
+        seed=0,
+        masking=MaskingPolicy(),
+        batch_size=4,
+    )
+
+
+def fitted_tokenizer(documents, cls=WordPieceTokenizer):
+    tokenizer = cls(vocab_size=200, min_frequency=1, max_length=16)
+    tokenizer.fit(documents)
+    return tokenizer
+
+
+def test_blocks_have_static_length_and_start_with_cls(tmp_path):
+    corpus = tmp_path / "a.txt"
+    write_corpus(corpus, [f"the fox number {i} runs over the hill near the river" for i in range(60)])
+    datamodule = make_datamodule(tmp_path, corpus)
+    tokenizer = fitted_tokenizer(datamodule.documents()["train"])
+    datamodule.prepare(tokenizer)
+    datamodule.setup()
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["input_ids"].shape == (4, 16)
+    assert (batch["input_ids"][:, 0] == tokenizer.cls_id).all()
+    assert (batch["input_ids"][:, -1] == tokenizer.sep_id).all()
+    assert (batch["input_ids"] != tokenizer.pad_id).all()
+    assert batch["masked_positions"].shape == (4, 2)  # round(0.15 * 14)
+
+
+def test_prepared_datasets_are_reused_and_rebuilt_when_inputs_change(tmp_path):
+    corpus = tmp_path / "a.txt"
+    write_corpus(corpus, [f"a line about owls and foxes {i}" for i in range(40)])
+    first = make_datamodule(tmp_path, corpus)
+    tokenizer = fitted_tokenizer(first.documents()["train"])
+    folder = first.prepare(tokenizer)
+    stamp = (folder / "train.pt").stat().st_mtime_ns
+    time.sleep(0.01)
+    again = make_datamodule(tmp_path, corpus)
+    assert again.prepare(tokenizer) == folder
+    assert (folder / "train.pt").stat().st_mtime_ns == stamp
+    write_corpus(corpus, [f"a changed line about bears {i}" for i in range(40)])
+    changed = make_datamodule(tmp_path, corpus)
+    assert changed.prepare(tokenizer) != folder
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert set(manifest["splits"]) == {"train", "val", "test"}
+
+
+def test_jsonl_text_field_and_explicit_splits(tmp_path):
+    records = [json.dumps({"body": f"record {i} about the whale"}) for i in range(30)]
+    (tmp_path / "t.jsonl").write_text("\n".join(records))
+    (tmp_path / "v.txt").write_text("one\ntwo\n")
+    corpus = TextCorpus(train=str(tmp_path / "t.jsonl"), val=str(tmp_path / "v.txt"), text_field="body")
+    splits = corpus.splits()
+    assert splits["train"][0] == "record 0 about the whale" and splits["val"] == ["one", "two"]
+    assert splits["test"] is None
+
+
+def test_every_tokenizer_registers_special_tokens_and_adds_cls_sep():
+    documents = [f"the otter eats fish number {i}" for i in range(50)]
+    for cls in (WordPieceTokenizer, BPETokenizer, UnigramTokenizer):
+        tokenizer = fitted_tokenizer(documents, cls)
+        ids = tokenizer.encode_sequences(["the otter [MASK] fish"])[0]
+        assert ids[0] == tokenizer.cls_id and ids[-1] == tokenizer.sep_id, cls
+        assert tokenizer.mask_id in ids, cls
+        assert tokenizer.special_ids == [0, 1, 2, 3, 4]

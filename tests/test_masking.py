@@ -1,0 +1,79 @@
+"""MLM masking: fixed count, never special tokens, 80/10/10, reproducible from the seed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bertlab.data.masking import IGNORE_INDEX, MaskingPolicy, example_generator
+from bertlab.errors import BertlabError
+
+SPECIAL = torch.tensor([0, 1, 2, 3, 4])
+MASK_ID = 4
+REPLACEMENTS = torch.arange(5, 100)
+
+
+def sequence(length: int = 64) -> torch.Tensor:
+    ids = torch.randint(5, 100, (length,), generator=torch.Generator().manual_seed(1))
+    ids[0], ids[20], ids[-1] = 2, 3, 3  # [CLS], a document separator, [SEP]
+    return ids
+
+
+def test_fixed_count_and_special_tokens_never_selected():
+    policy = MaskingPolicy(0.15)
+    ids = sequence()
+    for index in range(50):
+        out = policy.apply(ids, SPECIAL, MASK_ID, REPLACEMENTS, 9, example_generator(0, 0, index))
+        positions = out["masked_positions"]
+        assert positions.shape == (9,) and positions.unique().numel() == 9
+        assert not torch.isin(ids[positions], SPECIAL).any()
+        assert torch.equal(out["masked_labels"], ids[positions])
+        unselected = torch.ones_like(ids, dtype=torch.bool)
+        unselected[positions] = False
+        assert torch.equal(out["input_ids"][unselected], ids[unselected])
+
+
+def test_replacement_shares_follow_80_10_10():
+    policy = MaskingPolicy(0.15, mask_token_ratio=0.8, random_token_ratio=0.1)
+    ids = sequence(200)
+    masked = kept = 0
+    total = 0
+    for index in range(400):
+        out = policy.apply(ids, SPECIAL, MASK_ID, REPLACEMENTS, 30, example_generator(3, 1, index))
+        seen = out["input_ids"][out["masked_positions"]]
+        masked += int((seen == MASK_ID).sum())
+        kept += int((seen == out["masked_labels"]).sum())
+        total += seen.numel()
+    assert abs(masked / total - 0.8) < 0.02
+    # unchanged = the 10 % kept plus random draws that hit the original token (1/95 of 10 %)
+    assert abs(kept / total - 0.1) < 0.02
+
+
+def test_reproducible_from_seed_epoch_and_index():
+    policy = MaskingPolicy()
+    ids = sequence()
+    first = policy.apply(ids, SPECIAL, MASK_ID, REPLACEMENTS, 9, example_generator(7, 2, 5))
+    again = policy.apply(ids, SPECIAL, MASK_ID, REPLACEMENTS, 9, example_generator(7, 2, 5))
+    other_epoch = policy.apply(ids, SPECIAL, MASK_ID, REPLACEMENTS, 9, example_generator(7, 3, 5))
+    assert all(torch.equal(first[key], again[key]) for key in first)
+    assert not torch.equal(first["masked_positions"], other_epoch["masked_positions"])
+
+
+def test_short_sequences_pad_predictions_with_ignored_labels():
+    ids = torch.tensor([2, 50, 51, 3, 0, 0])
+    out = MaskingPolicy().apply(ids, SPECIAL, MASK_ID, REPLACEMENTS, 4, example_generator(0, 0, 0))
+    assert out["masked_positions"].shape == (4,)
+    assert (out["masked_labels"] == IGNORE_INDEX).sum() == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"probability": 1.0}, "probability"),
+        ({"mask_token_ratio": 0.8, "random_token_ratio": 0.3}, "random_token_ratio"),
+    ],
+)
+def test_invalid_policies_name_the_parameter(kwargs, key):
+    with pytest.raises(BertlabError) as caught:
+        MaskingPolicy(**kwargs)
+    assert caught.value.key == key

@@ -1,0 +1,112 @@
+"""Exact resume: interrupted + resumed equals straight, to the bit; and resume's refusals."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import lightning as L
+import pytest
+import torch
+
+import bertlab.run
+from bertlab.errors import BertlabError
+from bertlab.run import run
+from tests.conftest import FAST, compose_config, read_csv, snapshot
+
+STEPS = ["training.max_steps=20", "training.val_check_interval=6", "training.checkpoint.every_n_steps=5"]
+
+
+class SignalAtStep(L.Callback):
+    """Sends this process a real SIGTERM during step `step`, as a cluster's preemption would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if trainer.global_step + 1 == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def interrupt_at(monkeypatch, step: int) -> None:
+    original = bertlab.run.build_trainer
+
+    def with_signal(*args, **kwargs):
+        trainer = original(*args, **kwargs)
+        trainer.callbacks.append(SignalAtStep(step))
+        return trainer
+
+    monkeypatch.setattr(bertlab.run, "build_trainer", with_signal)
+
+
+def weights(run_dir):
+    return torch.load(run_dir / "checkpoints/model.ckpt", weights_only=True)["state_dict"]
+
+
+def test_sigterm_then_resume_equals_straight_training(tmp_path, monkeypatch):
+    straight = tmp_path / "pretraining" / "straight"
+    run(
+        compose_config(["+experiment=pretrain", "experiment.name=straight", *FAST, *STEPS], tmp_path),
+        straight,
+    )
+
+    cut = tmp_path / "pretraining" / "cut"
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 9)  # mid-epoch, between periodic checkpoints
+        run(compose_config(["+experiment=pretrain", "experiment.name=cut", *FAST, *STEPS], tmp_path), cut)
+    assert torch.load(cut / "checkpoints/model.ckpt", weights_only=True)["global_step"] == 9
+    assert [int(r["step"]) for r in read_csv(cut / "metrics/train/metrics.csv")][-1] == 8
+
+    resumed = ["+experiment=pretrain", "experiment.name=cut", *FAST, *STEPS, "training.resume.is_resume=true"]
+    run(compose_config(resumed, tmp_path), cut)
+
+    straight_rows = read_csv(straight / "metrics/train/metrics.csv")
+    cut_rows = read_csv(cut / "metrics/train/metrics.csv")
+    assert [r["step"] for r in cut_rows] == [str(s) for s in range(2, 21, 2)]
+    assert [(r["step"], r["loss"], r["lr"]) for r in cut_rows] == [
+        (r["step"], r["loss"], r["lr"]) for r in straight_rows
+    ]
+    straight_val = [(r["step"], r["loss"]) for r in read_csv(straight / "metrics/eval/metrics.csv")]
+    cut_val = [(r["step"], r["loss"]) for r in read_csv(cut / "metrics/eval/metrics.csv")]
+    assert cut_val == straight_val
+    final_straight, final_cut = weights(straight), weights(cut)
+    assert final_straight.keys() == final_cut.keys()
+    assert all(torch.equal(final_straight[k], final_cut[k]) for k in final_straight)
+
+
+def test_resuming_a_run_that_does_not_exist_fails_and_creates_nothing(tmp_path):
+    cfg = compose_config(
+        ["+experiment=pretrain", "experiment.name=ghost", "training.resume.is_resume=true"], tmp_path
+    )
+    with pytest.raises(
+        BertlabError, match=r"cannot resume: checkpoint .*ghost/checkpoints/model\.ckpt' does not exist"
+    ):
+        run(cfg, tmp_path / "pretraining" / "ghost")
+    assert not (tmp_path / "pretraining").exists()
+
+
+def test_weights_only_restarts_schedule_and_strict_false_lists_mismatches(tmp_path, pretrained_run, caplog):
+    output_dir = pretrained_run.parent.parent
+    overrides = [
+        "+experiment=pretrain",
+        "experiment.name=weights_only",
+        *FAST,
+        "training.max_steps=4",
+        "training.resume.is_resume=true",
+        "training.resume.resume_pretraining_name=shared",
+        "training.resume.load_only_model_state=true",
+    ]
+    before = snapshot(pretrained_run)
+    run(compose_config(overrides, output_dir), output_dir / "pretraining" / "weights_only")
+    rows = read_csv(output_dir / "pretraining" / "weights_only" / "metrics/train/metrics.csv")
+    assert [int(r["step"]) for r in rows] == [2, 4]  # the step count restarted
+    assert snapshot(pretrained_run) == before  # the source run is never written to
+
+    mismatched = [*overrides[:-1], "training.resume.load_only_model_state=true", "architecture.num_layers=3"]
+    mismatched[1] = "experiment.name=deeper"
+    with pytest.raises(BertlabError, match=r"does not match the model .* missing: backbone\.layers\.2"):
+        run(compose_config(mismatched, output_dir), output_dir / "pretraining" / "deeper")
+    lenient = [*mismatched, "training.resume.strict=false"]
+    lenient[1] = "experiment.name=deeper_lenient"
+    run(compose_config(lenient, output_dir), output_dir / "pretraining" / "deeper_lenient")
+    assert "missing: backbone.layers.2.attention.qkv.weight" in caplog.text
