@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 
-import bertlab.run
+import bertlab.building
 from bertlab.errors import BertlabError
 from bertlab.run import run
 from tests.conftest import FAST, compose_config, read_csv, snapshot
@@ -29,14 +29,14 @@ class SignalAtStep(L.Callback):
 
 
 def interrupt_at(monkeypatch, step: int) -> None:
-    original = bertlab.run.build_trainer
+    original = bertlab.building.build_trainer
 
     def with_signal(*args, **kwargs):
         trainer = original(*args, **kwargs)
         trainer.callbacks.append(SignalAtStep(step))
         return trainer
 
-    monkeypatch.setattr(bertlab.run, "build_trainer", with_signal)
+    monkeypatch.setattr(bertlab.building, "build_trainer", with_signal)
 
 
 def weights(run_dir):

@@ -306,14 +306,17 @@ def main(argv: list[str] | None = None) -> int:
         help="checkpoint relative to RUN_DIR (default: checkpoints/best-model.ckpt, else checkpoints/model.ckpt)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     out_dir = args.out_dir or args.run_dir / args.to
     try:
         written = EXPORTERS[args.to](
             args.run_dir, out_dir, checkpoint=args.checkpoint, overwrite=args.overwrite
         )
     except BertlabError as error:
-        print(f"bertlab-export: error: {error.key + ': ' if error.key else ''}{error}", file=sys.stderr)
+        text = str(error)
+        if error.key and not text.startswith(f"{error.key}: "):
+            text = f"{error.key}: {text}"
+        print(f"bertlab-export: error: {text}", file=sys.stderr)
         return 2
     print(f"Exported {args.run_dir} to {written} ({args.to})")
     return 0

@@ -28,11 +28,11 @@ def check_common(cfg: DictConfig) -> None:
         raise BertlabError(
             f"must be a plain folder name (no '/', not hidden), got {name!r}", "experiment.name"
         )
+    if cfg.training.max_steps != -1:
+        _positive(cfg, "training.max_steps")
     for key in (
-        "training.max_steps",
         "training.batch_size",
         "training.accumulate_grad_batches",
-        "training.val_check_interval",
         "training.devices",
         "training.checkpoint.every_n_steps",
         "logging.log_every_n_steps",
@@ -41,6 +41,8 @@ def check_common(cfg: DictConfig) -> None:
             continue
         _positive(cfg, key)
     _positive(cfg, "training.num_workers", allow_zero=True)
+    if cfg.training.val_check_interval is not None:
+        _positive(cfg, "training.val_check_interval")
     if cfg.training.max_epochs is not None:
         _positive(cfg, "training.max_epochs")
     clip = cfg.training.gradient_clip_val
@@ -95,4 +97,32 @@ def check_pretraining(cfg: DictConfig) -> None:
             f"{window} exceeds tokenizer.max_length={max_length}: a window wider than the sequence is full "
             f"attention; lower architecture.local_window or use architecture.attention=sdpa",
             "architecture.local_window",
+        )
+
+
+def check_finetuning(cfg: DictConfig) -> None:
+    check_common(cfg)
+    if cfg.experiment.kind != "finetuning":
+        raise BertlabError(
+            f"must be 'finetuning' for classification runs, got {cfg.experiment.kind!r}", "experiment.kind"
+        )
+    monitor = cfg.training.checkpoint.monitor
+    allowed = ("val/macro_f1", "val/accuracy", "val/loss")
+    if monitor not in allowed:
+        raise BertlabError(f"must be one of {list(allowed)}, got {monitor!r}", "training.checkpoint.monitor")
+    decay = cfg.training.layerwise_lr_decay
+    if not 0.0 < decay <= 1.0:
+        raise BertlabError(f"must be in (0, 1], got {decay}", "training.layerwise_lr_decay")
+    head_lr = cfg.training.head_lr
+    if head_lr is not None and not head_lr > 0:
+        raise BertlabError(f"must be positive or null, got {head_lr}", "training.head_lr")
+    if cfg.training.max_steps == -1 and cfg.training.max_epochs is None:
+        raise BertlabError(
+            "is -1 (no step limit) but training.max_epochs is null; set one of them", "training.max_steps"
+        )
+    pretrained = cfg.pretrained_experiment
+    if pretrained.name is not None and pretrained.checkpoint is None:
+        raise BertlabError(
+            "must be best, last or a path when pretrained_experiment.name is set",
+            "pretrained_experiment.checkpoint",
         )

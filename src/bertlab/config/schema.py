@@ -64,13 +64,27 @@ class ResumeConfig:
 
 
 @dataclass
+class FreezeConfig:
+    embeddings: bool = False
+    layers: int = 0
+    backbone: bool = False
+    unfreeze_after_epochs: int | None = None
+
+
+@dataclass
+class PretrainedExperimentConfig:
+    name: str | None = None
+    checkpoint: str | None = "best"
+
+
+@dataclass
 class TrainingConfig:
     max_steps: int = 600
     max_epochs: int | None = None
     batch_size: int = 32
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = 1.0
-    val_check_interval: int = 100
+    val_check_interval: int | None = 100
     limit_val_batches: Any = 1.0
     accelerator: str = "auto"
     devices: Any = 1
@@ -85,6 +99,13 @@ class TrainingConfig:
 
 
 @dataclass
+class FinetuneTrainingConfig(TrainingConfig):
+    head_lr: float | None = None
+    layerwise_lr_decay: float = 1.0
+    freeze: FreezeConfig = field(default_factory=FreezeConfig)
+
+
+@dataclass
 class RunConfig:
     """The root: typed experiment section; the other sections come from their groups."""
 
@@ -93,6 +114,8 @@ class RunConfig:
     tokenizer: Any = MISSING
     architecture: Any = MISSING
     mlm_head: Any = None
+    classification_head: Any = None
+    pretrained_experiment: Any = None
     training: Any = MISSING
     data: Any = MISSING
 
@@ -106,3 +129,7 @@ def register_schemas() -> None:
     store.store(name="run_schema", node=RunConfig)
     store.store(group="logging", name="logging_schema", node=LoggingConfig)
     store.store(group="training", name="training_schema", node=TrainingConfig)
+    store.store(group="training", name="finetune_training_schema", node=FinetuneTrainingConfig)
+    store.store(
+        group="pretrained_experiment", name="pretrained_experiment_schema", node=PretrainedExperimentConfig
+    )

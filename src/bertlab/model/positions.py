@@ -99,7 +99,7 @@ class RotaryPositions(PositionEncoding):
 
 
 def alibi_slopes(num_heads: int) -> torch.Tensor:
-    """Head slopes of Press et al. (2022): a geometric sequence from 2^(-8/n); interleaved for non-powers of 2."""
+    """Per-head slopes of Press et al. (2022): geometric from 2^(-8/n), interleaved for non-powers of 2."""
 
     def power_of_two(n: int) -> list[float]:
         start = 2.0 ** (-8.0 / n)

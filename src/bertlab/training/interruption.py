@@ -54,11 +54,11 @@ class StepBoundaryCheckpoint(L.Callback):
                 self.path,
             )
             raise TrainingInterrupted(trainer.global_step, self.path)
-        if trainer.global_step >= trainer.max_steps:
+        if 0 < trainer.max_steps <= trainer.global_step:
             self._save(trainer)
 
     def _save(self, trainer: L.Trainer) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)
         self.saved_step = trainer.global_step
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -22,7 +22,7 @@ def build_trainer(
     precision: str,
     accumulate_grad_batches: int,
     gradient_clip_val: float | None,
-    val_check_interval: int,
+    val_check_interval: int | None,
     limit_val_batches: int | float,
     validate: bool,
     log_every_n_steps: int,
@@ -51,8 +51,11 @@ def build_trainer(
         precision=precision,
         accumulate_grad_batches=accumulate_grad_batches,
         gradient_clip_val=gradient_clip_val,
-        val_check_interval=val_check_interval * accumulate_grad_batches,
-        check_val_every_n_epoch=None,
+        # Lightning counts batches; None validates at every epoch end.
+        val_check_interval=None
+        if val_check_interval is None
+        else val_check_interval * accumulate_grad_batches,
+        check_val_every_n_epoch=1 if val_check_interval is None else None,
         limit_val_batches=limit_val_batches if validate else 0,
         num_sanity_val_steps=0,
         log_every_n_steps=log_every_n_steps,

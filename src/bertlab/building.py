@@ -1,0 +1,253 @@
+"""The steps every run shares, from a composed config to a finished fit: instantiate sections, check,
+resolve devices and the resume source, assemble loggers and the Trainer, fit and test.
+
+This module and the task flows (pretraining.py, finetuning.py) are the only library code that reads the
+config; what they build takes plain arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from bertlab.errors import BertlabError
+from bertlab.run_folder import refuse_existing_run, refuse_missing_run
+from bertlab.training.checkpointing import BEST_NAME, LAST_NAME
+from bertlab.training.interruption import StepBoundaryCheckpoint, TrainingInterrupted
+from bertlab.training.loggers import finish_wandb, wandb_logger
+from bertlab.training.metric_files import RunFolderCSVLogger
+from bertlab.training.precision import resolve_accelerator, resolve_precision
+from bertlab.training.resume import RNGStateCallback, batches_into_epoch, compare_state, load_checkpoint
+from bertlab.training.trainer import build_trainer
+
+log = logging.getLogger(__name__)
+RUN_INFO = "run.json"
+OUTPUT_MARKERS = ("checkpoints", "metrics", "tokenizer.json")
+
+
+def build(cfg: DictConfig, section: str, **runtime: Any) -> Any:
+    """`instantiate` one config section; errors name the section's keys (`architecture.num_heads`)."""
+    node = OmegaConf.select(cfg, section)
+    try:
+        return instantiate(node, **runtime)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, BertlabError):
+            nested = str(error).rpartition("\nfull_key: ")[2] if "\nfull_key: " in str(error) else ""
+            raise error.__cause__.in_section(f"{section}.{nested}" if nested else section) from None
+        raise BertlabError(str(error), key=section) from error
+    except BertlabError as error:
+        raise error.in_section(section) from None
+
+
+def progress_bar_enabled(setting: str | bool) -> bool:
+    if setting in ("auto", None):
+        return sys.stderr.isatty()
+    return setting in (True, "true")
+
+
+@dataclass
+class RunSetup:
+    """What a run resolved before building its model: devices, optimizer factories, where it resumes from."""
+
+    accelerator: str
+    precision: str
+    optimizer: Any
+    scheduler: Any
+    checkpoint_path: Path | None
+    checkpoint: dict[str, Any] | None
+    load_only_model_state: bool = False
+
+
+def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """The checkpoint to resume from, or None for a fresh run; refuses what cannot work."""
+    resume = cfg.training.resume
+    if not resume.is_resume:
+        refuse_existing_run(run_dir, markers=OUTPUT_MARKERS)
+        return None
+    source_name = resume.resume_pretraining_name or cfg.experiment.name
+    source_dir = Path(cfg.experiment.output_dir) / cfg.experiment.kind / source_name
+    checkpoint = source_dir / resume.checkpoint_path
+    refuse_missing_run(source_dir, checkpoint)
+    if source_dir.resolve() != run_dir.resolve():
+        refuse_existing_run(run_dir, markers=OUTPUT_MARKERS)
+    return checkpoint
+
+
+def setup_run(cfg: DictConfig, run_dir: Path) -> RunSetup:
+    """Checks that need no data: resume source, optimizer and schedule, devices and precision."""
+    training = cfg.training
+    checkpoint_path = resume_checkpoint(cfg, run_dir)
+    optimizer = build(cfg, "training.optimizer")
+    scheduler = build(cfg, "training.scheduler")
+    probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    try:
+        scheduler(probe, total_steps=training.max_steps if training.max_steps > 0 else 10**6)
+    except BertlabError as error:
+        raise error.in_section("training.scheduler") from None
+    try:
+        accelerator = resolve_accelerator(training.accelerator)
+        precision = resolve_precision(training.precision, accelerator)
+    except BertlabError as error:
+        raise error.in_section("training") from None
+    checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
+    log.info("Run folder %s; accelerator %s, precision %s", run_dir, accelerator, precision)
+    return RunSetup(
+        accelerator=accelerator,
+        precision=precision,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        checkpoint_path=checkpoint_path,
+        checkpoint=checkpoint,
+        load_only_model_state=bool(training.resume.load_only_model_state),
+    )
+
+
+def apply_resume(
+    cfg: DictConfig, setup: RunSetup, model: L.LightningModule, datamodule: Any
+) -> tuple[str | None, int]:
+    """Loads weights (weights-only resume) or prepares a full resume; returns (ckpt_path for fit, step)."""
+    if setup.checkpoint is None:
+        return None, 0
+    resume = cfg.training.resume
+    compare_state(model, setup.checkpoint, resume.strict, setup.checkpoint_path)
+    if resume.load_only_model_state:
+        model.load_state_dict(setup.checkpoint["state_dict"], strict=resume.strict)
+        log.info(
+            "Loaded weights only from %s: fresh optimizer, schedule and step count", setup.checkpoint_path
+        )
+        setup.checkpoint = None
+        return None, 0
+    model.strict_loading = resume.strict
+    step = int(setup.checkpoint["global_step"])
+    datamodule.skip_train_batches = batches_into_epoch(
+        step, cfg.training.accumulate_grad_batches, datamodule.batches_per_epoch()
+    )
+    log.info("Resuming from %s at step %d", setup.checkpoint_path, step)
+    setup.checkpoint = None
+    return str(setup.checkpoint_path), step
+
+
+def make_loggers(
+    cfg: DictConfig,
+    run_dir: Path,
+    train_columns: list[str],
+    eval_columns: list[str],
+    setup: RunSetup,
+    step: int,
+) -> list:
+    csv_logger = RunFolderCSVLogger(
+        run_dir,
+        train_columns,
+        eval_columns,
+        write_train=cfg.logging.csv.train,
+        write_eval=cfg.logging.csv.eval,
+        train_every_n_steps=cfg.logging.log_every_n_steps,
+    )
+    if (
+        setup.checkpoint_path is not None
+        and setup.checkpoint_path.parent.parent.resolve() == run_dir.resolve()
+    ):
+        csv_logger.truncate_after(step)
+    loggers: list = [csv_logger]
+    if cfg.logging.use_wandb:
+        wandb_cfg = cfg.logging.wandb
+        loggers.append(
+            wandb_logger(
+                run_dir,
+                name=cfg.experiment.name,
+                project=wandb_cfg.project,
+                entity=wandb_cfg.entity,
+                mode=wandb_cfg.mode,
+                group=wandb_cfg.group,
+                tags=list(wandb_cfg.tags),
+                config=OmegaConf.to_container(cfg, resolve=True),
+            )
+        )
+    return loggers
+
+
+def make_trainer(
+    cfg: DictConfig, run_dir: Path, setup: RunSetup, loggers: list
+) -> tuple[L.Trainer, StepBoundaryCheckpoint]:
+    training = cfg.training
+    trainer = build_trainer(
+        run_dir,
+        loggers=loggers,
+        max_steps=training.max_steps,
+        max_epochs=training.max_epochs,
+        accelerator=setup.accelerator,
+        devices=training.devices,
+        strategy=training.strategy,
+        precision=setup.precision,
+        accumulate_grad_batches=training.accumulate_grad_batches,
+        gradient_clip_val=training.gradient_clip_val,
+        val_check_interval=training.val_check_interval,
+        limit_val_batches=training.limit_val_batches,
+        validate=cfg.logging.log_eval,
+        log_every_n_steps=cfg.logging.log_every_n_steps,
+        checkpoint_every_n_steps=training.checkpoint.every_n_steps,
+        monitor=training.checkpoint.monitor,
+        monitor_mode=training.checkpoint.mode,
+        progress_bar=progress_bar_enabled(cfg.logging.progress_bar),
+        deterministic=training.deterministic,
+    )
+    stopper = StepBoundaryCheckpoint(run_dir / "checkpoints" / f"{LAST_NAME}.ckpt")
+    trainer.callbacks.extend([RNGStateCallback(), stopper])
+    return trainer, stopper
+
+
+def fit_and_test(
+    cfg: DictConfig,
+    run_dir: Path,
+    trainer: L.Trainer,
+    model: L.LightningModule,
+    datamodule: Any,
+    fit_checkpoint: str | None,
+) -> tuple[float | None, bool]:
+    """Baseline validation, fit, then the test split with the best checkpoint.
+
+    Returns (best monitored value, finished); finished is False when a signal interrupted training.
+    """
+    try:
+        if cfg.logging.log_eval and fit_checkpoint is None:
+            trainer.validate(model, datamodule=datamodule, verbose=False)  # the step-0 baseline row
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=fit_checkpoint, weights_only=True)
+        except TrainingInterrupted as stop:
+            log.warning(
+                "Training interrupted at step %d; resume with training.resume.is_resume=true", stop.step
+            )
+            return None, False
+        best = run_dir / "checkpoints" / f"{BEST_NAME}.ckpt"
+        if not best.exists():  # no validation ran: the last weights are the best known
+            trainer.save_checkpoint(best, weights_only=False)
+        best_score = next((c.best_model_score for c in trainer.checkpoint_callbacks if c.monitor), None)
+        if cfg.logging.log_eval:
+            trainer.test(model, datamodule=datamodule, ckpt_path=str(best), weights_only=True)
+        return (float(best_score) if best_score is not None else None), True
+    finally:
+        if cfg.logging.use_wandb:
+            finish_wandb()
+
+
+def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
+    """run.json: what `auto` settings resolved to, and where the data and the start came from."""
+    info = {
+        **info,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "command": sys.argv,
+    }
+    (run_dir / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n")

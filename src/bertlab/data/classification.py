@@ -1,0 +1,209 @@
+"""Classification data: labelled text -> cached token store + labels -> batches padded to their longest.
+
+The label vocabulary is the sorted set of training labels; ids index into it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from bertlab.data.corpus import SPLITS
+from bertlab.data.labelled import Example, label_vocabulary
+from bertlab.data.sampler import EpochShuffleSampler
+from bertlab.data.token_store import TokenStore, build_token_store, load_token_store, save_token_store
+from bertlab.errors import BertlabError
+from bertlab.tokenizer import TextTokenizer
+
+log = logging.getLogger(__name__)
+
+
+class LabelledSequenceDataset(Dataset):
+    def __init__(self, store: TokenStore, labels: torch.Tensor) -> None:
+        self.store = store
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return self.labels.numel()
+
+    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, torch.Tensor | int]:
+        index = key[1] if isinstance(key, tuple) else key
+        return {"input_ids": self.store.document(index), "label": int(self.labels[index]), "index": index}
+
+
+class PadToLongest:
+    """Collates sequences padded to the longest in the batch, with an attention mask."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        longest = max(example["input_ids"].numel() for example in examples)
+        input_ids = torch.full((len(examples), longest), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(examples), longest), dtype=torch.long)
+        for row, example in enumerate(examples):
+            length = example["input_ids"].numel()
+            input_ids[row, :length] = example["input_ids"]
+            attention_mask[row, :length] = 1
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": torch.tensor([example["label"] for example in examples]),
+            "index": torch.tensor([example["index"] for example in examples]),
+        }
+
+
+class ClassificationDataModule(L.LightningDataModule):
+    """Reads labelled examples, prepares (or reuses) token stores with the run's tokenizer, serves batches."""
+
+    def __init__(
+        self,
+        source,
+        text_field: str = "text",
+        label_field: str = "label",
+        val_ratio: float = 0.1,
+        test_ratio: float = 0.1,
+        cache_dir: str = "runs/.cache/datasets",
+        seed: int = 0,
+        batch_size: int = 32,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        for key, value in (("val_ratio", val_ratio), ("test_ratio", test_ratio)):
+            if not 0.0 < value < 0.5:
+                raise BertlabError(f"must be in (0, 0.5), got {value}", key)
+        self.source = source
+        self.text_field = text_field
+        self.label_field = label_field
+        self.val_ratio = val_ratio
+        self.test_ratio = test_ratio
+        self.cache_dir = Path(cache_dir)
+        self.seed = seed
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.labels: list[str | int] = []
+        self.tokenizer: TextTokenizer | None = None
+        self.prepared_dir: Path | None = None
+        self.datasets: dict[str, LabelledSequenceDataset] = {}
+        self.skip_train_batches = 0
+        self._examples: dict[str, list[Example]] | None = None
+
+    def examples(self) -> dict[str, list[Example]]:
+        """Examples per split (val/test carved off the training data by ratio when not given)."""
+        if self._examples is None:
+            splits = self.source.splits(self.text_field, self.label_field)
+            describe = {split: f"the {split} split" for split in SPLITS}
+            for split, path in getattr(self.source, "paths", {}).items():
+                if path is not None:
+                    describe[split] = f"file '{path}'"
+            missing = [split for split in ("val", "test") if splits[split] is None]
+            if missing:
+                train = list(splits["train"])
+                random.Random(self.seed).shuffle(train)
+                total = len(train)
+                for split in missing:
+                    count = max(1, round(total * getattr(self, f"{split}_ratio")))
+                    splits[split], train = train[:count], train[count:]
+                    describe[split] = f"the {split} split carved off {describe['train']}"
+                splits["train"] = train
+            self.labels = label_vocabulary(splits, describe)
+            self._examples = splits
+        return self._examples
+
+    @property
+    def num_labels(self) -> int:
+        self.examples()
+        return len(self.labels)
+
+    def fingerprint(self, tokenizer: TextTokenizer) -> str:
+        parts = [
+            "classification-v1",
+            self.source.fingerprint(),
+            self.text_field,
+            self.label_field,
+            self.val_ratio,
+            self.test_ratio,
+            self.seed,
+            tokenizer.fingerprint(),
+            tokenizer.max_length,
+            tokenizer.truncation,
+        ]
+        return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:16]
+
+    def prepare(self, tokenizer: TextTokenizer) -> Path:
+        self.tokenizer = tokenizer
+        target = self.cache_dir / self.fingerprint(tokenizer)
+        if (target / "manifest.json").is_file():
+            log.info("Reusing prepared datasets in %s", target)
+        else:
+            self._build(tokenizer, target)
+        self.prepared_dir = target
+        return target
+
+    def _build(self, tokenizer: TextTokenizer, target: Path) -> None:
+        log.info("Preparing datasets into %s", target)
+        staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        staging.mkdir(parents=True, exist_ok=True)
+        index = {label: i for i, label in enumerate(self.labels)}
+        counts = {}
+        for split, examples in self.examples().items():
+            try:
+                encoded = tokenizer.encode_sequences([text for text, _ in examples])
+            except BertlabError as error:
+                raise error.in_section("tokenizer") from None
+            store = build_token_store(encoded, tokenizer.vocab_size)
+            save_token_store(store, staging / f"{split}.pt")
+            torch.save(torch.tensor([index[label] for _, label in examples]), staging / f"{split}.labels.pt")
+            counts[split] = len(examples)
+        manifest = {"examples": counts, "labels": self.labels}
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        try:
+            os.replace(staging, target)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.prepared_dir is None:
+            raise RuntimeError("call prepare(tokenizer) before setup()")
+        for split in SPLITS:
+            if split not in self.datasets:
+                labels = torch.load(self.prepared_dir / f"{split}.labels.pt", weights_only=True)
+                store = load_token_store(self.prepared_dir / f"{split}.pt")
+                self.datasets[split] = LabelledSequenceDataset(store, labels)
+
+    def batches_per_epoch(self) -> int:
+        return -(-len(self.datasets["train"]) // self.batch_size)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        sampler = EpochShuffleSampler(len(dataset), self.seed, shuffle=shuffle)
+        if split == "train":
+            sampler.start = self.skip_train_batches * self.batch_size
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=PadToLongest(self.tokenizer.pad_id),
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,200 @@
+"""Sequence-classification finetuning: from a composed config to a finished run folder.
+
+The backbone's architecture and tokenizer come from the pretraining run named by pretrained_experiment
+(its saved config and folder), and its weights load strictly; pretrained_experiment=none trains the
+same kind of model from random initialisation instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from bertlab.building import (
+    apply_resume,
+    build,
+    fit_and_test,
+    make_loggers,
+    make_trainer,
+    setup_run,
+    write_run_info,
+)
+from bertlab.config.checks import check_finetuning
+from bertlab.errors import BertlabError
+from bertlab.pretrained import inherit_architecture, load_backbone, pretrained_checkpoint
+from bertlab.tasks.classification import EVAL_COLUMNS, TRAIN_COLUMNS, SequenceClassifier
+from bertlab.training.freezing import FreezeSchedule
+from bertlab.training.resume import load_checkpoint
+
+log = logging.getLogger(__name__)
+LABELS_FILE = "labels.json"
+RESULTS_FILE = "results.json"
+PREDICTIONS_FILE = "predictions.csv"
+
+
+def architecture_config(cfg: DictConfig, pretrained: dict[str, Any] | None) -> DictConfig:
+    """The backbone's config: the pretrained one with allowed overrides, or the config's own values."""
+    requested = OmegaConf.to_container(cfg.architecture, resolve=True)
+    if pretrained is None:
+        chosen = {key: value for key, value in requested.items() if value is not None}
+    else:
+        try:
+            chosen = inherit_architecture(pretrained, requested)
+        except BertlabError as error:
+            raise error from None
+    return OmegaConf.create(chosen)
+
+
+def build_backbone(node: DictConfig, **runtime: Any) -> torch.nn.Module:
+    try:
+        return instantiate(node, **runtime)
+    except Exception as error:
+        cause = error.__cause__ if isinstance(error.__cause__, BertlabError) else error
+        if isinstance(cause, BertlabError):
+            raise cause.in_section("architecture") from None
+        raise
+
+
+def finetune(cfg: DictConfig, run_dir: Path) -> float | None:
+    """Finetune per `cfg` into `run_dir`; returns the best monitored validation value (for sweepers)."""
+    check_finetuning(cfg)
+    training = cfg.training
+
+    # Everything that validates input runs before any file is written.
+    source = cfg.pretrained_experiment
+    pretrained_path = pretrained_config = None
+    if source.name is not None:
+        pretrained_path = pretrained_checkpoint(cfg.experiment.output_dir, source.name, source.checkpoint)
+        pretrained_state = load_checkpoint(pretrained_path)
+        pretrained_config = pretrained_state.get("bertlab", {}).get("config")
+        if not pretrained_config or "architecture" not in pretrained_config:
+            raise BertlabError(
+                f"checkpoint {str(pretrained_path)!r} holds no bertlab config; it was not written by a bertlab "
+                f"pretraining run",
+                "pretrained_experiment.checkpoint",
+            )
+    architecture = architecture_config(cfg, pretrained_config["architecture"] if pretrained_config else None)
+    tokenizer = build(cfg, "tokenizer")
+    max_positions = architecture.get("max_position_embeddings", 512)
+    if tokenizer.max_length > max_positions:
+        raise BertlabError(
+            f"{tokenizer.max_length} exceeds the backbone's max_position_embeddings={max_positions}",
+            "tokenizer.max_length",
+        )
+    datamodule = build(cfg, "data", batch_size=training.batch_size, num_workers=training.num_workers)
+    with torch.device("meta"):
+        build_backbone(architecture, vocab_size=tokenizer.vocab_size_limit)
+    setup = setup_run(cfg, run_dir)
+    try:
+        examples = datamodule.examples()
+    except BertlabError as error:
+        raise error.in_section("data.source") if error.key in ("train", "val", "test") else error from None
+
+    L.seed_everything(cfg.experiment.seed, workers=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if pretrained_path is not None:
+        tokenizer = type(tokenizer).from_file(
+            pretrained_path.parent.parent / "tokenizer.json", tokenizer.max_length, tokenizer.truncation
+        )
+    elif setup.checkpoint_path is not None:
+        tokenizer = type(tokenizer).from_file(
+            setup.checkpoint_path.parent.parent / "tokenizer.json", tokenizer.max_length, tokenizer.truncation
+        )
+    else:
+        tokenizer.fit([text for text, _ in examples["train"]])
+    tokenizer.save(run_dir / "tokenizer.json")
+    (run_dir / LABELS_FILE).write_text(json.dumps(datamodule.labels, indent=2) + "\n")
+    prepared_dir = datamodule.prepare(tokenizer)
+    datamodule.setup("fit")
+
+    backbone = build_backbone(architecture, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id)
+    if pretrained_path is not None and setup.checkpoint_path is None:
+        load_backbone(backbone, pretrained_state["state_dict"], pretrained_path)
+        log.info("Backbone loaded from %s", pretrained_path)
+    head = build(
+        cfg, "classification_head", hidden_size=backbone.hidden_size, num_labels=datamodule.num_labels
+    )
+    freeze = training.freeze
+    try:
+        freezing = FreezeSchedule(
+            backbone,
+            backbone.num_layers,
+            embeddings=freeze.embeddings,
+            layers=freeze.layers,
+            backbone_frozen=freeze.backbone,
+            unfreeze_after_epochs=freeze.unfreeze_after_epochs,
+        )
+    except BertlabError as error:
+        raise error.in_section("training.freeze") from None
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    run_config["architecture"] = OmegaConf.to_container(architecture)
+    model = SequenceClassifier(
+        backbone,
+        head,
+        datamodule.num_labels,
+        setup.optimizer,
+        setup.scheduler,
+        head_lr=training.head_lr,
+        layerwise_lr_decay=training.layerwise_lr_decay,
+        run_config=run_config,
+    )
+    resumed_from = str(setup.checkpoint_path) if setup.checkpoint_path else None
+    fit_checkpoint, step = apply_resume(cfg, setup, model, datamodule)
+    loggers = make_loggers(cfg, run_dir, TRAIN_COLUMNS, EVAL_COLUMNS, setup, step)
+    write_run_info(
+        run_dir,
+        {
+            "task": "classification",
+            "accelerator": setup.accelerator,
+            "precision": setup.precision,
+            "pretrained_from": {"run": str(pretrained_path.parent.parent), "checkpoint": str(pretrained_path)}
+            if pretrained_path
+            else None,
+            "prepared_data": str(prepared_dir),
+            "labels": datamodule.labels,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "resumed_from": resumed_from,
+            "resumed_at_step": step if fit_checkpoint else None,
+        },
+    )
+    trainer, _ = make_trainer(cfg, run_dir, setup, loggers)
+    trainer.callbacks.append(freezing)
+    best, finished = fit_and_test(cfg, run_dir, trainer, model, datamodule, fit_checkpoint)
+    if finished and cfg.logging.log_eval:
+        write_test_outputs(run_dir, model, trainer, datamodule.labels)
+    return best
+
+
+def write_test_outputs(run_dir: Path, model: SequenceClassifier, trainer: L.Trainer, labels: list) -> None:
+    """results.json (test figures of the best checkpoint) and predictions.csv (one row per test example)."""
+    results = {
+        key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("test/")
+    }
+    results["checkpoint"] = "checkpoints/best-model.ckpt"
+    (run_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    write_predictions(run_dir / PREDICTIONS_FILE, model.predictions, labels)
+
+
+def write_predictions(path: Path, predictions: list[dict[str, torch.Tensor]], labels: list) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "label", "prediction", *[f"p_{label}" for label in labels]])
+        for batch in predictions:
+            for index, gold, predicted, probabilities in zip(
+                batch["index"].tolist(),
+                batch["label"].tolist(),
+                batch["prediction"].tolist(),
+                batch["probabilities"].tolist(),
+                strict=True,
+            ):
+                writer.writerow(
+                    [index, labels[gold], labels[predicted], *[f"{p:.6f}" for p in probabilities]]
+                )

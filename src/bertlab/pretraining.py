@@ -1,0 +1,87 @@
+"""Masked-language-model pretraining: from a composed config to a finished run folder."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from bertlab.building import (
+    apply_resume,
+    build,
+    fit_and_test,
+    make_loggers,
+    make_trainer,
+    setup_run,
+    write_run_info,
+)
+from bertlab.config.checks import check_pretraining
+from bertlab.errors import BertlabError
+from bertlab.tasks.mlm import EVAL_COLUMNS, TRAIN_COLUMNS, MaskedLanguageModel
+
+log = logging.getLogger(__name__)
+
+
+def pretrain(cfg: DictConfig, run_dir: Path) -> float | None:
+    """Pretrain per `cfg` into `run_dir`; returns the best monitored validation value (for sweepers)."""
+    check_pretraining(cfg)
+    training = cfg.training
+
+    # Everything that validates input runs before any file is written.
+    tokenizer = build(cfg, "tokenizer")
+    masking = build(cfg, "mlm_head.masking")
+    datamodule = build(
+        cfg, "data", masking=masking, batch_size=training.batch_size, num_workers=training.num_workers
+    )
+    with torch.device("meta"):
+        build(cfg, "architecture", vocab_size=tokenizer.vocab_size_limit)
+    setup = setup_run(cfg, run_dir)
+    try:
+        documents = datamodule.documents()
+    except BertlabError as error:
+        raise error.in_section("data.source") from None
+
+    L.seed_everything(cfg.experiment.seed, workers=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if setup.checkpoint_path is not None:
+        source_tokenizer = setup.checkpoint_path.parent.parent / "tokenizer.json"
+        tokenizer = type(tokenizer).from_file(source_tokenizer, tokenizer.max_length, tokenizer.truncation)
+    else:
+        tokenizer.fit(documents["train"], cache_file=datamodule.tokenizer_cache_file(tokenizer))
+    tokenizer.save(run_dir / "tokenizer.json")
+    prepared_dir = datamodule.prepare(tokenizer)
+    datamodule.setup("fit")
+    if datamodule.batches_per_epoch() < 1:
+        raise BertlabError(
+            f"the training split has {len(datamodule.datasets['train'])} blocks, fewer than one batch of "
+            f"{training.batch_size}; lower training.batch_size or add text",
+            "training.batch_size",
+        )
+
+    backbone = build(cfg, "architecture", vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id)
+    head = build(cfg, "mlm_head.module", hidden_size=backbone.hidden_size, vocab_size=tokenizer.vocab_size)
+    model = MaskedLanguageModel(
+        backbone, head, setup.optimizer, setup.scheduler, run_config=OmegaConf.to_container(cfg, resolve=True)
+    )
+    resumed_from = str(setup.checkpoint_path) if setup.checkpoint_path else None
+    fit_checkpoint, step = apply_resume(cfg, setup, model, datamodule)
+    loggers = make_loggers(cfg, run_dir, TRAIN_COLUMNS, EVAL_COLUMNS, setup, step)
+    write_run_info(
+        run_dir,
+        {
+            "task": "mlm",
+            "accelerator": setup.accelerator,
+            "precision": setup.precision,
+            "prepared_data": str(prepared_dir),
+            "vocab_size": tokenizer.vocab_size,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "resumed_from": resumed_from,
+            "resumed_at_step": step if fit_checkpoint else None,
+        },
+    )
+    trainer, _ = make_trainer(cfg, run_dir, setup, loggers)
+    best, _ = fit_and_test(cfg, run_dir, trainer, model, datamodule, fit_checkpoint)
+    return best

@@ -1,0 +1,143 @@
+"""Sequence classification: backbone + classification head, cross-entropy, accuracy and macro-F1."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from bertlab.training.freezing import layer_of
+
+TRAIN_COLUMNS = ["loss", "lr"]
+EVAL_COLUMNS = ["loss", "accuracy", "macro_f1"]
+
+
+class SequenceClassifier(L.LightningModule):
+    """Trains `backbone` + `head` on labelled sequences.
+
+    Learning rates: the head at `head_lr` (default: the optimizer's lr); backbone parameters at
+    lr * layerwise_lr_decay ** (num_layers + 1 - depth), depth 0 being the embeddings, so the top layer
+    gets one factor of decay and the embeddings num_layers + 1.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        num_labels: int,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        head_lr: float | None = None,
+        layerwise_lr_decay: float = 1.0,
+        run_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.head_lr = head_lr
+        self.layerwise_lr_decay = layerwise_lr_decay
+        self.run_config = run_config or {}
+        metrics = MetricCollection(
+            {
+                "accuracy": MulticlassAccuracy(num_labels, average="micro"),
+                "macro_f1": MulticlassF1Score(num_labels, average="macro"),
+            }
+        )
+        self.val_metrics, self.test_metrics = metrics.clone(prefix="val/"), metrics.clone(prefix="test/")
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.predictions: list[dict[str, torch.Tensor]] = []
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.backbone(input_ids, attention_mask), attention_mask)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        loss = F.cross_entropy(logits.float(), batch["labels"])
+        self.log("step", float(self.global_step + 1), on_step=True, on_epoch=False)
+        self.log("epoch", float(self.current_epoch), on_step=True, on_epoch=False)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/lr", self.optimizers().param_groups[-1]["lr"], on_step=True, on_epoch=False)
+        return loss
+
+    def _evaluate(
+        self, batch: dict[str, torch.Tensor], loss: MeanMetric, metrics: MetricCollection
+    ) -> torch.Tensor:
+        logits = self(batch["input_ids"], batch["attention_mask"]).float()
+        loss.update(F.cross_entropy(logits, batch["labels"]), weight=batch["labels"].numel())
+        metrics.update(logits, batch["labels"])
+        return logits
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.val_loss, self.val_metrics)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        logits = self._evaluate(batch, self.test_loss, self.test_metrics)
+        probabilities = logits.softmax(-1)
+        self.predictions.append(
+            {
+                "index": batch["index"].cpu(),
+                "label": batch["labels"].cpu(),
+                "prediction": probabilities.argmax(-1).cpu(),
+                "probabilities": probabilities.cpu(),
+            }
+        )
+
+    def on_test_epoch_start(self) -> None:
+        self.predictions = []
+
+    def _log_evaluation(self, stage: str, loss: MeanMetric, metrics: MetricCollection) -> None:
+        self.log("step", float(self.global_step))
+        self.log("epoch", float(self.current_epoch))
+        self.log(f"{stage}/loss", loss.compute(), prog_bar=stage == "val")
+        self.log_dict(metrics.compute(), prog_bar=stage == "val")
+        loss.reset()
+        metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_evaluation("val", self.val_loss, self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_evaluation("test", self.test_loss, self.test_metrics)
+
+    def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
+        """One group per (depth, decay/no-decay); every parameter is included so unfreezing needs no rebuild."""
+        num_layers = getattr(self.backbone, "num_layers", len(getattr(self.backbone, "layers", [])))
+        groups: dict[tuple[str, int, bool], dict[str, Any]] = {}
+
+        def add(parameter: nn.Parameter, name: str, scope: str, group_lr: float, depth: int) -> None:
+            no_decay = parameter.ndim < 2 or "norm" in name
+            group = groups.setdefault((scope, depth, no_decay), {"params": [], "lr": group_lr})
+            if no_decay:
+                group["weight_decay"] = 0.0
+            group["params"].append(parameter)
+
+        for name, parameter in self.backbone.named_parameters():
+            depth = layer_of(name, num_layers)
+            add(parameter, name, "backbone", lr * self.layerwise_lr_decay ** (num_layers + 1 - depth), depth)
+        for name, parameter in self.head.named_parameters():
+            add(parameter, name, "head", self.head_lr or lr, num_layers + 2)
+        return [groups[key] for key in sorted(groups)]
+
+    def configure_optimizers(self) -> Any:
+        probe = self.optimizer_factory([nn.Parameter(torch.zeros(1))])
+        optimizer = self.optimizer_factory(self.parameter_groups(probe.defaults["lr"]))
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(
+            optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["bertlab"] = {"task": "classification", "config": self.run_config}

@@ -1,0 +1,180 @@
+"""Export to the Hugging Face format: same logits, same token ids, and a clear refusal for what BERT lacks."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from bertlab.errors import BertlabError
+from bertlab.export import export_hf, load_model, main
+from tests.conftest import ROOT, compose_config
+
+transformers = pytest.importorskip("transformers")
+
+TEXTS = [
+    "the quick brown fox jumps over the lazy dog",
+    "a short one",
+    "Numbers like 1234 and punctuation, too!",
+]
+
+
+def batch(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and attention mask from bertlab's tokenizer."""
+    encoded = tokenizer.encode_sequences(texts)
+    width = max(len(ids) for ids in encoded)
+    input_ids = torch.full((len(encoded), width), tokenizer.pad_id)
+    mask = torch.zeros(len(encoded), width, dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        mask[row, : len(ids)] = 1
+    return input_ids, mask
+
+
+def assert_same_logits(run_dir: Path, exported: Path) -> None:
+    backbone, head, tokenizer = load_model(run_dir)
+    hf = transformers.BertForMaskedLM.from_pretrained(exported).eval()
+    input_ids, mask = batch(tokenizer, TEXTS)
+    with torch.no_grad():
+        ours = head(backbone(input_ids, mask))
+        theirs = hf(input_ids=input_ids, attention_mask=mask).logits
+        real = mask.bool()
+        torch.testing.assert_close(theirs[real], ours[real], atol=1e-4, rtol=0)
+        single = input_ids[:1, : int(mask[0].sum())]  # no padding, no mask
+        torch.testing.assert_close(hf(input_ids=single).logits, head(backbone(single)), atol=1e-4, rtol=0)
+
+
+def test_exported_model_gives_bertlabs_logits_and_tokenizer_ids(pretrained_run, tmp_path):
+    out = export_hf(pretrained_run, tmp_path / "hf")
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        assert (out / name).is_file(), name
+    assert_same_logits(pretrained_run, out)
+
+    _, _, tokenizer = load_model(pretrained_run)
+    fast = transformers.PreTrainedTokenizerFast.from_pretrained(out)
+    assert fast(TEXTS)["input_ids"] == tokenizer.encode_sequences(TEXTS)
+    assert (fast.pad_token_id, fast.cls_token_id, fast.sep_token_id, fast.mask_token_id) == (
+        tokenizer.pad_id,
+        tokenizer.cls_id,
+        tokenizer.sep_id,
+        tokenizer.mask_id,
+    )
+    assert fast.model_max_length == OmegaConf.load(pretrained_run / ".hydra/config.yaml").tokenizer.max_length
+    assert transformers.AutoConfig.from_pretrained(out).architectures == ["BertForMaskedLM"]
+
+
+def fake_run(
+    tmp_path: Path,
+    source_run: Path,
+    overrides: list[str],
+    scale: float = 0.0,
+    config_in_checkpoint: bool = True,
+) -> Path:
+    """A run folder with a given architecture: the tokenizer of `source_run`, freshly built weights
+    (perturbed by `scale` so that a wrong mapping shows), only checkpoints/model.ckpt, and the config in the
+    checkpoint (as bertlab writes it) or only in .hydra/config.yaml (as older checkpoints have it)."""
+    from hydra.utils import instantiate
+
+    from bertlab.tokenizer import TextTokenizer
+
+    cfg = compose_config(["+experiment=pretrain", *overrides], tmp_path)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    tokenizer = TextTokenizer.from_file(source_run / "tokenizer.json")
+    torch.manual_seed(0)
+    backbone = instantiate(cfg.architecture, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id)
+    head = instantiate(cfg.mlm_head.module, hidden_size=backbone.hidden_size, vocab_size=tokenizer.vocab_size)
+    head.tie_to(backbone.word_embeddings)
+    with torch.no_grad():
+        for parameter in [*backbone.parameters(), *head.parameters()]:
+            parameter.add_(torch.randn_like(parameter) * scale)
+    state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
+    state.update({f"head.{k}": v for k, v in head.state_dict().items()})
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    torch.save(
+        {"state_dict": state, "bertlab": {"task": "mlm", "config": config}},
+        run_dir / "checkpoints/model.ckpt",
+    )
+    shutil.copy(source_run / "tokenizer.json", run_dir / "tokenizer.json")
+    return run_dir
+
+
+def test_untied_head_separate_qkv_eager_attention_and_hydra_config_export_exactly(pretrained_run, tmp_path):
+    run_dir = fake_run(
+        tmp_path,
+        pretrained_run,
+        [
+            "architecture.attention=eager",
+            "architecture.fused_qkv=false",
+            "architecture.num_heads=4",
+            "mlm_head.module.tie_word_embeddings=false",
+        ],
+        scale=0.3,
+        config_in_checkpoint=False,
+    )
+    out = export_hf(run_dir, tmp_path / "hf")  # falls back to checkpoints/model.ckpt
+    assert transformers.AutoConfig.from_pretrained(out).tie_word_embeddings is False
+    assert_same_logits(run_dir, out)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("architecture.position_encoding=rope", "architecture.position_encoding"),
+        ("architecture.position_encoding=alibi", "architecture.position_encoding"),
+        ("architecture.attention=local", "architecture.attention"),
+        ("architecture.norm_position=pre", "architecture.norm_position"),
+        ("architecture.norm=rmsnorm", "architecture.norm"),
+        ("architecture.activation=geglu", "architecture.activation"),
+        ("architecture.bias=false", "architecture.bias"),
+        ("mlm_head.module.layer_norm_eps=1e-5", "mlm_head.module.layer_norm_eps"),
+    ],
+)
+def test_architectures_bert_cannot_express_are_refused_naming_the_option(
+    pretrained_run, tmp_path, capsys, override, key
+):
+    run_dir = fake_run(tmp_path, pretrained_run, [override])
+    out = tmp_path / "hf"
+    assert main([str(run_dir), "--to", "hf", str(out)]) == 2
+    message = capsys.readouterr().err
+    assert f"bertlab-export: error: {key}: " in message
+    assert "Hugging Face BERT" in message
+    assert not out.exists()
+
+
+def test_export_refuses_a_folder_that_is_not_a_run_and_a_non_empty_output(pretrained_run, tmp_path):
+    with pytest.raises(BertlabError, match="no checkpoint at"):
+        export_hf(tmp_path, tmp_path / "hf")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("keep")
+    with pytest.raises(BertlabError, match="exists and is not empty") as caught:
+        export_hf(pretrained_run, tmp_path / "taken")
+    assert caught.value.key == "out_dir"
+    assert (tmp_path / "taken" / "file").read_text() == "keep"
+
+
+def test_missing_transformers_gives_an_install_hint(pretrained_run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers now raises ImportError
+    with pytest.raises(BertlabError, match=r"pip install 'bertlab\[hf\]'"):
+        export_hf(pretrained_run, tmp_path / "hf")
+
+
+def test_command_line_entry_points(pretrained_run, tmp_path):
+    scripts = {entry.name: entry.value for entry in entry_points(group="console_scripts")}
+    assert scripts.get("bertlab-export") == "bertlab.export:main"
+    result = subprocess.run(
+        [sys.executable, "-m", "bertlab.export", str(pretrained_run), "--to", "hf", str(tmp_path / "out")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    assert f"Exported {pretrained_run} to {tmp_path / 'out'}" in result.stdout

@@ -1,0 +1,214 @@
+"""Finetuning from a pretraining run: the run folder, weights that really come from the pretrained run,
+freezing, user data, and the errors for bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from bertlab.errors import BertlabError
+from bertlab.run import run
+from tests.conftest import compose_config, launch, read_csv
+
+FAST_FINETUNE = [
+    "training.max_epochs=2",
+    "training.batch_size=16",
+    "data.source.count=600",
+    "tokenizer.max_length=48",
+]
+
+
+def finetune(output_dir, name, *overrides):
+    cfg = compose_config(
+        ["+experiment=finetune", f"experiment.name={name}", "pretrained_experiment.name=shared", *overrides],
+        output_dir,
+    )
+    run_dir = output_dir / "finetuning" / name
+    run(cfg, run_dir)
+    return run_dir
+
+
+def backbone_weights(path):
+    state = torch.load(path, weights_only=True)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith("backbone.")}
+
+
+def test_default_chain_writes_the_finetuning_folder(pretrained_run):
+    output_dir = pretrained_run.parent.parent
+    launch(["+experiment=finetune", "experiment.name=chain", "pretrained_experiment.name=shared"], output_dir)
+    run_dir = output_dir / "finetuning" / "chain"
+    for relative in (
+        "checkpoints/best-model.ckpt",
+        "checkpoints/model.ckpt",
+        "metrics/train/metrics.csv",
+        "predictions.csv",
+        "results.json",
+        "labels.json",
+        "tokenizer.json",
+        ".hydra/config.yaml",
+    ):
+        assert (run_dir / relative).is_file(), relative
+    test_rows = [r for r in read_csv(run_dir / "metrics/eval/metrics.csv") if r["stage"] == "test"]
+    assert len(test_rows) == 1 and {"accuracy", "macro_f1"} <= set(test_rows[0])
+    predictions = read_csv(run_dir / "predictions.csv")
+    gold = [row["label"] for row in predictions]
+    majority = max(gold.count(label) for label in set(gold)) / len(gold)
+    accuracy = sum(row["label"] == row["prediction"] for row in predictions) / len(predictions)
+    assert accuracy == pytest.approx(float(test_rows[0]["accuracy"]), abs=1e-6)
+    assert accuracy > majority + 0.2, (accuracy, majority)
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["pretrained_from"]["checkpoint"] == str(pretrained_run / "checkpoints/best-model.ckpt")
+    assert (run_dir / "tokenizer.json").read_bytes() == (pretrained_run / "tokenizer.json").read_bytes()
+
+
+def test_frozen_backbone_stays_bitwise_equal_to_the_pretrained_weights(pretrained_run):
+    output_dir = pretrained_run.parent.parent
+    run_dir = finetune(output_dir, "frozen", *FAST_FINETUNE, "training.freeze.backbone=true")
+    pretrained = backbone_weights(pretrained_run / "checkpoints/best-model.ckpt")
+    for name in ("model.ckpt", "best-model.ckpt"):
+        finetuned = backbone_weights(run_dir / "checkpoints" / name)
+        assert finetuned.keys() == pretrained.keys()
+        assert all(torch.equal(finetuned[k], pretrained[k]) for k in pretrained), name
+    head_before = read_csv(run_dir / "metrics/train/metrics.csv")
+    assert float(head_before[-1]["loss"]) < float(head_before[0]["loss"])
+
+
+def test_unfrozen_finetune_starts_from_the_pretrained_weights(pretrained_run):
+    from bertlab.model.encoder import Encoder
+    from bertlab.pretrained import load_backbone, pretrained_checkpoint
+
+    path = pretrained_checkpoint(pretrained_run.parent.parent, "shared", "best")
+    checkpoint = torch.load(path, weights_only=True)
+    architecture = {
+        k: v for k, v in checkpoint["bertlab"]["config"]["architecture"].items() if k != "_target_"
+    }
+    backbone = Encoder(
+        vocab_size=checkpoint["state_dict"]["backbone.word_embeddings.weight"].shape[0], **architecture
+    )
+    load_backbone(backbone, checkpoint["state_dict"], path)
+    loaded = backbone.state_dict()
+    assert all(torch.equal(loaded[k.removeprefix("backbone.")], v) for k, v in backbone_weights(path).items())
+
+
+def test_overriding_a_shape_key_of_the_pretrained_backbone_is_refused(pretrained_run, tmp_path):
+    cfg = compose_config(
+        ["+experiment=finetune", "pretrained_experiment.name=shared", "architecture.hidden_size=64"],
+        pretrained_run.parent.parent,
+    )
+    with pytest.raises(
+        BertlabError, match="architecture.hidden_size: is 64 but the pretrained backbone has 128"
+    ):
+        run(cfg, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+
+
+def test_missing_pretrained_run_lists_the_existing_ones(pretrained_run, tmp_path):
+    cfg = compose_config(
+        ["+experiment=finetune", "pretrained_experiment.name=nope"], pretrained_run.parent.parent
+    )
+    with pytest.raises(BertlabError, match=r"no pretraining run 'nope' .* runs there: \['shared'"):
+        run(cfg, tmp_path / "x")
+
+
+def write_jsonl(path, rows):
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+
+
+def review_rows(count, offset=0):
+    words = {"good": ["great", "lovely", "fine"], "bad": ["awful", "dull", "boring"]}
+    rows = []
+    for i in range(count):
+        stars = "good" if (i + offset) % 2 else "bad"
+        rows.append(
+            {"review": f"the visit was {words[stars][i % 3]} and the owls were there", "stars": stars}
+        )
+    return rows
+
+
+def test_user_jsonl_and_csv_with_custom_fields_and_string_labels(tmp_path, pretrained_run):
+    output_dir = pretrained_run.parent.parent
+    write_jsonl(tmp_path / "train.jsonl", review_rows(120))
+    write_jsonl(tmp_path / "val.jsonl", review_rows(20, 1))
+    with (tmp_path / "test.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["review", "stars"])
+        writer.writeheader()
+        writer.writerows(review_rows(20, 1))
+    data = [
+        "data=classification",
+        f"data.source.train={tmp_path / 'train.jsonl'}",
+        f"data.source.val={tmp_path / 'val.jsonl'}",
+        f"data.source.test={tmp_path / 'test.csv'}",
+        "data.text_field=review",
+        "data.label_field=stars",
+        "training.max_epochs=3",
+        "training.batch_size=16",
+    ]
+    run_dir = finetune(output_dir, "reviews", *data)
+    assert json.loads((run_dir / "labels.json").read_text()) == ["bad", "good"]
+    predictions = read_csv(run_dir / "predictions.csv")
+    assert len(predictions) == 20 and {row["label"] for row in predictions} == {"bad", "good"}
+    assert list(predictions[0]) == ["id", "label", "prediction", "p_bad", "p_good"]
+
+
+@pytest.mark.parametrize(
+    ("problem", "fragment"),
+    [
+        ("unseen_label", "val.jsonl' has labels never seen in training: ['meh']"),
+        ("empty", "data.source.train: file '{train}' holds no examples"),
+        ("missing_text", "train.jsonl:1 has no 'review' field; set data.text_field"),
+        ("single_class", "has a single label ['good']"),
+    ],
+)
+def test_bad_labelled_data_fails_before_training(tmp_path, pretrained_run, problem, fragment):
+    train, val = tmp_path / "train.jsonl", tmp_path / "val.jsonl"
+    write_jsonl(train, review_rows(40))
+    write_jsonl(val, review_rows(10))
+    if problem == "unseen_label":
+        write_jsonl(val, [*review_rows(5), {"review": "so so", "stars": "meh"}])
+    elif problem == "empty":
+        train.write_text("")
+    elif problem == "missing_text":
+        write_jsonl(train, [{"text": "x", "stars": "good"}])
+    elif problem == "single_class":
+        write_jsonl(train, [row for row in review_rows(40) if row["stars"] == "good"])
+    cfg = compose_config(
+        [
+            "+experiment=finetune",
+            "pretrained_experiment.name=shared",
+            "data=classification",
+            f"data.source.train={train}",
+            f"data.source.val={val}",
+            "data.text_field=review",
+            "data.label_field=stars",
+        ],
+        pretrained_run.parent.parent,
+    )
+    with pytest.raises(BertlabError) as caught:
+        run(cfg, tmp_path / "bad")
+    assert fragment.format(train=train) in str(caught.value)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_scratch_baseline_without_pretraining(tmp_path):
+    run_dir = finetune_scratch(tmp_path)
+    assert (run_dir / "predictions.csv").is_file()
+    assert json.loads((run_dir / "run.json").read_text())["pretrained_from"] is None
+
+
+def finetune_scratch(output_dir):
+    cfg = compose_config(
+        [
+            "+experiment=finetune",
+            "experiment.name=scratch",
+            "pretrained_experiment=none",
+            *FAST_FINETUNE,
+            "tokenizer.vocab_size=300",
+        ],
+        output_dir,
+    )
+    run_dir = output_dir / "finetuning" / "scratch"
+    run(cfg, run_dir)
+    return run_dir
