@@ -99,7 +99,7 @@ def test_overriding_a_shape_key_of_the_pretrained_backbone_is_refused(pretrained
         pretrained_run.parent.parent,
     )
     with pytest.raises(
-        BertlabError, match="architecture.hidden_size: is 64 but the pretrained backbone has 128"
+        BertlabError, match=r"architecture\.hidden_size: is 64 but the pretrained backbone has 128"
     ):
         run(cfg, tmp_path / "refused")
     assert not (tmp_path / "refused").exists()
@@ -212,3 +212,21 @@ def finetune_scratch(output_dir):
     run_dir = output_dir / "finetuning" / "scratch"
     run(cfg, run_dir)
     return run_dir
+
+
+def test_evaluate_an_existing_run_on_a_new_file_without_retraining(tmp_path, pretrained_run):
+    from bertlab.evaluate import main
+
+    run_dir = finetune(pretrained_run.parent.parent, "to_evaluate", *FAST_FINETUNE)
+    from bertlab.data.embedded_corpus import generate_reviews
+
+    write_jsonl(tmp_path / "new.jsonl", [{"text": t, "label": y} for t, y in generate_reviews(50, seed=99)])
+    before = (run_dir / "checkpoints/best-model.ckpt").read_bytes()
+    assert main([str(run_dir), "--data", str(tmp_path / "new.jsonl")]) == 0
+    assert main([str(run_dir), "--data", str(tmp_path / "new.jsonl")]) == 0
+    first, second = run_dir / "evaluations/new", run_dir / "evaluations/new-2"
+    results = json.loads((first / "results.json").read_text())
+    assert 0.0 <= results["test/accuracy"] <= 1.0 and "test/macro_f1" in results
+    assert len(read_csv(first / "predictions.csv")) == 50
+    assert (second / "results.json").read_text() == (first / "results.json").read_text()
+    assert (run_dir / "checkpoints/best-model.ckpt").read_bytes() == before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 
 import lightning as L
@@ -104,9 +105,29 @@ def test_weights_only_restarts_schedule_and_strict_false_lists_mismatches(tmp_pa
 
     mismatched = [*overrides[:-1], "training.resume.load_only_model_state=true", "architecture.num_layers=3"]
     mismatched[1] = "experiment.name=deeper"
-    with pytest.raises(BertlabError, match=r"does not match the model .* missing: backbone\.layers\.2"):
+    with pytest.raises(
+        BertlabError, match=r"architecture\.num_layers: was 2 in the run being resumed and is 3 now"
+    ):
         run(compose_config(mismatched, output_dir), output_dir / "pretraining" / "deeper")
     lenient = [*mismatched, "training.resume.strict=false"]
     lenient[1] = "experiment.name=deeper_lenient"
     run(compose_config(lenient, output_dir), output_dir / "pretraining" / "deeper_lenient")
     assert "missing: backbone.layers.2.attention.qkv.weight" in caplog.text
+
+
+def test_resume_refuses_model_or_data_changes_and_corrupt_checkpoints(tmp_path, pretrained_run):
+    output_dir = pretrained_run.parent.parent
+    before = snapshot(pretrained_run)
+    resume = ["+experiment=pretrain", "experiment.name=shared", *FAST, "training.resume.is_resume=true"]
+    with pytest.raises(
+        BertlabError, match=r"mlm_head\.masking\.probability: was 0\.15 in the run being resumed"
+    ):
+        run(compose_config([*resume, "mlm_head.masking.probability=0.3"], output_dir), pretrained_run)
+    assert snapshot(pretrained_run) == before
+
+    copy = tmp_path / "pretraining" / "shared"
+    shutil.copytree(pretrained_run, copy)
+    checkpoint = copy / "checkpoints/model.ckpt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    with pytest.raises(BertlabError, match=r"model\.ckpt' cannot be read .* corrupt"):
+        run(compose_config(resume, tmp_path), copy)

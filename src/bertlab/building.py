@@ -28,7 +28,13 @@ from bertlab.training.interruption import StepBoundaryCheckpoint, TrainingInterr
 from bertlab.training.loggers import finish_wandb, wandb_logger
 from bertlab.training.metric_files import RunFolderCSVLogger
 from bertlab.training.precision import resolve_accelerator, resolve_precision
-from bertlab.training.resume import RNGStateCallback, batches_into_epoch, compare_state, load_checkpoint
+from bertlab.training.resume import (
+    RNGStateCallback,
+    batches_into_epoch,
+    check_resume_config,
+    compare_state,
+    load_checkpoint,
+)
 from bertlab.training.trainer import build_trainer
 
 log = logging.getLogger(__name__)
@@ -101,6 +107,20 @@ def setup_run(cfg: DictConfig, run_dir: Path) -> RunSetup:
     except BertlabError as error:
         raise error.in_section("training") from None
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
+    if checkpoint is not None:
+        saved = checkpoint.get("bertlab", {}).get("config")
+        if saved is None:
+            raise BertlabError(
+                f"checkpoint {str(checkpoint_path)!r} holds no bertlab config; it was not written by bertlab",
+                "training.resume.checkpoint_path",
+            )
+        check_resume_config(
+            saved,
+            OmegaConf.to_container(cfg, resolve=True),
+            weights_only=bool(training.resume.load_only_model_state),
+            allow=bool(training.resume.allow_config_changes),
+            strict=bool(training.resume.strict),
+        )
     log.info("Run folder %s; accelerator %s, precision %s", run_dir, accelerator, precision)
     return RunSetup(
         accelerator=accelerator,
@@ -136,6 +156,13 @@ def apply_resume(
     log.info("Resuming from %s at step %d", setup.checkpoint_path, step)
     setup.checkpoint = None
     return str(setup.checkpoint_path), step
+
+
+def maybe_compile(model: L.LightningModule, enabled: bool) -> None:
+    """torch.compile the model's modules in place (state_dict keys stay the same: no `_orig_mod.`)."""
+    if enabled:
+        for module in (model.backbone, model.head):
+            module.compile(dynamic=False)
 
 
 def make_loggers(

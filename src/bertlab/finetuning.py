@@ -24,6 +24,7 @@ from bertlab.building import (
     fit_and_test,
     make_loggers,
     make_trainer,
+    maybe_compile,
     setup_run,
     write_run_info,
 )
@@ -135,7 +136,6 @@ def finetune(cfg: DictConfig, run_dir: Path) -> float | None:
     except BertlabError as error:
         raise error.in_section("training.freeze") from None
     run_config = OmegaConf.to_container(cfg, resolve=True)
-    run_config["architecture"] = OmegaConf.to_container(architecture)
     model = SequenceClassifier(
         backbone,
         head,
@@ -145,6 +145,7 @@ def finetune(cfg: DictConfig, run_dir: Path) -> float | None:
         head_lr=training.head_lr,
         layerwise_lr_decay=training.layerwise_lr_decay,
         run_config=run_config,
+        backbone_config=OmegaConf.to_container(architecture),
     )
     resumed_from = str(setup.checkpoint_path) if setup.checkpoint_path else None
     fit_checkpoint, step = apply_resume(cfg, setup, model, datamodule)
@@ -165,6 +166,7 @@ def finetune(cfg: DictConfig, run_dir: Path) -> float | None:
             "resumed_at_step": step if fit_checkpoint else None,
         },
     )
+    maybe_compile(model, training.compile)
     trainer, _ = make_trainer(cfg, run_dir, setup, loggers)
     trainer.callbacks.append(freezing)
     best, finished = fit_and_test(cfg, run_dir, trainer, model, datamodule, fit_checkpoint)
@@ -178,7 +180,7 @@ def write_test_outputs(run_dir: Path, model: SequenceClassifier, trainer: L.Trai
     results = {
         key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("test/")
     }
-    results["checkpoint"] = "checkpoints/best-model.ckpt"
+    results.setdefault("checkpoint", "checkpoints/best-model.ckpt")
     (run_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
     write_predictions(run_dir / PREDICTIONS_FILE, model.predictions, labels)
 

@@ -15,6 +15,7 @@ from bertlab.building import (
     fit_and_test,
     make_loggers,
     make_trainer,
+    maybe_compile,
     setup_run,
     write_run_info,
 )
@@ -82,6 +83,7 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> float | None:
             "resumed_at_step": step if fit_checkpoint else None,
         },
     )
+    maybe_compile(model, training.compile)
     trainer, _ = make_trainer(cfg, run_dir, setup, loggers)
     best, _ = fit_and_test(cfg, run_dir, trainer, model, datamodule, fit_checkpoint)
     return best

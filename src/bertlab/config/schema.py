@@ -61,6 +61,7 @@ class ResumeConfig:
     checkpoint_path: str = "checkpoints/model.ckpt"
     strict: bool = True
     load_only_model_state: bool = False
+    allow_config_changes: bool = False
 
 
 @dataclass
@@ -92,6 +93,7 @@ class TrainingConfig:
     precision: str = "auto"
     num_workers: int = 0
     deterministic: bool = True
+    compile: bool = False
     optimizer: Any = MISSING
     scheduler: Any = MISSING
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)

@@ -36,6 +36,7 @@ class SequenceClassifier(L.LightningModule):
         head_lr: float | None = None,
         layerwise_lr_decay: float = 1.0,
         run_config: dict[str, Any] | None = None,
+        backbone_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -45,6 +46,7 @@ class SequenceClassifier(L.LightningModule):
         self.head_lr = head_lr
         self.layerwise_lr_decay = layerwise_lr_decay
         self.run_config = run_config or {}
+        self.backbone_config = backbone_config or {}
         metrics = MetricCollection(
             {
                 "accuracy": MulticlassAccuracy(num_labels, average="micro"),
@@ -140,4 +142,8 @@ class SequenceClassifier(L.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["bertlab"] = {"task": "classification", "config": self.run_config}
+        checkpoint["bertlab"] = {
+            "task": "classification",
+            "config": self.run_config,
+            "backbone": self.backbone_config,  # the architecture actually built (inherited from pretraining)
+        }

@@ -97,3 +97,81 @@ class RNGStateCallback(L.Callback):
         torch.set_rng_state(states["torch"])
         if states["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(states["cuda"])
+
+
+# Keys a resumed run may change: how long and where it trains, and what it reports.
+RESUME_MAY_CHANGE = (
+    "experiment.name",
+    "experiment.output_dir",
+    "logging.",
+    "training.max_steps",
+    "training.max_epochs",
+    "training.accelerator",
+    "training.devices",
+    "training.strategy",
+    "training.precision",
+    "training.num_workers",
+    "training.val_check_interval",
+    "training.limit_val_batches",
+    "training.checkpoint.every_n_steps",
+    "training.compile",
+    "training.resume.",
+    "training.batch_size",
+)
+# With weights only, a fresh optimizer, schedule and data are fine too: only the model must stay.
+WEIGHTS_ONLY_MUST_MATCH = ("architecture.", "tokenizer.", "mlm_head.module.", "classification_head.")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        items: dict[str, Any] = {}
+        for key, value in tree.items():
+            items.update(_flatten(value, f"{prefix}{key}."))
+        return items
+    return {prefix.rstrip("."): tree}
+
+
+def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, saved value, current value) for every leaf that differs."""
+    old, new = _flatten(saved), _flatten(current)
+    return [
+        (key, old.get(key), new.get(key))
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
+
+
+def check_resume_config(
+    saved: dict[str, Any], current: dict[str, Any], weights_only: bool, allow: bool, strict: bool = True
+) -> None:
+    """Refuse a resume whose config changes the model or the data, naming the key (unless allowed).
+
+    Non-strict loading is meant for changed architectures: their key mismatches are listed when loading.
+    """
+    for key, before, after in config_changes(saved, current):
+        if key == "training.batch_size":
+            log.warning(
+                "training.batch_size changed on resume (%s -> %s): the data order differs from here",
+                before,
+                after,
+            )
+            continue
+        if key.startswith(RESUME_MAY_CHANGE) or key == "training.resume":
+            continue
+        if weights_only and not key.startswith(WEIGHTS_ONLY_MUST_MATCH):
+            continue
+        if not strict and key.startswith("architecture."):
+            continue
+        if allow:
+            log.warning(
+                "Resuming with a changed %s (%r -> %r): training.resume.allow_config_changes=true",
+                key,
+                before,
+                after,
+            )
+            continue
+        raise BertlabError(
+            f"was {before!r} in the run being resumed and is {after!r} now; resuming cannot change the model or "
+            f"the data. Drop the override, start a new run, or set training.resume.allow_config_changes=true",
+            key,
+        )

@@ -1,0 +1,111 @@
+"""Evaluate a finetuning run's best checkpoint on a labelled file, without retraining.
+
+    python -m bertlab.evaluate runs/finetuning/<name> --data new.jsonl [--text-field f] [--label-field f]
+
+Writes results.json and predictions.csv into <run>/evaluations/<file stem>[-N]/ (a new folder each time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from torch.utils.data import DataLoader
+
+from bertlab.data.classification import LabelledSequenceDataset, PadToLongest
+from bertlab.data.labelled import read_labelled_file
+from bertlab.data.token_store import build_token_store
+from bertlab.errors import BertlabError
+from bertlab.finetuning import LABELS_FILE, write_test_outputs
+from bertlab.tasks.classification import SequenceClassifier
+from bertlab.tokenizer import TextTokenizer
+from bertlab.training.checkpointing import BEST_NAME
+from bertlab.training.resume import load_checkpoint
+
+
+def evaluate(
+    run_dir: Path, data: Path, text_field: str | None, label_field: str | None, checkpoint: str
+) -> Path:
+    """Test the run's model on `data`; returns the folder the results were written to."""
+    path = run_dir / checkpoint if checkpoint != "best" else run_dir / "checkpoints" / f"{BEST_NAME}.ckpt"
+    if not path.is_file():
+        raise BertlabError(
+            f"checkpoint {str(path)!r} does not exist; is {str(run_dir)!r} a finetuning run?", "run"
+        )
+    state = load_checkpoint(path)
+    saved = state.get("bertlab", {})
+    if saved.get("task") != "classification":
+        raise BertlabError(f"{str(path)!r} is not a finetuning (classification) checkpoint", "run")
+    config = saved["config"]
+    labels = json.loads((run_dir / LABELS_FILE).read_text())
+    text_field = text_field or config["data"]["text_field"]
+    label_field = label_field or config["data"]["label_field"]
+    examples = read_labelled_file(data, text_field, label_field, "data")
+    unknown = sorted({str(label) for _, label in examples} - {str(label) for label in labels})
+    if unknown:
+        raise BertlabError(
+            f"{data} has labels the run never trained on: {unknown[:10]}; it knows {labels}", "data"
+        )
+
+    tokenizer = TextTokenizer.from_file(
+        run_dir / "tokenizer.json", config["tokenizer"]["max_length"], config["tokenizer"]["truncation"]
+    )
+    backbone = instantiate(saved["backbone"], vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id)
+    head = instantiate(
+        config["classification_head"], hidden_size=backbone.hidden_size, num_labels=len(labels)
+    )
+    model = SequenceClassifier(backbone, head, len(labels), optimizer=torch.optim.AdamW)
+    model.load_state_dict(state["state_dict"])
+
+    index = {str(label): i for i, label in enumerate(labels)}
+    store = build_token_store(
+        tokenizer.encode_sequences([text for text, _ in examples]), tokenizer.vocab_size
+    )
+    dataset = LabelledSequenceDataset(store, torch.tensor([index[str(label)] for _, label in examples]))
+    loader = DataLoader(dataset, batch_size=64, collate_fn=PadToLongest(tokenizer.pad_id))
+    trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False)
+    trainer.test(model, dataloaders=loader, verbose=False)
+
+    base = run_dir / "evaluations" / data.stem
+    target, number = base, 1
+    while target.exists():
+        number += 1
+        target = base.with_name(f"{data.stem}-{number}")
+    target.mkdir(parents=True)
+    write_test_outputs(target, model, trainer, labels)
+    results = json.loads((target / "results.json").read_text())
+    results.update({"checkpoint": str(path), "data": str(data)})
+    (target / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("run", type=Path, help="a finetuning run folder, e.g. runs/finetuning/base_cls")
+    parser.add_argument("--data", type=Path, required=True, help="labelled .jsonl, .csv or .tsv file")
+    parser.add_argument("--text-field", help="default: the run's data.text_field")
+    parser.add_argument("--label-field", help="default: the run's data.label_field")
+    parser.add_argument("--checkpoint", default="best", help="best, or a path inside the run folder")
+    args = parser.parse_args(argv)
+    if not args.data.is_file():
+        print(f"Error: --data {args.data} does not exist", file=sys.stderr)
+        return 2
+    try:
+        target = evaluate(args.run, args.data, args.text_field, args.label_field, args.checkpoint)
+    except BertlabError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(json.loads((target / "results.json").read_text()), indent=2))
+    print(f"Wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
