@@ -48,6 +48,9 @@ class StepBoundaryCheckpoint(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if self.requested is not None:
             self._save(trainer)
+            # Lightning logs a step's metrics after this hook; log them now so the step's row is not lost.
+            trainer.should_stop = True
+            trainer._logger_connector.update_train_step_metrics()
             log.warning(
                 "Stopped at step %d; checkpoint %s. Continue with training.resume.is_resume=true",
                 trainer.global_step,
