@@ -23,6 +23,7 @@ def test_pretrain_experiment_composes_every_section(tmp_path):
         "resume_pretraining_name",
         "strict",
         "load_only_model_state",
+        "allow_config_changes",
     }
     assert cfg.training.resume.is_resume is False
     assert cfg.mlm_head.masking.probability == 0.15

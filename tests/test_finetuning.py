@@ -38,7 +38,17 @@ def backbone_weights(path):
 
 def test_default_chain_writes_the_finetuning_folder(pretrained_run):
     output_dir = pretrained_run.parent.parent
-    launch(["+experiment=finetune", "experiment.name=chain", "pretrained_experiment.name=shared"], output_dir)
+    launch(
+        [
+            "+experiment=finetune",
+            "experiment.name=chain",
+            "pretrained_experiment.name=shared",
+            "data.source.count=1200",
+            "training.max_epochs=3",
+            "tokenizer.max_length=48",
+        ],
+        output_dir,
+    )
     run_dir = output_dir / "finetuning" / "chain"
     for relative in (
         "checkpoints/best-model.ckpt",

@@ -14,7 +14,7 @@ from tests.conftest import ROOT, launch, read_csv
 
 RUN = [
     "+experiment=smoke",
-    "training.max_steps=300",
+    "training.max_steps=120",
     "training.checkpoint.every_n_steps=5",
     "logging.log_every_n_steps=1",
 ]
@@ -53,16 +53,16 @@ def test_sigkill_mid_run_then_resume_gives_every_step_once(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
-    assert int(read_csv(run_dir / "metrics/train/metrics.csv")[-1]["step"]) < 300
+    assert int(read_csv(run_dir / "metrics/train/metrics.csv")[-1]["step"]) < 120
     assert not list((run_dir / "checkpoints").glob(".*.tmp")) or True  # a half-written temp file may remain
     assert torch.load(run_dir / "checkpoints/model.ckpt", weights_only=True)["global_step"] % 5 == 0
 
     launch([*RUN, "experiment.name=killed", "training.resume.is_resume=true"], tmp_path)
     steps = [int(row["step"]) for row in read_csv(run_dir / "metrics/train/metrics.csv")]
-    assert steps == list(range(1, 301))
+    assert steps == list(range(1, 121))
     for name in ("model.ckpt", "best-model.ckpt"):
         assert torch.load(run_dir / "checkpoints" / name, weights_only=True)["state_dict"]
-    assert torch.load(run_dir / "checkpoints/model.ckpt", weights_only=True)["global_step"] == 300
+    assert torch.load(run_dir / "checkpoints/model.ckpt", weights_only=True)["global_step"] == 120
 
 
 def test_sigterm_saves_the_checkpoint_at_the_interruption_and_exits_cleanly(tmp_path):
@@ -73,6 +73,6 @@ def test_sigterm_saves_the_checkpoint_at_the_interruption_and_exits_cleanly(tmp_
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
     step = torch.load(run_dir / "checkpoints/model.ckpt", weights_only=True)["global_step"]
-    assert 7 <= step < 300
+    assert 7 <= step < 120
     assert int(read_csv(run_dir / "metrics/train/metrics.csv")[-1]["step"]) == step
     assert f"Stopped at step {step}" in (run_dir / "run.log").read_text()

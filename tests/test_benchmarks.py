@@ -1,0 +1,108 @@
+"""The benchmarks run in --tiny mode and write results of the documented shape (no speed assertions).
+
+The three run as subprocesses started together (they are mostly start-up: imports and launch.py runs),
+so the module takes about as long as the slowest one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ("mlm_throughput", "pipeline_overhead", "dataset_memory")
+TIMEOUT = 300  # generous: the machine may be shared; the three together take well under a minute alone
+
+
+@pytest.fixture(scope="module")
+def tiny_results(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess[str], dict]]:
+    """Runs every benchmark with --tiny at once; its CompletedProcess and JSON result per name."""
+    folder = tmp_path_factory.mktemp("benchmarks")
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    processes = {
+        name: subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / f"{name}.py"),
+                "--tiny",
+                "--output",
+                str(folder / f"{name}.json"),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in BENCHMARKS
+    }
+    deadline = time.monotonic() + TIMEOUT
+    results = {}
+    for name, process in processes.items():
+        try:
+            stdout, stderr = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for other in processes.values():
+                other.kill()
+            raise
+        completed = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+        output = folder / f"{name}.json"
+        results[name] = (completed, json.loads(output.read_text()) if output.is_file() else {})
+    return results
+
+
+def finished(results, name: str) -> tuple[str, dict]:
+    completed, payload = results[name]
+    assert completed.returncode == 0, (
+        f"{name} failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}"
+    )
+    assert payload, f"{name} wrote no JSON"
+    assert payload["benchmark"] == name
+    assert {"cpu", "cores", "date", "torch"} <= set(payload["machine"])
+    return completed.stdout, payload
+
+
+def test_mlm_throughput_tiny(tiny_results):
+    stdout, result = finished(tiny_results, "mlm_throughput")
+    assert set(result["precisions"]) == {"fp32", "bf16"}  # --tiny runs bf16 on any CPU
+    for precision, entry in result["precisions"].items():
+        assert set(entry["arms"]) == {"hf-sdpa", "bertlab"}
+        for arm in entry["arms"].values():
+            assert arm["median_tokens_per_s"] > 0
+            assert len(arm["rounds_tokens_per_s"]) == result["rounds"] == 2
+        assert entry["ratio"] == entry["arms"]["bertlab"]["ratio_vs_hf"] > 0
+        assert entry["target"] == {"fp32": 1.5, "bf16": 2.0}[precision]
+        assert f"ratio bertlab/HF {precision}:" in stdout
+    # Same masked-token count for both models, and the same model: HF with bertlab's weights, same loss.
+    assert result["masked_per_sequence"] >= 1
+    equivalence = result["equivalence_fp32"]
+    assert "skipped" not in equivalence, equivalence
+    assert equivalence["loss_abs_diff"] < 1e-4
+    assert "| precision" in stdout and "hf-sdpa" in stdout
+
+
+def test_pipeline_overhead_tiny(tiny_results):
+    stdout, result = finished(tiny_results, "pipeline_overhead")
+    assert result["pipeline_windows_tokens_per_s"] and result["bare_windows_tokens_per_s"]
+    assert result["pipeline_median_tokens_per_s"] > 0 and result["bare_median_tokens_per_s"] > 0
+    assert result["ratio"] > 0 and result["target"] == 0.9
+    assert result["run_vocab_size"] == result["size"]["vocab_size"]
+    assert "ratio pipeline/bare:" in stdout
+
+
+def test_dataset_memory_tiny(tiny_results):
+    stdout, result = finished(tiny_results, "dataset_memory")
+    assert set(result["corpora"]) == {"1x", "10x"}
+    assert result["corpora"]["10x"]["text_mb"] > 5 * result["corpora"]["1x"]["text_mb"]
+    assert all(c["prepare_mb_per_s"] > 0 for c in result["corpora"].values())
+    runs = result["runs"]["prepared"]
+    assert runs["1x"]["peak_rss_mb"] > 50 and runs["10x"]["peak_rss_mb"] > 50
+    assert result["rss_growth"] == runs["growth"]
+    assert result["target_growth"] == 0.1
+    assert "RSS growth 1x -> 10x" in stdout and "MB/s" in stdout
