@@ -8,9 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
-import shutil
 from pathlib import Path
 
 import lightning as L
@@ -19,8 +17,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from bertlab.data.corpus import SPLITS
 from bertlab.data.labelled import Example, label_vocabulary
-from bertlab.data.sampler import EpochShuffleSampler
-from bertlab.data.token_store import TokenStore, build_token_store, load_token_store, save_token_store
+from bertlab.data.sampler import epoch_loader
+from bertlab.data.token_store import (
+    TokenStore,
+    build_token_store,
+    load_token_store,
+    prepare_once,
+    save_token_store,
+)
 from bertlab.errors import BertlabError
 from bertlab.tokenizer import TextTokenizer
 
@@ -140,19 +144,13 @@ class ClassificationDataModule(L.LightningDataModule):
         return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:16]
 
     def prepare(self, tokenizer: TextTokenizer) -> Path:
+        """Build the token stores and label tensors into the cache (or reuse them); returns their folder."""
         self.tokenizer = tokenizer
-        target = self.cache_dir / self.fingerprint(tokenizer)
-        if (target / "manifest.json").is_file():
-            log.info("Reusing prepared datasets in %s", target)
-        else:
-            self._build(tokenizer, target)
-        self.prepared_dir = target
-        return target
+        self.prepared_dir = self.cache_dir / self.fingerprint(tokenizer)
+        prepare_once(self.prepared_dir, lambda staging: self._write(tokenizer, staging))
+        return self.prepared_dir
 
-    def _build(self, tokenizer: TextTokenizer, target: Path) -> None:
-        log.info("Preparing datasets into %s", target)
-        staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        staging.mkdir(parents=True, exist_ok=True)
+    def _write(self, tokenizer: TextTokenizer, staging: Path) -> dict:
         index = {label: i for i, label in enumerate(self.labels)}
         counts = {}
         for split, examples in self.examples().items():
@@ -160,16 +158,10 @@ class ClassificationDataModule(L.LightningDataModule):
                 encoded = tokenizer.encode_sequences([text for text, _ in examples])
             except BertlabError as error:
                 raise error.in_section("tokenizer") from None
-            store = build_token_store(encoded, tokenizer.vocab_size)
-            save_token_store(store, staging / f"{split}.pt")
+            save_token_store(build_token_store(encoded, tokenizer.vocab_size), staging / f"{split}.pt")
             torch.save(torch.tensor([index[label] for _, label in examples]), staging / f"{split}.labels.pt")
             counts[split] = len(examples)
-        manifest = {"examples": counts, "labels": self.labels}
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        try:
-            os.replace(staging, target)
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)
+        return {"examples": counts, "labels": self.labels}
 
     def setup(self, stage: str | None = None) -> None:
         if self.prepared_dir is None:
@@ -184,19 +176,14 @@ class ClassificationDataModule(L.LightningDataModule):
         return -(-len(self.datasets["train"]) // self.batch_size)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = self.datasets[split]
-        sampler = EpochShuffleSampler(len(dataset), self.seed, shuffle=shuffle)
-        if split == "train":
-            sampler.start = self.skip_train_batches * self.batch_size
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
+        return epoch_loader(
+            self.datasets[split],
+            self.batch_size,
+            self.seed,
+            shuffle=shuffle,
             num_workers=self.num_workers,
+            skip_batches=self.skip_train_batches if split == "train" else 0,
             collate_fn=PadToLongest(self.tokenizer.pad_id),
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
-            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:

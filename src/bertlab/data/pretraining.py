@@ -9,9 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
-import shutil
 from pathlib import Path
 
 import lightning as L
@@ -20,8 +18,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from bertlab.data.corpus import SPLITS
 from bertlab.data.masking import MaskingPolicy, example_generator
-from bertlab.data.sampler import EpochShuffleSampler
-from bertlab.data.token_store import TokenStore, build_token_store, load_token_store, save_token_store
+from bertlab.data.sampler import epoch_loader
+from bertlab.data.token_store import (
+    TokenStore,
+    build_token_store,
+    load_token_store,
+    prepare_once,
+    save_token_store,
+)
 from bertlab.errors import BertlabError
 from bertlab.tokenizer import TextTokenizer
 
@@ -157,18 +161,11 @@ class PretrainingDataModule(L.LightningDataModule):
         if self.prepared is not None:
             self.prepared_dir = self.prepared
             return self.prepared_dir
-        target = self.cache_dir / self.fingerprint(tokenizer)
-        if (target / "manifest.json").is_file():
-            log.info("Reusing prepared datasets in %s", target)
-        else:
-            self._build(tokenizer, target)
-        self.prepared_dir = target
-        return target
+        self.prepared_dir = self.cache_dir / self.fingerprint(tokenizer)
+        prepare_once(self.prepared_dir, lambda staging: self._write(tokenizer, staging))
+        return self.prepared_dir
 
-    def _build(self, tokenizer: TextTokenizer, target: Path) -> None:
-        log.info("Preparing datasets into %s", target)
-        staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        staging.mkdir(parents=True, exist_ok=True)
+    def _write(self, tokenizer: TextTokenizer, staging: Path) -> dict:
         counts = {}
         for split, documents in self.documents().items():
             encoded: list[list[int]] = []
@@ -178,11 +175,7 @@ class PretrainingDataModule(L.LightningDataModule):
             store = build_token_store(encoded, tokenizer.vocab_size)
             save_token_store(store, staging / f"{split}.pt")
             counts[split] = {"documents": store.num_documents, "tokens": int(store.ids.numel())}
-        (staging / "manifest.json").write_text(json.dumps({"splits": counts}, indent=2))
-        try:
-            os.replace(staging, target)
-        except OSError:  # another process prepared the same datasets meanwhile
-            shutil.rmtree(staging, ignore_errors=True)
+        return {"splits": counts}
 
     # -- Lightning hooks ------------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -208,20 +201,14 @@ class PretrainingDataModule(L.LightningDataModule):
             self.datasets[split] = dataset
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = self.datasets[split]
-        sampler = EpochShuffleSampler(len(dataset), self.seed, shuffle=shuffle)
-        if split == "train":
-            sampler.start = self.skip_train_batches * self.batch_size
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
+        return epoch_loader(
+            self.datasets[split],
+            self.batch_size,
+            self.seed,
+            shuffle=shuffle,
             num_workers=self.num_workers,
+            skip_batches=self.skip_train_batches if split == "train" else 0,
             drop_last=shuffle,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
-            # Its own generator: creating an iterator must not draw from the global RNG (dropout's stream).
-            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def batches_per_epoch(self) -> int:

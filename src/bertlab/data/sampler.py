@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class EpochShuffleSampler(Sampler[tuple[int, int]]):
@@ -39,3 +39,32 @@ class EpochShuffleSampler(Sampler[tuple[int, int]]):
 
     def __len__(self) -> int:
         return self.num_items
+
+
+def epoch_loader(
+    dataset: Dataset,
+    batch_size: int,
+    seed: int,
+    shuffle: bool,
+    num_workers: int = 0,
+    skip_batches: int = 0,
+    drop_last: bool = False,
+    collate_fn=None,
+) -> DataLoader:
+    """A DataLoader over an EpochShuffleSampler, starting `skip_batches` into the epoch (resume).
+
+    It has its own generator: creating an iterator must not draw from the global RNG (dropout's stream).
+    """
+    sampler = EpochShuffleSampler(len(dataset), seed, shuffle=shuffle)
+    sampler.start = skip_batches * batch_size
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        drop_last=drop_last,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )

@@ -7,11 +7,17 @@ corpus is never copied into memory. Writes go to a temporary file that is rename
 from __future__ import annotations
 
 import itertools
+import json
+import logging
 import os
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 
@@ -56,3 +62,23 @@ def load_token_store(path: str | Path) -> TokenStore:
             f"{path}: prepared-dataset format {payload.get('format')} != {FORMAT_VERSION}; delete it"
         )
     return TokenStore(ids=payload["ids"], offsets=payload["offsets"])
+
+
+def prepare_once(target: Path, write: Callable[[Path], dict]) -> None:
+    """Build a prepared-dataset folder once: reuse `target` if complete, else `write(staging)` and publish.
+
+    `write` fills a private staging folder and returns the manifest; the folder is renamed into place only
+    when complete, so a crash never leaves a half-prepared dataset that a later run would trust.
+    """
+    if (target / "manifest.json").is_file():
+        log.info("Reusing prepared datasets in %s", target)
+        return
+    log.info("Preparing datasets into %s", target)
+    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    staging.mkdir(parents=True, exist_ok=True)
+    manifest = write(staging)
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    try:
+        os.replace(staging, target)
+    except OSError:  # another process prepared the same datasets meanwhile
+        shutil.rmtree(staging, ignore_errors=True)
