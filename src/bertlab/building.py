@@ -11,6 +11,7 @@ import json
 import logging
 import platform
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,9 +58,11 @@ def build(cfg: DictConfig, section: str, **runtime: Any) -> Any:
 
 
 def progress_bar_enabled(setting: str | bool) -> bool:
-    if setting in ("auto", None):
+    """`auto`: only on a terminal (not in CI logs); the schema may hand a bool over as 'True'/'False'."""
+    setting = str(setting).lower()
+    if setting == "auto":
         return sys.stderr.isatty()
-    return setting in (True, "true")
+    return setting == "true"
 
 
 @dataclass
@@ -249,6 +252,11 @@ def fit_and_test(
     try:
         if cfg.logging.log_eval and fit_checkpoint is None:
             trainer.validate(model, datamodule=datamodule, verbose=False)  # the step-0 baseline row
+        # The training sampler itself skips to the position inside the epoch (see training/resume.py), so
+        # Lightning's warning that the loader cannot resume mid-epoch does not apply.
+        warnings.filterwarnings(
+            "ignore", message="You're resuming from a checkpoint that ended before the epoch"
+        )
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=fit_checkpoint, weights_only=True)
         except TrainingInterrupted as stop:

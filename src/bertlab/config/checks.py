@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 from bertlab.errors import BertlabError
 
 MONITOR_MODES = ("min", "max")
-PROGRESS_BAR = ("auto", "true", "false", True, False)
+PROGRESS_BAR = ("auto", "true", "false")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
@@ -55,7 +55,7 @@ def check_common(cfg: DictConfig) -> None:
             f"must be one of {list(MONITOR_MODES)}, got {cfg.training.checkpoint.mode!r}",
             "training.checkpoint.mode",
         )
-    if cfg.logging.progress_bar not in PROGRESS_BAR:
+    if str(cfg.logging.progress_bar).lower() not in PROGRESS_BAR:
         raise BertlabError(
             f"must be auto, true or false, got {cfg.logging.progress_bar!r}", "logging.progress_bar"
         )
