@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bertlab.model.dropout import dropout
+
 AttentionKernel = Callable[
     [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, float], torch.Tensor
 ]
@@ -34,7 +36,13 @@ def _in_dtype(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | N
 def sdpa_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout_p: float
 ) -> torch.Tensor:
-    """torch's fused scaled-dot-product attention (flash / memory-efficient kernels where available)."""
+    """torch's fused scaled-dot-product attention (flash / memory-efficient kernels where available).
+
+    With dropout on CPU, SDPA has no fused kernel and falls back to matmul-softmax-matmul with Bernoulli
+    masks; the eager kernel computes the same with the cheaper mask source.
+    """
+    if dropout_p > 0.0 and q.device.type == "cpu":
+        return eager_attention(q, k, v, mask, dropout_p)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=_in_dtype(mask, q.dtype), dropout_p=dropout_p)
 
 
@@ -49,7 +57,7 @@ def eager_attention(
         scores = scores + _in_dtype(mask, scores.dtype)
     probs = torch.softmax(scores, dim=-1)
     if dropout_p > 0.0:
-        probs = F.dropout(probs, p=dropout_p, training=True)
+        probs = dropout(probs, dropout_p)
     return torch.matmul(probs, v)
 
 

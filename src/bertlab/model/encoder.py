@@ -20,6 +20,7 @@ from bertlab.model.attention import (
     combine_masks,
     sliding_window,
 )
+from bertlab.model.dropout import Dropout
 from bertlab.model.feed_forward import FEED_FORWARDS
 from bertlab.model.norms import NORMS, NormFactory
 from bertlab.model.positions import POSITION_ENCODINGS, RotaryPositions
@@ -62,7 +63,7 @@ class EncoderLayer(nn.Module):
         self.attention_norm = norm(hidden_size, layer_norm_eps, bias)
         self.feed_forward = feed_forward(hidden_size, intermediate_size, bias)
         self.feed_forward_norm = norm(hidden_size, layer_norm_eps, bias)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(
         self,
@@ -198,7 +199,7 @@ class Encoder(nn.Module):
         self.word_embeddings = nn.Embedding(vocab_size, hidden_size, padding_idx=pad_token_id)
         self.position_embeddings = positions(max_position_embeddings, hidden_size, num_heads, rope_base)
         self.embedding_norm = make_norm(hidden_size, layer_norm_eps, bias)
-        self.embedding_dropout = nn.Dropout(dropout)
+        self.embedding_dropout = Dropout(dropout)
         self.layers = nn.ModuleList(
             layer_type(
                 hidden_size,
