@@ -54,7 +54,6 @@ def test_sigkill_mid_run_then_resume_gives_every_step_once(tmp_path):
     process.wait()
     assert process.returncode == -signal.SIGKILL
     assert int(read_csv(run_dir / "metrics/train/metrics.csv")[-1]["step"]) < 120
-    assert not list((run_dir / "checkpoints").glob(".*.tmp")) or True  # a half-written temp file may remain
     assert torch.load(run_dir / "checkpoints/model.ckpt", weights_only=True)["global_step"] % 5 == 0
 
     launch([*RUN, "experiment.name=killed", "training.resume.is_resume=true"], tmp_path)

@@ -45,7 +45,11 @@ OUTPUT_MARKERS = ("checkpoints", "metrics", "tokenizer.json")
 
 def build(cfg: DictConfig, section: str, **runtime: Any) -> Any:
     """`instantiate` one config section; errors name the section's keys (`architecture.num_heads`)."""
-    node = OmegaConf.select(cfg, section)
+    return build_node(OmegaConf.select(cfg, section), section, **runtime)
+
+
+def build_node(node: DictConfig, section: str, **runtime: Any) -> Any:
+    """`instantiate` a node that stands for config section `section` (it may have been derived from it)."""
     try:
         return instantiate(node, **runtime)
     except InstantiationException as error:
@@ -75,7 +79,6 @@ class RunSetup:
     scheduler: Any
     checkpoint_path: Path | None
     checkpoint: dict[str, Any] | None
-    load_only_model_state: bool = False
 
 
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
@@ -132,7 +135,6 @@ def setup_run(cfg: DictConfig, run_dir: Path) -> RunSetup:
         scheduler=scheduler,
         checkpoint_path=checkpoint_path,
         checkpoint=checkpoint,
-        load_only_model_state=bool(training.resume.load_only_model_state),
     )
 
 

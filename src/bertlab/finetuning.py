@@ -15,12 +15,12 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from bertlab.building import (
     apply_resume,
     build,
+    build_node,
     fit_and_test,
     make_loggers,
     make_trainer,
@@ -45,23 +45,8 @@ def architecture_config(cfg: DictConfig, pretrained: dict[str, Any] | None) -> D
     """The backbone's config: the pretrained one with allowed overrides, or the config's own values."""
     requested = OmegaConf.to_container(cfg.architecture, resolve=True)
     if pretrained is None:
-        chosen = {key: value for key, value in requested.items() if value is not None}
-    else:
-        try:
-            chosen = inherit_architecture(pretrained, requested)
-        except BertlabError as error:
-            raise error from None
-    return OmegaConf.create(chosen)
-
-
-def build_backbone(node: DictConfig, **runtime: Any) -> torch.nn.Module:
-    try:
-        return instantiate(node, **runtime)
-    except Exception as error:
-        cause = error.__cause__ if isinstance(error.__cause__, BertlabError) else error
-        if isinstance(cause, BertlabError):
-            raise cause.in_section("architecture") from None
-        raise
+        return OmegaConf.create({key: value for key, value in requested.items() if value is not None})
+    return OmegaConf.create(inherit_architecture(pretrained, requested))
 
 
 def finetune(cfg: DictConfig, run_dir: Path) -> float | None:
@@ -92,7 +77,7 @@ def finetune(cfg: DictConfig, run_dir: Path) -> float | None:
         )
     datamodule = build(cfg, "data", batch_size=training.batch_size, num_workers=training.num_workers)
     with torch.device("meta"):
-        build_backbone(architecture, vocab_size=tokenizer.vocab_size_limit)
+        build_node(architecture, "architecture", vocab_size=tokenizer.vocab_size_limit)
     setup = setup_run(cfg, run_dir)
     try:
         examples = datamodule.examples()
@@ -116,7 +101,9 @@ def finetune(cfg: DictConfig, run_dir: Path) -> float | None:
     prepared_dir = datamodule.prepare(tokenizer)
     datamodule.setup("fit")
 
-    backbone = build_backbone(architecture, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id)
+    backbone = build_node(
+        architecture, "architecture", vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id
+    )
     if pretrained_path is not None and setup.checkpoint_path is None:
         load_backbone(backbone, pretrained_state["state_dict"], pretrained_path)
         log.info("Backbone loaded from %s", pretrained_path)

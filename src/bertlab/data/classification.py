@@ -105,10 +105,7 @@ class ClassificationDataModule(L.LightningDataModule):
         """Examples per split (val/test carved off the training data by ratio when not given)."""
         if self._examples is None:
             splits = self.source.splits(self.text_field, self.label_field)
-            describe = {split: f"the {split} split" for split in SPLITS}
-            for split, path in getattr(self.source, "paths", {}).items():
-                if path is not None:
-                    describe[split] = f"file '{path}'"
+            describe = {split: self.source.describe(split) for split in SPLITS}
             missing = [split for split in ("val", "test") if splits[split] is None]
             if missing:
                 train = list(splits["train"])

@@ -84,6 +84,10 @@ class LabelledFiles:
         ]
         return hashlib.sha256(repr(stamps).encode()).hexdigest()[:16]
 
+    def describe(self, split: str) -> str:
+        path = self.paths[split]
+        return f"file '{path}'" if path else f"the {split} split"
+
     def splits(self, text_field: str, label_field: str) -> dict[str, list[Example] | None]:
         return {
             split: read_labelled_file(path, text_field, label_field, split) if path else None
@@ -102,6 +106,9 @@ class EmbeddedReviews:
 
     def fingerprint(self) -> str:
         return hashlib.sha256(repr(("reviews-v1", self.count, self.seed)).encode()).hexdigest()[:16]
+
+    def describe(self, split: str) -> str:
+        return f"the {split} split of the embedded reviews"
 
     def splits(self, text_field: str, label_field: str) -> dict[str, list[Example] | None]:
         return {"train": generate_reviews(self.count, self.seed), "val": None, "test": None}

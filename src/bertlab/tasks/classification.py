@@ -12,7 +12,7 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from bertlab.training.freezing import layer_of
+from bertlab.training.parameter_groups import optimizer_and_schedule
 
 TRAIN_COLUMNS = ["loss", "lr"]
 EVAL_COLUMNS = ["loss", "accuracy", "macro_f1"]
@@ -21,9 +21,8 @@ EVAL_COLUMNS = ["loss", "accuracy", "macro_f1"]
 class SequenceClassifier(L.LightningModule):
     """Trains `backbone` + `head` on labelled sequences.
 
-    Learning rates: the head at `head_lr` (default: the optimizer's lr); backbone parameters at
-    lr * layerwise_lr_decay ** (num_layers + 1 - depth), depth 0 being the embeddings, so the top layer
-    gets one factor of decay and the embeddings num_layers + 1.
+    Learning rates (see training/parameter_groups.py): the head at `head_lr` (default: the optimizer's lr),
+    backbone parameters decayed by `layerwise_lr_decay` per layer below the head, embeddings the most.
     """
 
     def __init__(
@@ -109,37 +108,16 @@ class SequenceClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_evaluation("test", self.test_loss, self.test_metrics)
 
-    def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
-        """One group per (depth, decay/no-decay); every parameter is included so unfreezing needs no rebuild."""
-        num_layers = getattr(self.backbone, "num_layers", len(getattr(self.backbone, "layers", [])))
-        groups: dict[tuple[str, int, bool], dict[str, Any]] = {}
-
-        def add(parameter: nn.Parameter, name: str, scope: str, group_lr: float, depth: int) -> None:
-            no_decay = parameter.ndim < 2 or "norm" in name
-            group = groups.setdefault((scope, depth, no_decay), {"params": [], "lr": group_lr})
-            if no_decay:
-                group["weight_decay"] = 0.0
-            group["params"].append(parameter)
-
-        for name, parameter in self.backbone.named_parameters():
-            depth = layer_of(name, num_layers)
-            add(parameter, name, "backbone", lr * self.layerwise_lr_decay ** (num_layers + 1 - depth), depth)
-        for name, parameter in self.head.named_parameters():
-            add(parameter, name, "head", self.head_lr or lr, num_layers + 2)
-        return [groups[key] for key in sorted(groups)]
-
     def configure_optimizers(self) -> Any:
-        probe = self.optimizer_factory([nn.Parameter(torch.zeros(1))])
-        optimizer = self.optimizer_factory(self.parameter_groups(probe.defaults["lr"]))
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(
-            optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
+        return optimizer_and_schedule(
+            self.optimizer_factory,
+            self.scheduler_factory,
+            self.backbone,
+            self.head,
+            lambda: int(self.trainer.estimated_stepping_batches),
+            layerwise_lr_decay=self.layerwise_lr_decay,
+            head_lr=self.head_lr,
         )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
-        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["bertlab"] = {

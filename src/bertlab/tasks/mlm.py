@@ -14,6 +14,7 @@ from torchmetrics import MeanMetric
 
 from bertlab.data.masking import IGNORE_INDEX
 from bertlab.tasks.throughput import TokenRate
+from bertlab.training.parameter_groups import optimizer_and_schedule
 
 TRAIN_COLUMNS = ["loss", "lr", "tokens_per_s"]
 EVAL_COLUMNS = ["loss", "perplexity", "accuracy"]
@@ -102,21 +103,13 @@ class MaskedLanguageModel(L.LightningModule):
         self._log_evaluation("test", self.test_loss, self.test_accuracy)
 
     def configure_optimizers(self) -> Any:
-        decay, no_decay = [], []
-        for name, parameter in self.named_parameters():
-            if not parameter.requires_grad:
-                continue
-            (no_decay if parameter.ndim < 2 or "norm" in name else decay).append(parameter)
-        optimizer = self.optimizer_factory([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(
-            optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
+        return optimizer_and_schedule(
+            self.optimizer_factory,
+            self.scheduler_factory,
+            self.backbone,
+            self.head,
+            lambda: int(self.trainer.estimated_stepping_batches),
         )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
-        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["bertlab"] = {"task": "mlm", "config": self.run_config}

@@ -7,23 +7,14 @@ loaded (no weight decay either).
 from __future__ import annotations
 
 import logging
-import re
 
 import lightning as L
 from torch import nn
 
 from bertlab.errors import BertlabError
+from bertlab.training.parameter_groups import layer_of
 
 log = logging.getLogger(__name__)
-LAYER = re.compile(r"^layers\.(\d+)\.")
-
-
-def layer_of(name: str, num_layers: int) -> int:
-    """Depth of a backbone parameter: 0 for embeddings, i + 1 for layer i, num_layers + 1 above the layers."""
-    match = LAYER.match(name)
-    if match:
-        return int(match.group(1)) + 1
-    return 0 if "embedding" in name else num_layers + 1
 
 
 class FreezeSchedule(L.Callback):
