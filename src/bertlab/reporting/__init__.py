@@ -1,0 +1,1 @@
+"""What a finished run or sweep leaves for people to read: curves and summaries."""
