@@ -11,6 +11,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bertlab.config.schema import register_schemas
@@ -22,7 +23,9 @@ register_schemas()
 def main(cfg: DictConfig) -> float | None:
     from bertlab.run import run  # imported here so that --help and --cfg stay fast
 
-    return run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    hydra_cfg = HydraConfig.get()
+    sweep = Path(hydra_cfg.sweep.dir).name if hydra_cfg.mode == RunMode.MULTIRUN else None
+    return run(cfg, Path(hydra_cfg.runtime.output_dir), sweep)
 
 
 if __name__ == "__main__":

@@ -66,3 +66,41 @@ def test_same_seed_gives_identical_losses(tmp_path):
         losses.append([row["loss"] for row in read_csv(run_dir / "metrics/eval/metrics.csv")])
     assert losses[0] == losses[2] and losses[1] == losses[3]
     assert len(losses[0]) == 4
+
+
+def wandb_records(path):
+    """The protobuf records of an offline W&B run file (LevelDB-style log: 32 KiB blocks of chunks)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, position, pending = path.read_bytes(), 7, b""  # after the ':W&B' header
+    while position + 7 <= len(data):
+        if 32768 - position % 32768 < 7:  # a block's tail too short for a chunk header is padding
+            position += 32768 - position % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
+        pending += data[position + 7 : position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):  # a full record, or the last chunk of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def test_wandb_groups_the_jobs_of_a_sweep_under_its_name(tmp_path):
+    launch(
+        ["+experiment=smoke", "logging=wandb", "training.max_steps=2", "training.optimizer.lr=1e-3,3e-4"],
+        tmp_path,
+        flags=("-m",),
+    )
+    (sweep,) = (tmp_path / "pretraining" / "sweeps").iterdir()
+    runs = {}
+    for job in sorted(sweep.glob("job*")):
+        (run_file,) = job.glob("wandb/offline-run-*/run-*.wandb")
+        (run,) = [r.run for r in wandb_records(run_file) if r.WhichOneof("record_type") == "run"]
+        runs[job.name] = run
+    assert len(runs) == 2
+    assert {run.run_group for run in runs.values()} == {sweep.name}
+    assert len({run.run_id for run in runs.values()}) == 2

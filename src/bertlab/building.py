@@ -23,8 +23,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from bertlab.errors import BertlabError
+from bertlab.reporting.plots import write_run_plots
 from bertlab.run_folder import refuse_existing_run, refuse_missing_run
 from bertlab.training.checkpointing import BEST_NAME, LAST_NAME
+from bertlab.training.distributed import (
+    is_main_process,
+    refuse_relaunch_in_sweep,
+    wait_for_file,
+)
 from bertlab.training.interruption import StepBoundaryCheckpoint, TrainingInterrupted
 from bertlab.training.loggers import finish_wandb, wandb_logger
 from bertlab.training.metric_files import RunFolderCSVLogger
@@ -55,6 +61,8 @@ def build_node(node: DictConfig, section: str, **runtime: Any) -> Any:
     except InstantiationException as error:
         if isinstance(error.__cause__, BertlabError):
             nested = str(error).rpartition("\nfull_key: ")[2] if "\nfull_key: " in str(error) else ""
+            if nested == section or nested.startswith(f"{section}."):  # a node selected from the tree
+                nested = nested[len(section) :].lstrip(".")
             raise error.__cause__.in_section(f"{section}.{nested}" if nested else section) from None
         raise BertlabError(str(error), key=section) from error
     except BertlabError as error:
@@ -79,26 +87,34 @@ class RunSetup:
     scheduler: Any
     checkpoint_path: Path | None
     checkpoint: dict[str, Any] | None
+    sweep: str | None = None
 
 
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
     """The checkpoint to resume from, or None for a fresh run; refuses what cannot work."""
     resume = cfg.training.resume
+    guard = is_main_process()  # other DDP processes start after the main one has written into the folder
     if not resume.is_resume:
-        refuse_existing_run(run_dir, markers=OUTPUT_MARKERS)
+        if guard:
+            refuse_existing_run(run_dir, markers=OUTPUT_MARKERS)
         return None
     source_name = resume.resume_pretraining_name or cfg.experiment.name
     source_dir = Path(cfg.experiment.output_dir) / cfg.experiment.kind / source_name
     checkpoint = source_dir / resume.checkpoint_path
     refuse_missing_run(source_dir, checkpoint)
-    if source_dir.resolve() != run_dir.resolve():
+    if guard and source_dir.resolve() != run_dir.resolve():
         refuse_existing_run(run_dir, markers=OUTPUT_MARKERS)
     return checkpoint
 
 
-def setup_run(cfg: DictConfig, run_dir: Path) -> RunSetup:
-    """Checks that need no data: resume source, optimizer and schedule, devices and precision."""
+def setup_run(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> RunSetup:
+    """Checks that need no data: resume source, optimizer and schedule, devices and precision.
+
+    `sweep` names the multirun sweep this run is a job of (None for a single run).
+    """
     training = cfg.training
+    if sweep is not None:
+        refuse_relaunch_in_sweep(training.strategy, training.devices, training.num_nodes)
     checkpoint_path = resume_checkpoint(cfg, run_dir)
     optimizer = build(cfg, "training.optimizer")
     scheduler = build(cfg, "training.scheduler")
@@ -135,6 +151,7 @@ def setup_run(cfg: DictConfig, run_dir: Path) -> RunSetup:
         scheduler=scheduler,
         checkpoint_path=checkpoint_path,
         checkpoint=checkpoint,
+        sweep=sweep,
     )
 
 
@@ -155,9 +172,6 @@ def apply_resume(
         return None, 0
     model.strict_loading = resume.strict
     step = int(setup.checkpoint["global_step"])
-    datamodule.skip_train_batches = batches_into_epoch(
-        step, cfg.training.accumulate_grad_batches, datamodule.batches_per_epoch()
-    )
     log.info("Resuming from %s at step %d", setup.checkpoint_path, step)
     setup.checkpoint = None
     return str(setup.checkpoint_path), step
@@ -187,12 +201,13 @@ def make_loggers(
         train_every_n_steps=cfg.logging.log_every_n_steps,
     )
     if (
-        setup.checkpoint_path is not None
+        is_main_process()
+        and setup.checkpoint_path is not None
         and setup.checkpoint_path.parent.parent.resolve() == run_dir.resolve()
     ):
         csv_logger.truncate_after(step)
     loggers: list = [csv_logger]
-    if cfg.logging.use_wandb:
+    if cfg.logging.use_wandb and is_main_process():
         wandb_cfg = cfg.logging.wandb
         loggers.append(
             wandb_logger(
@@ -201,7 +216,7 @@ def make_loggers(
                 project=wandb_cfg.project,
                 entity=wandb_cfg.entity,
                 mode=wandb_cfg.mode,
-                group=wandb_cfg.group,
+                group=wandb_cfg.group or setup.sweep,
                 tags=list(wandb_cfg.tags),
                 config=OmegaConf.to_container(cfg, resolve=True),
             )
@@ -210,8 +225,9 @@ def make_loggers(
 
 
 def make_trainer(
-    cfg: DictConfig, run_dir: Path, setup: RunSetup, loggers: list
+    cfg: DictConfig, run_dir: Path, setup: RunSetup, loggers: list, datamodule: Any, resume_step: int
 ) -> tuple[L.Trainer, StepBoundaryCheckpoint]:
+    """The Trainer; it also places the training sampler at `resume_step` within its epoch."""
     training = cfg.training
     trainer = build_trainer(
         run_dir,
@@ -220,6 +236,7 @@ def make_trainer(
         max_epochs=training.max_epochs,
         accelerator=setup.accelerator,
         devices=training.devices,
+        num_nodes=training.num_nodes,
         strategy=training.strategy,
         precision=setup.precision,
         accumulate_grad_batches=training.accumulate_grad_batches,
@@ -236,6 +253,9 @@ def make_trainer(
     )
     stopper = StepBoundaryCheckpoint(run_dir / "checkpoints" / f"{LAST_NAME}.ckpt")
     trainer.callbacks.extend([RNGStateCallback(), stopper])
+    datamodule.skip_train_batches = batches_into_epoch(
+        resume_step, training.accumulate_grad_batches, datamodule.batches_per_epoch(trainer.world_size)
+    )
     return trainer, stopper
 
 
@@ -259,6 +279,8 @@ def fit_and_test(
         warnings.filterwarnings(
             "ignore", message="You're resuming from a checkpoint that ended before the epoch"
         )
+        # Evaluation metrics are torchmetrics objects, which synchronise across DDP processes themselves.
+        warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('.*sync_dist=True")
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=fit_checkpoint, weights_only=True)
         except TrainingInterrupted as stop:
@@ -274,14 +296,31 @@ def fit_and_test(
             trainer.test(model, datamodule=datamodule, ckpt_path=str(best), weights_only=True)
         return (float(best_score) if best_score is not None else None), True
     finally:
+        write_run_plots(run_dir)  # also after an interruption: the curves so far
         if cfg.logging.use_wandb:
             finish_wandb()
 
 
-def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
+def shared_tokenizer(tokenizer: Any, run_dir: Path) -> Any:
+    """In a process beside the main one: the tokenizer the main process fitted and saved into the folder.
+
+    Trainers of `tokenizers` are not deterministic across processes, so each process fitting its own could
+    give different vocabularies.
+    """
+    path = wait_for_file(run_dir / "tokenizer.json")
+    return type(tokenizer).from_file(path, tokenizer.max_length, tokenizer.truncation)
+
+
+def write_run_info(run_dir: Path, trainer: L.Trainer, cfg: DictConfig, info: dict[str, Any]) -> None:
     """run.json: what `auto` settings resolved to, and where the data and the start came from."""
+    if not is_main_process():
+        return
+    training = cfg.training
     info = {
         **info,
+        "world_size": trainer.world_size,
+        # data.batch_size is per process; an optimizer step sees this many sequences:
+        "global_batch_size": training.batch_size * trainer.world_size * training.accumulate_grad_batches,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "lightning": L.__version__,

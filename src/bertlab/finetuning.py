@@ -26,12 +26,14 @@ from bertlab.building import (
     make_trainer,
     maybe_compile,
     setup_run,
+    shared_tokenizer,
     write_run_info,
 )
 from bertlab.config.checks import check_finetuning
 from bertlab.errors import BertlabError
 from bertlab.pretrained import inherit_architecture, load_backbone, pretrained_checkpoint
 from bertlab.tasks.classification import EVAL_COLUMNS, TRAIN_COLUMNS, SequenceClassifier
+from bertlab.training.distributed import is_main_process
 from bertlab.training.freezing import FreezeSchedule
 from bertlab.training.resume import load_checkpoint
 
@@ -49,7 +51,7 @@ def architecture_config(cfg: DictConfig, pretrained: dict[str, Any] | None) -> D
     return OmegaConf.create(inherit_architecture(pretrained, requested))
 
 
-def finetune(cfg: DictConfig, run_dir: Path) -> float | None:
+def finetune(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float | None:
     """Finetune per `cfg` into `run_dir`; returns the best monitored validation value (for sweepers)."""
     check_finetuning(cfg)
     training = cfg.training
@@ -78,7 +80,7 @@ def finetune(cfg: DictConfig, run_dir: Path) -> float | None:
     datamodule = build(cfg, "data", batch_size=training.batch_size, num_workers=training.num_workers)
     with torch.device("meta"):
         build_node(architecture, "architecture", vocab_size=tokenizer.vocab_size_limit)
-    setup = setup_run(cfg, run_dir)
+    setup = setup_run(cfg, run_dir, sweep)
     try:
         examples = datamodule.examples()
     except BertlabError as error:
@@ -86,7 +88,9 @@ def finetune(cfg: DictConfig, run_dir: Path) -> float | None:
 
     L.seed_everything(cfg.experiment.seed, workers=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if pretrained_path is not None:
+    if not is_main_process():
+        tokenizer = shared_tokenizer(tokenizer, run_dir)
+    elif pretrained_path is not None:
         tokenizer = type(tokenizer).from_file(
             pretrained_path.parent.parent / "tokenizer.json", tokenizer.max_length, tokenizer.truncation
         )
@@ -96,8 +100,9 @@ def finetune(cfg: DictConfig, run_dir: Path) -> float | None:
         )
     else:
         tokenizer.fit([text for text, _ in examples["train"]])
-    tokenizer.save(run_dir / "tokenizer.json")
-    (run_dir / LABELS_FILE).write_text(json.dumps(datamodule.labels, indent=2) + "\n")
+    if is_main_process():
+        tokenizer.save(run_dir / "tokenizer.json")
+        (run_dir / LABELS_FILE).write_text(json.dumps(datamodule.labels, indent=2) + "\n")
     prepared_dir = datamodule.prepare(tokenizer)
     datamodule.setup("fit")
 
@@ -137,8 +142,12 @@ def finetune(cfg: DictConfig, run_dir: Path) -> float | None:
     resumed_from = str(setup.checkpoint_path) if setup.checkpoint_path else None
     fit_checkpoint, step = apply_resume(cfg, setup, model, datamodule)
     loggers = make_loggers(cfg, run_dir, TRAIN_COLUMNS, EVAL_COLUMNS, setup, step)
+    maybe_compile(model, training.compile)
+    trainer, _ = make_trainer(cfg, run_dir, setup, loggers, datamodule, step)
     write_run_info(
         run_dir,
+        trainer,
+        cfg,
         {
             "task": "classification",
             "accelerator": setup.accelerator,
@@ -153,11 +162,9 @@ def finetune(cfg: DictConfig, run_dir: Path) -> float | None:
             "resumed_at_step": step if fit_checkpoint else None,
         },
     )
-    maybe_compile(model, training.compile)
-    trainer, _ = make_trainer(cfg, run_dir, setup, loggers)
     trainer.callbacks.append(freezing)
     best, finished = fit_and_test(cfg, run_dir, trainer, model, datamodule, fit_checkpoint)
-    if finished and cfg.logging.log_eval:
+    if finished and cfg.logging.log_eval and trainer.is_global_zero:
         write_test_outputs(run_dir, model, trainer, datamodule.labels)
     return best
 

@@ -17,16 +17,18 @@ from bertlab.building import (
     make_trainer,
     maybe_compile,
     setup_run,
+    shared_tokenizer,
     write_run_info,
 )
 from bertlab.config.checks import check_pretraining
 from bertlab.errors import BertlabError
 from bertlab.tasks.mlm import EVAL_COLUMNS, TRAIN_COLUMNS, MaskedLanguageModel
+from bertlab.training.distributed import is_main_process
 
 log = logging.getLogger(__name__)
 
 
-def pretrain(cfg: DictConfig, run_dir: Path) -> float | None:
+def pretrain(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float | None:
     """Pretrain per `cfg` into `run_dir`; returns the best monitored validation value (for sweepers)."""
     check_pretraining(cfg)
     training = cfg.training
@@ -39,21 +41,30 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> float | None:
     )
     with torch.device("meta"):
         build(cfg, "architecture", vocab_size=tokenizer.vocab_size_limit)
-    setup = setup_run(cfg, run_dir)
-    try:
-        documents = datamodule.documents()
-    except BertlabError as error:
-        raise error.in_section("data.source") from None
+    setup = setup_run(cfg, run_dir, sweep)
+    # The text is read only when something needs it: prepared token stores plus a given (or resumed)
+    # vocabulary need none, so a run's memory does not grow with the corpus.
+    fits_tokenizer = is_main_process() and setup.checkpoint_path is None and tokenizer.needs_corpus
+    documents = None
+    if datamodule.prepared is None or fits_tokenizer:
+        try:
+            documents = datamodule.documents()
+        except BertlabError as error:
+            raise error.in_section("data.source") from None
 
     L.seed_everything(cfg.experiment.seed, workers=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if setup.checkpoint_path is not None:
+    if not is_main_process():
+        tokenizer = shared_tokenizer(tokenizer, run_dir)
+    elif setup.checkpoint_path is not None:
         source_tokenizer = setup.checkpoint_path.parent.parent / "tokenizer.json"
         tokenizer = type(tokenizer).from_file(source_tokenizer, tokenizer.max_length, tokenizer.truncation)
     else:
         tokenizer.fit(documents["train"], cache_file=datamodule.tokenizer_cache_file(tokenizer))
-    tokenizer.save(run_dir / "tokenizer.json")
+    if is_main_process():
+        tokenizer.save(run_dir / "tokenizer.json")
     prepared_dir = datamodule.prepare(tokenizer)
+    del documents  # now in the memory-mapped token stores
     datamodule.setup("fit")
     if datamodule.batches_per_epoch() < 1:
         raise BertlabError(
@@ -70,8 +81,12 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> float | None:
     resumed_from = str(setup.checkpoint_path) if setup.checkpoint_path else None
     fit_checkpoint, step = apply_resume(cfg, setup, model, datamodule)
     loggers = make_loggers(cfg, run_dir, TRAIN_COLUMNS, EVAL_COLUMNS, setup, step)
+    maybe_compile(model, training.compile)
+    trainer, _ = make_trainer(cfg, run_dir, setup, loggers, datamodule, step)
     write_run_info(
         run_dir,
+        trainer,
+        cfg,
         {
             "task": "mlm",
             "accelerator": setup.accelerator,
@@ -83,7 +98,5 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> float | None:
             "resumed_at_step": step if fit_checkpoint else None,
         },
     )
-    maybe_compile(model, training.compile)
-    trainer, _ = make_trainer(cfg, run_dir, setup, loggers)
     best, _ = fit_and_test(cfg, run_dir, trainer, model, datamodule, fit_checkpoint)
     return best

@@ -18,9 +18,12 @@ from bertlab.pretraining import pretrain
 TASKS = {"pretraining": pretrain, "finetuning": finetune}
 
 
-def run(cfg: DictConfig, run_dir: str | Path) -> float | None:
-    """Run the task named by experiment.kind; returns the best monitored validation value (for sweepers)."""
+def run(cfg: DictConfig, run_dir: str | Path, sweep: str | None = None) -> float | None:
+    """Run the task named by experiment.kind; returns the best monitored validation value (for sweepers).
+
+    `sweep` names the multirun sweep the run is a job of (it groups the jobs in W&B); None for one run.
+    """
     task = TASKS.get(cfg.experiment.kind)
     if task is None:
         raise BertlabError(f"must be one of {sorted(TASKS)}, got {cfg.experiment.kind!r}", "experiment.kind")
-    return task(cfg, Path(run_dir))
+    return task(cfg, Path(run_dir), sweep)

@@ -16,6 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from bertlab.errors import BertlabError
+from bertlab.training.distributed import is_main_process, refuse_relaunch_in_sweep
 
 RUN_MARKERS = (".hydra", "checkpoints", "metrics", "tokenizer.json")
 JOB_NAME_LIMIT = 100
@@ -71,6 +72,8 @@ class RunFolderGuard(Callback):
     """Stops a launch whose run folder (or sweep folder) already exists, before Hydra writes into it."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not is_main_process():
+            return  # a DDP process started beside the main one, which has checked and created the folder
         run_dir = Path(config.hydra.run.dir)
         if not config.training.resume.is_resume:
             try:
@@ -84,6 +87,14 @@ class RunFolderGuard(Callback):
                 config.hydra.output_subdir = f".hydra/resume-{number}"
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        training = config.training
+        # Checked again in each job, for values swept per job. A SLURM launcher starts one task per device
+        # itself: no re-launch happens there, though this submitting host sees no SLURM environment.
+        if "SlurmLauncher" not in str(config.hydra.launcher.get("_target_", "")):
+            try:
+                refuse_relaunch_in_sweep(training.strategy, training.devices, training.num_nodes)
+            except BertlabError as error:
+                _stop(error)
         sweep_dir = Path(config.hydra.sweep.dir)
         if sweep_dir.exists() and any(sweep_dir.iterdir()):
             _stop(

@@ -125,7 +125,11 @@ class TextTokenizer:
         return self._tokenizer
 
     def save(self, path: str | Path) -> None:
-        self.backend.save(str(path))
+        """Write atomically: other processes of a multi-process run may be waiting to read it."""
+        path = Path(path)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.backend.save(str(temporary))
+        os.replace(temporary, path)
 
     def fingerprint(self) -> str:
         """Content hash of the trained tokenizer: prepared datasets are cached under it."""

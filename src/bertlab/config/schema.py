@@ -89,6 +89,7 @@ class TrainingConfig:
     limit_val_batches: Any = 1.0
     accelerator: str = "auto"
     devices: Any = 1
+    num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "auto"
     num_workers: int = 0

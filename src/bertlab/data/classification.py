@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bertlab.data.corpus import SPLITS
 from bertlab.data.labelled import Example, label_vocabulary
-from bertlab.data.sampler import epoch_loader
+from bertlab.data.sampler import epoch_loader, process_share
 from bertlab.data.token_store import (
     TokenStore,
     build_token_store,
@@ -169,10 +169,12 @@ class ClassificationDataModule(L.LightningDataModule):
                 store = load_token_store(self.prepared_dir / f"{split}.pt")
                 self.datasets[split] = LabelledSequenceDataset(store, labels)
 
-    def batches_per_epoch(self) -> int:
-        return -(-len(self.datasets["train"]) // self.batch_size)
+    def batches_per_epoch(self, world_size: int = 1) -> int:
+        """Training batches each of `world_size` processes runs per epoch."""
+        return -(-(len(self.datasets["train"]) // world_size) // self.batch_size)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        rank, world_size = process_share(self.trainer)
         return epoch_loader(
             self.datasets[split],
             self.batch_size,
@@ -181,6 +183,8 @@ class ClassificationDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             skip_batches=self.skip_train_batches if split == "train" else 0,
             collate_fn=PadToLongest(self.tokenizer.pad_id),
+            rank=rank,
+            world_size=world_size,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bertlab.data.corpus import SPLITS
 from bertlab.data.masking import MaskingPolicy, example_generator
-from bertlab.data.sampler import epoch_loader
+from bertlab.data.sampler import epoch_loader, process_share
 from bertlab.data.token_store import (
     TokenStore,
     build_token_store,
@@ -163,6 +163,7 @@ class PretrainingDataModule(L.LightningDataModule):
             return self.prepared_dir
         self.prepared_dir = self.cache_dir / self.fingerprint(tokenizer)
         prepare_once(self.prepared_dir, lambda staging: self._write(tokenizer, staging))
+        self._documents = None  # training reads the memory-mapped stores; the text is not needed again
         return self.prepared_dir
 
     def _write(self, tokenizer: TextTokenizer, staging: Path) -> dict:
@@ -201,6 +202,7 @@ class PretrainingDataModule(L.LightningDataModule):
             self.datasets[split] = dataset
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        rank, world_size = process_share(self.trainer)
         return epoch_loader(
             self.datasets[split],
             self.batch_size,
@@ -209,10 +211,13 @@ class PretrainingDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             skip_batches=self.skip_train_batches if split == "train" else 0,
             drop_last=shuffle,
+            rank=rank,
+            world_size=world_size,
         )
 
-    def batches_per_epoch(self) -> int:
-        return len(self.datasets["train"]) // self.batch_size
+    def batches_per_epoch(self, world_size: int = 1) -> int:
+        """Training batches each of `world_size` processes runs per epoch."""
+        return len(self.datasets["train"]) // world_size // self.batch_size
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -3,21 +3,32 @@
 The order of epoch e is a permutation drawn from (seed, e) alone, so it is the same in every process and
 after a resume; yielding the epoch with the index lets the dataset seed per-example randomness (masking)
 without shared mutable state across data-loader workers.
+
+Under DDP each process takes every `world_size`-th item of the same order, starting at its rank, and all
+processes take the same number of items (the remainder of an epoch is left out), so every process runs
+the same number of batches. `data.batch_size` is per process: the global batch is batch_size x world_size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class EpochShuffleSampler(Sampler[tuple[int, int]]):
-    def __init__(self, num_items: int, seed: int, shuffle: bool = True) -> None:
+    def __init__(
+        self, num_items: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside a world of {world_size} processes")
         self.num_items = num_items
         self.seed = seed
         self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
         self.start = 0  # items of the current epoch already consumed (set when resuming mid-epoch)
 
@@ -34,11 +45,20 @@ class EpochShuffleSampler(Sampler[tuple[int, int]]):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch, start = self.epoch, self.start
         self.start = 0
-        for index in self.order(epoch)[start:].tolist():
+        mine = self.order(epoch)[self.rank : len(self) * self.world_size : self.world_size]
+        for index in mine[start:].tolist():
             yield epoch, index
 
     def __len__(self) -> int:
-        return self.num_items
+        """Items this process sees per epoch."""
+        return self.num_items // self.world_size
+
+
+def process_share(trainer: Any) -> tuple[int, int]:
+    """(rank, world_size) of the Trainer a datamodule is attached to; (0, 1) before there is one."""
+    if trainer is None:
+        return 0, 1
+    return trainer.global_rank, trainer.world_size
 
 
 def epoch_loader(
@@ -50,12 +70,14 @@ def epoch_loader(
     skip_batches: int = 0,
     drop_last: bool = False,
     collate_fn=None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
-    """A DataLoader over an EpochShuffleSampler, starting `skip_batches` into the epoch (resume).
+    """A DataLoader over this process's share of an EpochShuffleSampler, `skip_batches` into the epoch.
 
     It has its own generator: creating an iterator must not draw from the global RNG (dropout's stream).
     """
-    sampler = EpochShuffleSampler(len(dataset), seed, shuffle=shuffle)
+    sampler = EpochShuffleSampler(len(dataset), seed, shuffle=shuffle, rank=rank, world_size=world_size)
     sampler.start = skip_batches * batch_size
     return DataLoader(
         dataset,

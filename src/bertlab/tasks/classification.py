@@ -107,6 +107,14 @@ class SequenceClassifier(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_evaluation("test", self.test_loss, self.test_metrics)
+        if self.trainer.world_size > 1 and self.predictions:
+            self.predictions = [self._gather_predictions()]
+
+    def _gather_predictions(self) -> dict[str, torch.Tensor]:
+        """Every process's share of the test predictions (the shares are equal in size: data/sampler.py)."""
+        mine = {key: torch.cat([batch[key] for batch in self.predictions]) for key in self.predictions[0]}
+        gathered = {key: self.all_gather(value.to(self.device)) for key, value in mine.items()}
+        return {key: value.flatten(0, 1).cpu() for key, value in gathered.items()}
 
     def configure_optimizers(self) -> Any:
         return optimizer_and_schedule(

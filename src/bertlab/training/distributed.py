@@ -7,7 +7,10 @@ function; only the main process may create, guard or write the run folder's shar
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
+from bertlab.errors import BertlabError
 
 
 def is_main_process() -> bool:
@@ -16,3 +19,60 @@ def is_main_process() -> bool:
         if os.environ.get(name):
             return int(os.environ[name]) == 0
     return all(int(os.environ.get(name) or 0) == 0 for name in ("LOCAL_RANK", "NODE_RANK"))
+
+
+def wait_for_file(path: Path, timeout_s: float = 1800.0, poll_s: float = 0.5) -> Path:
+    """Block until the main process has written `path` (atomically); for processes started beside it."""
+    deadline = time.monotonic() + timeout_s
+    while not path.is_file():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout_s:.0f} s for the main process to write {path}")
+        time.sleep(poll_s)
+    return path
+
+
+def device_count(devices: int | str | list[int]) -> int:
+    """How many devices a Trainer `devices` value asks for on this machine ("auto"/-1: every GPU, or 1)."""
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    if str(devices).strip() in ("auto", "-1"):
+        import torch
+
+        return max(torch.cuda.device_count(), 1)
+    text = str(devices).strip()
+    return len([part for part in text.split(",") if part.strip()]) if "," in text else int(text)
+
+
+def relaunches_processes(strategy: str, devices: int | str | list[int], num_nodes: int = 1) -> bool:
+    """Whether Lightning would start this run's other DDP processes by re-running the launch command.
+
+    It does so for the subprocess-launched DDP strategies (also what `auto` picks for several devices)
+    unless a cluster (SLURM tasks, torchrun, LSF) has already started one process per device.
+    """
+    from lightning.fabric.plugins.environments import (
+        LSFEnvironment,
+        SLURMEnvironment,
+        TorchElasticEnvironment,
+    )
+
+    strategy = str(strategy)
+    if strategy != "auto" and not strategy.startswith("ddp"):
+        return False
+    if strategy.startswith(("ddp_spawn", "ddp_fork", "ddp_notebook")):
+        return False
+    if device_count(devices) * num_nodes <= 1:
+        return False
+    environments = (SLURMEnvironment, TorchElasticEnvironment, LSFEnvironment)
+    return not any(environment.detect() for environment in environments)
+
+
+def refuse_relaunch_in_sweep(strategy: str, devices: int | str | list[int], num_nodes: int = 1) -> None:
+    """A multirun job cannot re-run the launch command (it would start a sweep per extra process)."""
+    if relaunches_processes(strategy, devices, num_nodes):
+        raise BertlabError(
+            f"strategy {strategy!r} on {devices} devices starts its extra processes by re-running the launch "
+            f"command, which cannot work inside a multirun (-m) sweep. Run the sweep through a launcher that "
+            f"starts one process per device, e.g. hydra/launcher=slurm (submitit, tasks_per_node = "
+            f"training.devices), or launch each configuration as a single run",
+            "training.strategy",
+        )

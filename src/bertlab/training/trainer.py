@@ -10,6 +10,18 @@ from lightning.pytorch.loggers import Logger
 from bertlab.training.checkpointing import AtomicCheckpointIO, checkpoint_callbacks
 
 
+class ValidateAtLastStep(L.Callback):
+    """Validates after the last optimizer step too, so every run ends with a validation row and a best score.
+
+    Lightning validates every `val_check_interval` batches only; asking the loop to stop at the last step
+    makes it validate there (and lets checkpointing see that score).
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+            trainer.should_stop = True
+
+
 def build_trainer(
     run_dir: Path,
     *,
@@ -18,7 +30,8 @@ def build_trainer(
     max_epochs: int | None,
     accelerator: str,
     devices: int | str | list[int],
-    strategy: str,
+    num_nodes: int = 1,
+    strategy: str = "auto",
     precision: str,
     accumulate_grad_batches: int,
     gradient_clip_val: float | None,
@@ -38,6 +51,8 @@ def build_trainer(
             run_dir / "checkpoints", checkpoint_every_n_steps, monitor if validate else None, monitor_mode
         ),
     ]
+    if validate:
+        callbacks.append(ValidateAtLastStep())
     return L.Trainer(
         default_root_dir=run_dir,
         logger=loggers,
@@ -47,7 +62,9 @@ def build_trainer(
         max_epochs=max_epochs if max_epochs is not None else -1,
         accelerator=accelerator,
         devices=devices,
+        num_nodes=num_nodes,
         strategy=strategy,
+        use_distributed_sampler=False,  # the datamodules shard their own epoch order (data/sampler.py)
         precision=precision,
         accumulate_grad_batches=accumulate_grad_batches,
         gradient_clip_val=gradient_clip_val,

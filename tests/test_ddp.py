@@ -1,0 +1,110 @@
+"""DDP on CPU: two processes, one run folder; and the sweep that cannot re-launch processes fails fast."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from bertlab.data.sampler import EpochShuffleSampler
+from bertlab.errors import BertlabError
+from bertlab.training.distributed import is_main_process, refuse_relaunch_in_sweep, relaunches_processes
+from bertlab.training.resume import load_checkpoint
+from tests.conftest import FAST, launch, read_csv
+
+DDP = ["training.accelerator=cpu", "training.devices=2", "training.strategy=ddp"]
+
+
+def test_sampler_shards_are_disjoint_equal_and_cover_the_epoch():
+    whole = EpochShuffleSampler(103, seed=7)
+    whole.set_epoch(3)
+    shards = []
+    for rank in range(4):
+        sampler = EpochShuffleSampler(103, seed=7, rank=rank, world_size=4)
+        sampler.set_epoch(3)
+        shards.append([index for _, index in sampler])
+    assert [len(shard) for shard in shards] == [25] * 4
+    assert sorted(index for shard in shards for index in shard) == sorted(
+        index for _, index in list(whole)[:100]
+    )
+    assert shards[1] == [index for _, index in list(whole)[1:100:4]]
+
+
+def test_main_process_is_known_from_the_environment(monkeypatch):
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK", "JSM_NAMESPACE_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert is_main_process()
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert not is_main_process()
+    monkeypatch.setenv("SLURM_PROCID", "0")  # a global rank wins over the local one
+    assert is_main_process()
+
+
+def test_relaunch_detection_respects_cluster_launchers(monkeypatch):
+    for name in ("SLURM_NTASKS", "SLURM_JOB_NAME", "TORCHELASTIC_RUN_ID", "LSB_JOBID"):
+        monkeypatch.delenv(name, raising=False)
+    assert relaunches_processes("ddp", 2)
+    assert not relaunches_processes("ddp", 1)
+    assert relaunches_processes("auto", 2)  # Lightning picks subprocess DDP for several devices
+    assert not relaunches_processes("auto", 1)
+    assert not relaunches_processes("deepspeed", 2)
+    assert not relaunches_processes("ddp_spawn", 2)
+    with pytest.raises(BertlabError, match=r"training\.strategy: .*hydra/launcher=slurm"):
+        refuse_relaunch_in_sweep("ddp", 2)
+    monkeypatch.setenv("SLURM_NTASKS", "2")  # SLURM (submitit) started one task per device
+    monkeypatch.setenv("SLURM_JOB_NAME", "bertlab")
+    assert not relaunches_processes("ddp", 2)
+
+
+def test_two_process_ddp_writes_one_run_folder(tmp_path):
+    launch(["+experiment=pretrain", "experiment.name=ddp", *FAST, *DDP, "training.max_steps=8"], tmp_path)
+    assert [p.name for p in (tmp_path / "pretraining").iterdir()] == ["ddp"]
+    run_dir = tmp_path / "pretraining" / "ddp"
+
+    train_steps = [int(row["step"]) for row in read_csv(run_dir / "metrics/train/metrics.csv")]
+    assert train_steps == [2, 4, 6, 8]
+    eval_rows = Counter((row["stage"], row["step"]) for row in read_csv(run_dir / "metrics/eval/metrics.csv"))
+    assert eval_rows == {("val", "0"): 1, ("val", "8"): 1, ("test", "8"): 1}
+
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["world_size"] == 2 and info["global_batch_size"] == 16
+    for name in ("best-model", "model"):
+        checkpoint = load_checkpoint(run_dir / "checkpoints" / f"{name}.ckpt")
+        assert checkpoint["global_step"] == 8
+        assert all(torch.isfinite(value).all() for value in checkpoint["state_dict"].values())
+    leftovers = [p.name for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_multirun_with_relaunching_ddp_fails_before_any_job(tmp_path):
+    result = launch(
+        ["+experiment=smoke", *DDP, "training.optimizer.lr=1e-3,3e-4"], tmp_path, check=False, flags=("-m",)
+    )
+    assert result.returncode != 0
+    assert "training.strategy: strategy 'ddp' on 2 devices" in result.stderr
+    assert "hydra/launcher=slurm" in result.stderr
+    assert not (tmp_path / "pretraining").exists()
+
+
+@pytest.mark.parametrize(("launcher", "refused"), [([], True), (["hydra/launcher=slurm"], False)])
+def test_sweep_guard_lets_slurm_start_the_ddp_processes(tmp_path, launcher, refused):
+    from hydra import compose, initialize_config_dir
+
+    from bertlab.config.schema import register_schemas
+    from bertlab.run_folder import RunFolderGuard
+    from tests.conftest import CONF
+
+    register_schemas()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=["+experiment=smoke", *DDP, *launcher, f"experiment.output_dir={tmp_path}"],
+            return_hydra_config=True,
+        )
+    if refused:
+        with pytest.raises(SystemExit):
+            RunFolderGuard().on_multirun_start(config=cfg)
+    else:
+        RunFolderGuard().on_multirun_start(config=cfg)

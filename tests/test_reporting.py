@@ -1,0 +1,288 @@
+"""Run plots from metric CSVs, the sweep summary from job records, and the summary of a real multirun."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from bertlab.reporting.plots import EVAL_CSV, TRAIN_CSV, plot_run, run_figures, write_run_plots
+from bertlab.reporting.sweep_summary import (
+    FIXED_COLUMNS,
+    RECORD_FILE,
+    SweepSummary,
+    error_text,
+    record_job,
+    write_sweep_summary,
+)
+from bertlab.training import metric_files
+from tests.conftest import launch, read_csv
+
+PRETRAIN_TRAIN = """step,epoch,loss,lr,tokens_per_s
+2,0,6.1,0.0005,7000.0
+4,0,5.8,0.001,7100.0
+6,0,5.5,0.0008,7050.0
+8,1,5.2,0.0004,7200.0
+"""
+PRETRAIN_EVAL = """step,epoch,stage,loss,perplexity,accuracy
+0,0,val,6.2,492.7,0.01
+4,0,val,5.7,298.9,0.08
+8,1,val,5.3,200.3,0.12
+8,1,test,5.35,210.6,0.11
+"""
+FINETUNE_EVAL = """step,epoch,stage,loss,accuracy,macro_f1
+0,0,val,0.69,0.5,
+10,1,val,0.41,0.81,0.79
+20,2,val,0.33,0.88,0.87
+20,2,test,0.35,0.86,0.85
+"""
+
+
+def write_metrics(run_dir: Path, train: str | None, evaluation: str | None) -> Path:
+    for relative, text in ((TRAIN_CSV, train), (EVAL_CSV, evaluation)):
+        if text is not None:
+            (run_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+            (run_dir / relative).write_text(text)
+    return run_dir
+
+
+def assert_png(path: Path) -> None:
+    image = matplotlib.image.imread(path)
+    assert image.shape[0] > 100 and image.shape[1] > 100
+    assert image.std() > 0.01  # something is drawn, not a blank canvas
+
+
+def test_metric_paths_are_the_ones_the_csv_logger_writes():
+    assert TRAIN_CSV == metric_files.TRAIN_FILE and EVAL_CSV == metric_files.EVAL_FILE
+
+
+def test_pretraining_run_gets_one_labelled_plot_per_quantity(tmp_path):
+    run_dir = write_metrics(tmp_path / "mlm_run", PRETRAIN_TRAIN, PRETRAIN_EVAL)
+    written = write_run_plots(run_dir)
+    assert sorted(path.name for path in written) == [
+        "accuracy.png",
+        "learning_rate.png",
+        "loss.png",
+        "perplexity.png",
+    ]
+    assert all(path.parent == run_dir / "plots" for path in written)
+    for path in written:
+        assert_png(path)
+    assert sorted(p.name for p in (run_dir / "plots").iterdir()) == sorted(p.name for p in written)
+
+    figures = run_figures(run_dir)
+    assert set(figures) == {"loss", "learning_rate", "perplexity", "accuracy"}
+    for name, figure in figures.items():
+        (axes,) = figure.axes
+        assert axes.get_xlabel() == "optimizer step"
+        assert axes.get_ylabel() == name.replace("_", " ")
+        assert "mlm_run" in axes.get_title()
+    loss_axes = figures["loss"].axes[0]
+    assert [label.get_text() for label in loss_axes.get_legend().get_texts()] == [
+        "train",
+        "val",
+        "test (best model)",
+    ]
+    train_line, val_line = loss_axes.get_lines()
+    assert list(train_line.get_xdata()) == [2, 4, 6, 8]
+    assert list(val_line.get_ydata()) == [6.2, 5.7, 5.3]
+
+
+def test_finetuning_run_skips_what_has_no_data(tmp_path):
+    run_dir = write_metrics(tmp_path / "cls_run", "step,epoch,loss,lr\n", FINETUNE_EVAL)
+    written = plot_run(run_dir)
+    assert sorted(path.name for path in written) == ["accuracy.png", "loss.png", "macro_f1.png"]
+    figures = run_figures(run_dir)
+    assert figures["macro_f1"].axes[0].get_ylabel() == "macro f1"
+    (val_line,) = figures["macro_f1"].axes[0].get_lines()
+    assert list(val_line.get_xdata()) == [10, 20]  # the empty baseline cell is NaN, left out
+    assert [text.get_text() for text in figures["loss"].axes[0].get_legend().get_texts()] == [
+        "val",
+        "test (best model)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("train", "evaluation"),
+    [(None, None), ("step,epoch,loss,lr,tokens_per_s\n", "step,epoch,stage,loss,perplexity,accuracy\n")],
+    ids=["missing", "header-only"],
+)
+def test_missing_or_empty_csvs_give_no_plot_and_no_error(tmp_path, train, evaluation):
+    run_dir = write_metrics(tmp_path / "run", train, evaluation)
+    run_dir.mkdir(exist_ok=True)
+    assert plot_run(run_dir) == []
+    assert write_run_plots(run_dir) == []
+    assert not (run_dir / "plots").exists()
+
+
+def test_replot_replaces_files_and_a_failure_is_only_a_warning(tmp_path, caplog):
+    run_dir = write_metrics(tmp_path / "run", PRETRAIN_TRAIN, PRETRAIN_EVAL)
+    first = {path: path.read_bytes() for path in plot_run(run_dir)}
+    (run_dir / EVAL_CSV).write_text(PRETRAIN_EVAL + "12,1,val,5.0,148.4,0.2\n")
+    second = plot_run(run_dir)
+    assert set(second) == set(first)
+    assert (run_dir / "plots/loss.png").read_bytes() != first[run_dir / "plots/loss.png"]
+    assert [p.name for p in (run_dir / "plots").iterdir() if not p.name.endswith(".png")] == []
+
+    broken = write_metrics(tmp_path / "broken", PRETRAIN_TRAIN, PRETRAIN_EVAL)
+    (broken / "plots").write_text("a file where the plots folder should be")
+    with pytest.raises(OSError):
+        plot_run(broken)
+    with caplog.at_level(logging.WARNING):
+        assert write_run_plots(broken) == []
+    assert "could not plot the metrics" in caplog.text
+
+
+def fabricate_sweep(sweep_dir: Path, mode: str) -> None:
+    """Jobs 0 and 2 completed (best values 2.5 and 1.5), job 1 failed after writing one train row."""
+    for job, value in ((0, 2.5), (2, 1.5)):
+        run_dir = write_metrics(
+            sweep_dir / f"job{job}_lr-{job}",
+            PRETRAIN_TRAIN,
+            PRETRAIN_EVAL.replace("5.3,200.3", f"{value},200.3"),
+        )
+        record_job(run_dir, job, "completed", [f"lr={job}", "seed=1"], "val/loss", mode, value=value)
+    failed = write_metrics(
+        sweep_dir / "job1_lr-1", "step,epoch,loss,lr,tokens_per_s\n2,0,6.1,0.0005,7000.0\n", None
+    )
+    error = ValueError("architecture.num_heads: 3 heads do not divide\nhidden_size 128")
+    record_job(failed, 1, "failed", ["lr=1", "seed=1"], "val/loss", mode, error=error)
+
+
+@pytest.mark.parametrize(("mode", "best_job"), [("min", "2"), ("max", "0")])
+def test_sweep_summary_marks_the_best_job_and_the_failure(tmp_path, mode, best_job):
+    sweep_dir = tmp_path / "sweep_2024"
+    fabricate_sweep(sweep_dir, mode)
+    table, figure = write_sweep_summary(sweep_dir)
+    assert (table, figure) == (sweep_dir / "summary.csv", sweep_dir / "summary.png")
+
+    rows = read_csv(table)
+    header = table.read_text().splitlines()[0].split(",")
+    assert header[: len(FIXED_COLUMNS)] == list(FIXED_COLUMNS)
+    assert header[len(FIXED_COLUMNS) :] == [
+        "final_val_loss",
+        "final_val_perplexity",
+        "final_val_accuracy",
+        "test_loss",
+        "test_perplexity",
+        "test_accuracy",
+    ]
+    assert [row["job"] for row in rows] == ["0", "1", "2"]
+    assert [row["status"] for row in rows] == ["completed", "failed", "completed"]
+    assert [row["job"] for row in rows if row["best"] == "true"] == [best_job]
+    assert [row["best"] for row in rows].count("") == 2
+    completed, failed = rows[0], rows[1]
+    assert completed["best_value"] == "2.5" and completed["monitor"] == "val/loss"
+    assert completed["overrides"] == "lr=0 seed=1"
+    assert completed["final_step"] == "8" and completed["final_train_loss"] == "5.2"
+    assert completed["final_val_loss"] == "2.5" and completed["test_accuracy"] == "0.11"
+    assert completed["run_dir"] == "job0_lr-0" and completed["error"] == ""
+    assert failed["error"] == "ValueError: architecture.num_heads: 3 heads do not divide hidden_size 128"
+    assert failed["best_value"] == "" and failed["final_val_loss"] == ""
+    assert failed["final_step"] == "2" and failed["final_train_loss"] == "6.1"
+    assert_png(figure)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(table.stat().st_mode) == 0o666 & ~umask  # readable by whoever shares the sweep
+
+
+def test_a_job_without_a_value_is_never_best_and_errors_stay_short(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    record_job(sweep_dir / "job0", 0, "completed", [], "val/loss", "min", value=None)
+    record_job(sweep_dir / "job1", 1, "completed", [], "val/loss", "min", value=float("nan"))
+    record_job(sweep_dir / "job2", 2, "failed", [], "val/loss", "min", error=RuntimeError("x\n" * 600))
+    rows = read_csv(write_sweep_summary(sweep_dir)[0])
+    assert [row["best"] for row in rows] == ["", "", ""]
+    assert len(rows[2]["error"]) <= 500 and "\n" not in rows[2]["error"]
+    assert rows[2]["error"].startswith("RuntimeError: x x")
+    assert error_text("plain text") == "plain text"
+
+
+def job_config(sweep_dir: Path, job: int, mode: RunMode) -> DictConfig:
+    """The parts of a Hydra job config the callback reads."""
+    return OmegaConf.create(
+        {
+            "hydra": {
+                "mode": mode,
+                "sweep": {"dir": str(sweep_dir)},
+                "runtime": {"output_dir": str(sweep_dir / f"job{job}")},
+                "job": {"num": job},
+                "overrides": {"task": [f"lr={job}"]},
+            },
+            "training": {"checkpoint": {"monitor": "val/accuracy", "mode": "max"}},
+        }
+    )
+
+
+def test_callback_records_multirun_jobs_on_the_main_process_only(tmp_path, monkeypatch, caplog):
+    callback, sweep_dir = SweepSummary(), tmp_path / "sweep"
+    completed = JobReturn(status=JobStatus.COMPLETED, _return_value=0.75)
+    failed = JobReturn(status=JobStatus.FAILED, _return_value=KeyError("missing"))
+
+    callback.on_job_end(job_config(sweep_dir, 0, RunMode.RUN), completed)
+    assert not sweep_dir.exists()
+    monkeypatch.setenv("RANK", "1")
+    callback.on_job_end(job_config(sweep_dir, 0, RunMode.MULTIRUN), completed)
+    assert not sweep_dir.exists()
+    monkeypatch.delenv("RANK")
+
+    callback.on_job_end(job_config(sweep_dir, 0, RunMode.MULTIRUN), completed)
+    callback.on_job_end(job_config(sweep_dir, 1, RunMode.MULTIRUN), failed)
+    rows = read_csv(sweep_dir / "summary.csv")
+    assert [(row["job"], row["status"], row["best"], row["best_value"]) for row in rows] == [
+        ("0", "completed", "true", "0.75"),
+        ("1", "failed", "", ""),
+    ]
+    assert rows[1]["error"] == "KeyError: 'missing'" and rows[0]["monitor"] == "val/accuracy"
+
+    (sweep_dir / "summary.csv").unlink()
+    callback.on_multirun_end(job_config(sweep_dir, 0, RunMode.MULTIRUN))
+    assert len(read_csv(sweep_dir / "summary.csv")) == 2
+
+    blocked = tmp_path / "not_a_folder"
+    blocked.write_text("")
+    with caplog.at_level(logging.WARNING):
+        callback.on_job_end(job_config(blocked, 0, RunMode.MULTIRUN), completed)
+        callback.on_multirun_end(job_config(blocked, 0, RunMode.MULTIRUN))
+    assert caplog.text.count("sweep summary") == 2
+
+
+def test_multirun_with_a_failing_job_writes_the_summary(tmp_path):
+    result = launch(
+        [
+            "+experiment=smoke",
+            "training.max_steps=4",
+            "training.val_check_interval=4",  # smoke validates every 8 steps: without it no job has a value
+            "architecture.num_heads=2,3,4",
+            "++hydra.callbacks.sweep_summary._target_=bertlab.reporting.sweep_summary.SweepSummary",
+        ],
+        tmp_path,
+        check=False,
+        flags=("-m",),
+    )
+    assert result.returncode == 1, result.stderr[-3000:]  # Hydra re-raises the failed job after the batch
+    (sweep_dir,) = (tmp_path / "pretraining" / "sweeps").iterdir()
+    assert len(list(sweep_dir.glob(f"*/{RECORD_FILE}"))) == 3
+    rows = read_csv(sweep_dir / "summary.csv")
+    assert [(row["job"], row["status"]) for row in rows] == [
+        ("0", "completed"),
+        ("1", "failed"),
+        ("2", "completed"),
+    ]
+    for row in (rows[0], rows[2]):
+        assert float(row["best_value"]) > 0 and float(row["final_val_loss"]) > 0
+        assert float(row["test_loss"]) > 0 and row["final_step"] == "4" and row["monitor"] == "val/loss"
+        assert (sweep_dir / row["run_dir"] / "checkpoints/best-model.ckpt").is_file()
+    assert "num_heads" in rows[1]["error"] and rows[1]["best_value"] == ""
+    assert "architecture.num_heads=3" in rows[1]["overrides"]
+    assert [row["best"] for row in rows].count("true") == 1
+    best = next(row for row in rows if row["best"] == "true")
+    assert float(best["best_value"]) == min(float(rows[0]["best_value"]), float(rows[2]["best_value"]))
+    assert_png(sweep_dir / "summary.png")
