@@ -49,7 +49,8 @@ def test_relaunch_detection_respects_cluster_launchers(monkeypatch):
     assert not relaunches_processes("ddp", 1)
     assert relaunches_processes("auto", 2)  # Lightning picks subprocess DDP for several devices
     assert not relaunches_processes("auto", 1)
-    assert not relaunches_processes("deepspeed", 2)
+    assert relaunches_processes("fsdp", 2)
+    assert not relaunches_processes("single_device", 2)
     assert not relaunches_processes("ddp_spawn", 2)
     with pytest.raises(BertlabError, match=r"training\.strategy: .*hydra/launcher=slurm"):
         refuse_relaunch_in_sweep("ddp", 2)

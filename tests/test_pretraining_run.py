@@ -53,3 +53,12 @@ def test_relaunching_an_existing_run_is_refused_and_changes_nothing(tmp_path):
     assert f"run folder '{run}' already holds a run" in message
     assert "experiment.name=<new name>" in message and "training.resume.is_resume=true" in message
     assert snapshot(run) == before
+
+
+def test_a_launch_stopped_by_a_config_error_does_not_block_the_corrected_command(tmp_path):
+    args = ["+experiment=smoke", "experiment.name=typo", "training.max_steps=2"]
+    result = launch([*args, "architecture.num_heads=3"], tmp_path, check=False)
+    assert result.returncode != 0 and "architecture.num_heads: 3 heads" in result.stderr
+    assert not (tmp_path / "pretraining" / "typo" / "checkpoints").exists()
+    launch(args, tmp_path)
+    assert (tmp_path / "pretraining" / "typo" / "checkpoints" / "model.ckpt").is_file()

@@ -46,7 +46,6 @@ from bertlab.training.trainer import build_trainer
 
 log = logging.getLogger(__name__)
 RUN_INFO = "run.json"
-OUTPUT_MARKERS = ("checkpoints", "metrics", "tokenizer.json")
 
 
 def build(cfg: DictConfig, section: str, **runtime: Any) -> Any:
@@ -96,14 +95,14 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
     guard = is_main_process()  # other DDP processes start after the main one has written into the folder
     if not resume.is_resume:
         if guard:
-            refuse_existing_run(run_dir, markers=OUTPUT_MARKERS)
+            refuse_existing_run(run_dir)
         return None
     source_name = resume.resume_pretraining_name or cfg.experiment.name
     source_dir = Path(cfg.experiment.output_dir) / cfg.experiment.kind / source_name
     checkpoint = source_dir / resume.checkpoint_path
     refuse_missing_run(source_dir, checkpoint)
     if guard and source_dir.resolve() != run_dir.resolve():
-        refuse_existing_run(run_dir, markers=OUTPUT_MARKERS)
+        refuse_existing_run(run_dir)
     return checkpoint
 
 

@@ -60,7 +60,8 @@ def pretrain(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
         source_tokenizer = setup.checkpoint_path.parent.parent / "tokenizer.json"
         tokenizer = type(tokenizer).from_file(source_tokenizer, tokenizer.max_length, tokenizer.truncation)
     else:
-        tokenizer.fit(documents["train"], cache_file=datamodule.tokenizer_cache_file(tokenizer))
+        texts = documents["train"] if fits_tokenizer else ()  # () when the vocabulary comes from a file
+        tokenizer.fit(texts, cache_file=datamodule.tokenizer_cache_file(tokenizer))
     if is_main_process():
         tokenizer.save(run_dir / "tokenizer.json")
     prepared_dir = datamodule.prepare(tokenizer)

@@ -18,7 +18,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from bertlab.errors import BertlabError
 from bertlab.training.distributed import is_main_process, refuse_relaunch_in_sweep
 
-RUN_MARKERS = (".hydra", "checkpoints", "metrics", "tokenizer.json")
+# What a run writes once it has passed its checks. A folder holding only .hydra/ and run.log is a launch
+# that stopped at a config error: the corrected command may reuse it.
+RUN_MARKERS = ("checkpoints", "metrics", "tokenizer.json", "run.json")
 JOB_NAME_LIMIT = 100
 
 

@@ -46,7 +46,8 @@ def device_count(devices: int | str | list[int]) -> int:
 def relaunches_processes(strategy: str, devices: int | str | list[int], num_nodes: int = 1) -> bool:
     """Whether Lightning would start this run's other DDP processes by re-running the launch command.
 
-    It does so for the subprocess-launched DDP strategies (also what `auto` picks for several devices)
+    It does so for the subprocess-launched strategies (DDP, also what `auto` picks for several devices; FSDP,
+    DeepSpeed)
     unless a cluster (SLURM tasks, torchrun, LSF) has already started one process per device.
     """
     from lightning.fabric.plugins.environments import (
@@ -56,9 +57,9 @@ def relaunches_processes(strategy: str, devices: int | str | list[int], num_node
     )
 
     strategy = str(strategy)
-    if strategy != "auto" and not strategy.startswith("ddp"):
+    if strategy != "auto" and not strategy.startswith(("ddp", "fsdp", "deepspeed")):
         return False
-    if strategy.startswith(("ddp_spawn", "ddp_fork", "ddp_notebook")):
+    if "spawn" in strategy or "fork" in strategy or "notebook" in strategy:
         return False
     if device_count(devices) * num_nodes <= 1:
         return False
