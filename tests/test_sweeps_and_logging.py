@@ -15,9 +15,9 @@ ARTIFACTS = (
 )
 
 
-def test_multirun_gives_each_job_its_own_complete_folder(tmp_path):
+def test_multirun_gives_each_job_its_own_folder_and_wandb_run_in_the_sweeps_group(tmp_path):
     launch(
-        ["+experiment=smoke", "training.max_steps=4", "training.optimizer.lr=1e-3,3e-4"],
+        ["+experiment=smoke", "logging=wandb", "training.max_steps=4", "training.optimizer.lr=1e-3,3e-4"],
         tmp_path,
         flags=("-m",),
     )
@@ -25,12 +25,19 @@ def test_multirun_gives_each_job_its_own_complete_folder(tmp_path):
     assert len(sweeps) == 1 and sweeps[0].name.startswith("smoke_")
     jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir() and p.name.startswith("job"))
     assert [job.name for job in jobs] == [
-        "job0_training.max_steps-4,training.optimizer.lr-0.001",
-        "job1_training.max_steps-4,training.optimizer.lr-0.0003",
+        "job0_logging-wandb,training.max_steps-4,training.optimizer.lr-0.001",
+        "job1_logging-wandb,training.max_steps-4,training.optimizer.lr-0.0003",
     ]
     for job in jobs:
         assert all((job / artifact).is_file() for artifact in ARTIFACTS), job
     assert "lr: 0.0003" in (jobs[1] / ".hydra/config.yaml").read_text()
+
+    runs = []
+    for job in jobs:
+        (run_file,) = job.glob("wandb/offline-run-*/run-*.wandb")
+        runs += [r.run for r in wandb_records(run_file) if r.WhichOneof("record_type") == "run"]
+    assert [run.run_group for run in runs] == [sweeps[0].name] * 2
+    assert len({run.run_id for run in runs}) == 2
 
 
 def test_group_swaps_bert_mini_bpe_and_wandb_offline(tmp_path):
@@ -87,20 +94,3 @@ def wandb_records(path):
             record.ParseFromString(pending)
             pending = b""
             yield record
-
-
-def test_wandb_groups_the_jobs_of_a_sweep_under_its_name(tmp_path):
-    launch(
-        ["+experiment=smoke", "logging=wandb", "training.max_steps=2", "training.optimizer.lr=1e-3,3e-4"],
-        tmp_path,
-        flags=("-m",),
-    )
-    (sweep,) = (tmp_path / "pretraining" / "sweeps").iterdir()
-    runs = {}
-    for job in sorted(sweep.glob("job*")):
-        (run_file,) = job.glob("wandb/offline-run-*/run-*.wandb")
-        (run,) = [r.run for r in wandb_records(run_file) if r.WhichOneof("record_type") == "run"]
-        runs[job.name] = run
-    assert len(runs) == 2
-    assert {run.run_group for run in runs.values()} == {sweep.name}
-    assert len({run.run_id for run in runs.values()}) == 2
