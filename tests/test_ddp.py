@@ -33,12 +33,19 @@ def test_sampler_shards_are_disjoint_equal_and_cover_the_epoch():
 
 
 def test_main_process_is_known_from_the_environment(monkeypatch):
-    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK", "JSM_NAMESPACE_RANK"):
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK", "JSM_NAMESPACE_RANK", "SLURM_NTASKS"):
         monkeypatch.delenv(name, raising=False)
     assert is_main_process()
-    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a child Lightning started
     assert not is_main_process()
-    monkeypatch.setenv("SLURM_PROCID", "0")  # a global rank wins over the local one
+    monkeypatch.setenv("SLURM_PROCID", "0")  # inside `srun --pty bash`: SLURM does not manage the processes
+    assert not is_main_process()
+    monkeypatch.delenv("LOCAL_RANK")
+    monkeypatch.setenv("SLURM_PROCID", "1")  # SLURM started one task per device
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.setenv("SLURM_JOB_NAME", "bertlab")
+    assert not is_main_process()
+    monkeypatch.setenv("RANK", "0")  # a global rank wins
     assert is_main_process()
 
 
@@ -109,3 +116,59 @@ def test_sweep_guard_lets_slurm_start_the_ddp_processes(tmp_path, launcher, refu
             RunFolderGuard().on_multirun_start(config=cfg)
     else:
         RunFolderGuard().on_multirun_start(config=cfg)
+
+
+def test_sigterm_to_the_main_process_stops_both_at_one_step_and_the_run_resumes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.test_interruption import wait_for_step
+
+    run = [
+        "+experiment=smoke",
+        "experiment.name=ddp_stop",
+        *DDP,
+        "training.max_steps=60",
+        "training.checkpoint.every_n_steps=50",
+        "logging.log_every_n_steps=1",
+    ]
+    run_dir = tmp_path / "pretraining" / "ddp_stop"
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "launch.py"), f"experiment.output_dir={tmp_path}", *run],
+        cwd=ROOT,
+        env={**os.environ, "WANDB_MODE": "offline"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_step(process, run_dir / "metrics/train/metrics.csv", 5)
+    process.send_signal(signal.SIGTERM)  # the main process only: the other learns it at the step's end
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    step = load_checkpoint(run_dir / "checkpoints/model.ckpt")["global_step"]
+    assert 5 <= step < 60
+    assert int(read_csv(run_dir / "metrics/train/metrics.csv")[-1]["step"]) == step
+
+    launch([*run, "training.resume.is_resume=true"], tmp_path)
+    steps = [int(row["step"]) for row in read_csv(run_dir / "metrics/train/metrics.csv")]
+    assert steps == list(range(1, 61))
+    assert load_checkpoint(run_dir / "checkpoints/model.ckpt")["global_step"] == 60
+
+
+def test_ddp_finetuning_gathers_every_test_prediction(pretrained_run):
+    output_dir = pretrained_run.parent.parent
+    args = ["+experiment=finetune", "pretrained_experiment.name=shared", "data.source.count=313"]
+    args += ["training.max_epochs=1", "training.batch_size=16", "tokenizer.max_length=48"]
+    launch([*args, "experiment.name=ddp_chain", *DDP], output_dir)
+    run_dir = output_dir / "finetuning" / "ddp_chain"
+    ids = [int(row["id"]) for row in read_csv(run_dir / "predictions.csv")]
+    test_size = json.loads((run_dir / "run.json").read_text())["examples"]["test"]
+    assert test_size % 2 == 1  # shares of 2 processes differ by one
+    assert ids == sorted(set(ids)) and len(ids) == test_size  # nothing dropped, in dataset order
+    results = json.loads((run_dir / "results.json").read_text())
+    predictions = read_csv(run_dir / "predictions.csv")
+    accuracy = sum(row["label"] == row["prediction"] for row in predictions) / len(predictions)
+    assert results["test/accuracy"] == pytest.approx(accuracy, abs=1e-6)

@@ -59,6 +59,10 @@ def test_default_chain_writes_the_finetuning_folder(pretrained_run):
         "labels.json",
         "tokenizer.json",
         ".hydra/config.yaml",
+        "plots/loss.png",
+        "plots/learning_rate.png",
+        "plots/accuracy.png",
+        "plots/macro_f1.png",
     ):
         assert (run_dir / relative).is_file(), relative
     test_rows = [r for r in read_csv(run_dir / "metrics/eval/metrics.csv") if r["stage"] == "test"]

@@ -20,6 +20,10 @@ def test_default_run_writes_every_artifact(pretrained_run):
         "metrics/train/metrics.csv",
         "metrics/eval/metrics.csv",
         "run.json",
+        "plots/loss.png",
+        "plots/learning_rate.png",
+        "plots/perplexity.png",
+        "plots/accuracy.png",
     ):
         assert (run / relative).is_file(), relative
     train = read_csv(run / "metrics/train/metrics.csv")

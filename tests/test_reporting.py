@@ -15,14 +15,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from bertlab.reporting.plots import EVAL_CSV, TRAIN_CSV, plot_run, run_figures, write_run_plots
 from bertlab.reporting.sweep_summary import (
+    DIED_ERROR,
     FIXED_COLUMNS,
     RECORD_FILE,
     SweepSummary,
     error_text,
+    read_records,
     record_job,
+    summary_figure,
     write_sweep_summary,
 )
 from bertlab.training import metric_files
+from bertlab.training.interruption import TrainingInterrupted
 from tests.conftest import launch, read_csv
 
 PRETRAIN_TRAIN = """step,epoch,loss,lr,tokens_per_s
@@ -249,19 +253,72 @@ def test_callback_records_multirun_jobs_on_the_main_process_only(tmp_path, monke
     blocked = tmp_path / "not_a_folder"
     blocked.write_text("")
     with caplog.at_level(logging.WARNING):
+        callback.on_job_start(job_config(blocked, 0, RunMode.MULTIRUN), task_function=None)
         callback.on_job_end(job_config(blocked, 0, RunMode.MULTIRUN), completed)
         callback.on_multirun_end(job_config(blocked, 0, RunMode.MULTIRUN))
-    assert caplog.text.count("sweep summary") == 2
+    assert caplog.text.count("sweep summary") == 3
+
+
+def statuses(sweep_dir: Path) -> list[tuple[str, str, str]]:
+    return [(row["job"], row["status"], row["best"]) for row in read_csv(sweep_dir / "summary.csv")]
+
+
+def test_a_job_that_never_ends_is_running_then_died_when_the_sweep_ends(tmp_path):
+    callback, sweep_dir = SweepSummary(), tmp_path / "sweep"
+    callback.on_job_start(job_config(sweep_dir, 0, RunMode.RUN), task_function=None)
+    assert not sweep_dir.exists()
+
+    for job in (0, 1, 2):
+        callback.on_job_start(job_config(sweep_dir, job, RunMode.MULTIRUN), task_function=None)
+    assert statuses(sweep_dir) == [("0", "running", ""), ("1", "running", ""), ("2", "running", "")]
+    started = read_csv(sweep_dir / "summary.csv")[2]
+    assert (started["monitor"], started["overrides"], started["run_dir"]) == ("val/accuracy", "lr=2", "job2")
+    assert started["best_value"] == started["error"] == started["final_step"] == ""
+
+    # Job 0 validates last at 0.8 though its best was 0.9; job 1 is killed and never reports.
+    write_metrics(
+        sweep_dir / "job0", None, "step,epoch,stage,loss,accuracy\n4,0,val,0.5,0.9\n8,0,val,0.6,0.8\n"
+    )
+    callback.on_job_end(
+        job_config(sweep_dir, 0, RunMode.MULTIRUN), JobReturn(status=JobStatus.COMPLETED, _return_value=0.9)
+    )
+    callback.on_job_end(
+        job_config(sweep_dir, 2, RunMode.MULTIRUN),
+        JobReturn(status=JobStatus.FAILED, _return_value=KeyError("x")),
+    )
+    assert statuses(sweep_dir) == [("0", "completed", "true"), ("1", "running", ""), ("2", "failed", "")]
+
+    callback.on_multirun_end(job_config(sweep_dir, 0, RunMode.MULTIRUN))
+    rows = read_csv(sweep_dir / "summary.csv")
+    assert statuses(sweep_dir) == [("0", "completed", "true"), ("1", "died", ""), ("2", "failed", "")]
+    assert rows[1]["error"] == DIED_ERROR and rows[1]["overrides"] == "lr=1"
+
+    # The right panel: the final value of the monitored metric, the best job marked by its best value.
+    bars = summary_figure(sweep_dir, read_records(sweep_dir, sweep_ended=True)).axes[1]
+    assert [bar.get_height() for bar in bars.patches] == [0.8, 0.0, 0.0]
+    assert [text.get_text() for text in bars.texts] == ["best\n0.8", "died", "failed"]
+    assert bars.get_ylabel() == "final val/accuracy"
+    assert bars.get_title() == "final val/accuracy per job (best: job0)"
+
+
+def test_an_interrupted_sweep_job_is_recorded_as_interrupted(tmp_path):
+    callback, sweep_dir = SweepSummary(), tmp_path / "sweep"
+    config = job_config(sweep_dir, 0, RunMode.MULTIRUN)
+    callback.on_job_start(config, task_function=None)
+    stop = TrainingInterrupted(12, Path("job0/checkpoints/model.ckpt"))
+    callback.on_job_end(config, JobReturn(status=JobStatus.FAILED, _return_value=stop))
+    callback.on_multirun_end(config)
+    (row,) = read_csv(sweep_dir / "summary.csv")
+    assert (row["status"], row["best"], row["best_value"]) == ("interrupted", "", "")
+    assert row["error"] == "TrainingInterrupted: stopped at step 12; checkpoint job0/checkpoints/model.ckpt"
 
 
 def test_multirun_with_a_failing_job_writes_the_summary(tmp_path):
     result = launch(
         [
             "+experiment=smoke",
-            "training.max_steps=4",
-            "training.val_check_interval=4",  # smoke validates every 8 steps: without it no job has a value
+            "training.max_steps=4",  # smoke validates at step 8; every run also validates at its last step
             "architecture.num_heads=2,3,4",
-            "++hydra.callbacks.sweep_summary._target_=bertlab.reporting.sweep_summary.SweepSummary",
         ],
         tmp_path,
         check=False,
@@ -271,7 +328,7 @@ def test_multirun_with_a_failing_job_writes_the_summary(tmp_path):
     (sweep_dir,) = (tmp_path / "pretraining" / "sweeps").iterdir()
     assert len(list(sweep_dir.glob(f"*/{RECORD_FILE}"))) == 3
     rows = read_csv(sweep_dir / "summary.csv")
-    assert [(row["job"], row["status"]) for row in rows] == [
+    assert [(row["job"], row["status"]) for row in rows] == [  # each job's `running` record replaced
         ("0", "completed"),
         ("1", "failed"),
         ("2", "completed"),

@@ -58,8 +58,10 @@ def test_sigterm_then_resume_equals_straight_training(tmp_path, monkeypatch):
     assert torch.load(cut / "checkpoints/model.ckpt", weights_only=True)["global_step"] == 9
     assert [int(r["step"]) for r in read_csv(cut / "metrics/train/metrics.csv")][-1] == 8
 
+    plotted_at_interruption = (cut / "plots/loss.png").stat().st_mtime_ns
     resumed = ["+experiment=pretrain", "experiment.name=cut", *FAST, *STEPS, "training.resume.is_resume=true"]
     run(compose_config(resumed, tmp_path), cut)
+    assert (cut / "plots/loss.png").stat().st_mtime_ns > plotted_at_interruption  # redrawn on completion
 
     straight_rows = read_csv(straight / "metrics/train/metrics.csv")
     cut_rows = read_csv(cut / "metrics/train/metrics.csv")

@@ -27,6 +27,7 @@ from bertlab.reporting.plots import write_run_plots
 from bertlab.run_folder import refuse_existing_run, refuse_missing_run
 from bertlab.training.checkpointing import BEST_NAME, LAST_NAME
 from bertlab.training.distributed import (
+    device_count,
     is_main_process,
     refuse_relaunch_in_sweep,
     wait_for_file,
@@ -39,6 +40,7 @@ from bertlab.training.resume import (
     RNGStateCallback,
     batches_into_epoch,
     check_resume_config,
+    check_resume_world,
     compare_state,
     load_checkpoint,
 )
@@ -87,6 +89,7 @@ class RunSetup:
     checkpoint_path: Path | None
     checkpoint: dict[str, Any] | None
     sweep: str | None = None
+    world_size: int = 1  # processes the run will have (devices x nodes under a multi-process strategy)
 
 
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
@@ -113,7 +116,9 @@ def setup_run(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> RunSe
     """
     training = cfg.training
     if sweep is not None:
-        refuse_relaunch_in_sweep(training.strategy, training.devices, training.num_nodes)
+        refuse_relaunch_in_sweep(
+            training.strategy, training.devices, training.num_nodes, training.accelerator
+        )
     checkpoint_path = resume_checkpoint(cfg, run_dir)
     optimizer = build(cfg, "training.optimizer")
     scheduler = build(cfg, "training.scheduler")
@@ -128,6 +133,7 @@ def setup_run(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> RunSe
     except BertlabError as error:
         raise error.in_section("training") from None
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
+    world_size = device_count(training.devices, accelerator) * training.num_nodes
     if checkpoint is not None:
         saved = checkpoint.get("bertlab", {}).get("config")
         if saved is None:
@@ -135,6 +141,12 @@ def setup_run(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> RunSe
                 f"checkpoint {str(checkpoint_path)!r} holds no bertlab config; it was not written by bertlab",
                 "training.resume.checkpoint_path",
             )
+        check_resume_world(
+            checkpoint.get("bertlab", {}).get("world_size", 1),
+            world_size,
+            weights_only=bool(training.resume.load_only_model_state),
+            allow=bool(training.resume.allow_config_changes),
+        )
         check_resume_config(
             saved,
             OmegaConf.to_container(cfg, resolve=True),
@@ -151,6 +163,7 @@ def setup_run(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> RunSe
         checkpoint_path=checkpoint_path,
         checkpoint=checkpoint,
         sweep=sweep,
+        world_size=world_size,
     )
 
 
@@ -211,7 +224,7 @@ def make_loggers(
         loggers.append(
             wandb_logger(
                 run_dir,
-                name=cfg.experiment.name,
+                name=run_dir.name if setup.sweep else cfg.experiment.name,  # sweep jobs: job<N>_...
                 project=wandb_cfg.project,
                 entity=wandb_cfg.entity,
                 mode=wandb_cfg.mode,
@@ -252,6 +265,13 @@ def make_trainer(
     )
     stopper = StepBoundaryCheckpoint(run_dir / "checkpoints" / f"{LAST_NAME}.ckpt")
     trainer.callbacks.extend([RNGStateCallback(), stopper])
+    if datamodule.batches_per_epoch(trainer.world_size) < 1:
+        raise BertlabError(
+            f"the training split has {len(datamodule.datasets['train'])} examples, fewer than one batch of "
+            f"{training.batch_size} for each of {trainer.world_size} processes; lower training.batch_size "
+            f"or training.devices, or add data",
+            "training.batch_size",
+        )
     datamodule.skip_train_batches = batches_into_epoch(
         resume_step, training.accumulate_grad_batches, datamodule.batches_per_epoch(trainer.world_size)
     )
@@ -265,6 +285,7 @@ def fit_and_test(
     model: L.LightningModule,
     datamodule: Any,
     fit_checkpoint: str | None,
+    sweep: str | None = None,
 ) -> tuple[float | None, bool]:
     """Baseline validation, fit, then the test split with the best checkpoint.
 
@@ -286,6 +307,8 @@ def fit_and_test(
             log.warning(
                 "Training interrupted at step %d; resume with training.resume.is_resume=true", stop.step
             )
+            if sweep is not None:
+                raise  # the sweep records the job as interrupted instead of as a result
             return None, False
         best = run_dir / "checkpoints" / f"{BEST_NAME}.ckpt"
         if not best.exists():  # no validation ran: the last weights are the best known

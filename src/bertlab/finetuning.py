@@ -157,13 +157,14 @@ def finetune(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
             else None,
             "prepared_data": str(prepared_dir),
             "labels": datamodule.labels,
+            "examples": {split: len(dataset) for split, dataset in datamodule.datasets.items()},
             "parameters": sum(p.numel() for p in model.parameters()),
             "resumed_from": resumed_from,
             "resumed_at_step": step if fit_checkpoint else None,
         },
     )
     trainer.callbacks.append(freezing)
-    best, finished = fit_and_test(cfg, run_dir, trainer, model, datamodule, fit_checkpoint)
+    best, finished = fit_and_test(cfg, run_dir, trainer, model, datamodule, fit_checkpoint, setup.sweep)
     if finished and cfg.logging.log_eval and trainer.is_global_zero:
         write_test_outputs(run_dir, model, trainer, datamodule.labels)
     return best

@@ -67,10 +67,11 @@ def pretrain(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
     prepared_dir = datamodule.prepare(tokenizer)
     del documents  # now in the memory-mapped token stores
     datamodule.setup("fit")
-    if datamodule.batches_per_epoch() < 1:
+    if datamodule.batches_per_epoch(setup.world_size) < 1:
         raise BertlabError(
             f"the training split has {len(datamodule.datasets['train'])} blocks, fewer than one batch of "
-            f"{training.batch_size}; lower training.batch_size or add text",
+            f"{training.batch_size} for each of {setup.world_size} processes; lower training.batch_size or "
+            f"add text",
             "training.batch_size",
         )
 
@@ -99,5 +100,5 @@ def pretrain(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
             "resumed_at_step": step if fit_checkpoint else None,
         },
     )
-    best, _ = fit_and_test(cfg, run_dir, trainer, model, datamodule, fit_checkpoint)
+    best, _ = fit_and_test(cfg, run_dir, trainer, model, datamodule, fit_checkpoint, setup.sweep)
     return best

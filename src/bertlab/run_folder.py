@@ -75,7 +75,11 @@ class RunFolderGuard(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not is_main_process():
-            return  # a DDP process started beside the main one, which has checked and created the folder
+            # A process started beside the main one (SLURM task, torchrun): the main one checks and creates
+            # the folder and writes .hydra/ (a resume's into .hydra/resume-N); this one writes no config.
+            with read_write(config.hydra), open_dict(config.hydra):
+                config.hydra.output_subdir = None
+            return
         run_dir = Path(config.hydra.run.dir)
         if not config.training.resume.is_resume:
             try:
@@ -94,7 +98,9 @@ class RunFolderGuard(Callback):
         # itself: no re-launch happens there, though this submitting host sees no SLURM environment.
         if "SlurmLauncher" not in str(config.hydra.launcher.get("_target_", "")):
             try:
-                refuse_relaunch_in_sweep(training.strategy, training.devices, training.num_nodes)
+                refuse_relaunch_in_sweep(
+                    training.strategy, training.devices, training.num_nodes, training.accelerator
+                )
             except BertlabError as error:
                 _stop(error)
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -4,9 +4,11 @@ The order of epoch e is a permutation drawn from (seed, e) alone, so it is the s
 after a resume; yielding the epoch with the index lets the dataset seed per-example randomness (masking)
 without shared mutable state across data-loader workers.
 
-Under DDP each process takes every `world_size`-th item of the same order, starting at its rank, and all
-processes take the same number of items (the remainder of an epoch is left out), so every process runs
-the same number of batches. `data.batch_size` is per process: the global batch is batch_size x world_size.
+Under DDP each process takes every `world_size`-th item of the same order, starting at its rank. In
+training all processes take the same number of items (the remainder of an epoch is left out), so every
+process runs the same number of steps; evaluation keeps every item (shares may differ by one; the metrics
+are synchronised at the end). `data.batch_size` is per process: the global batch is
+batch_size x world_size.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 class EpochShuffleSampler(Sampler[tuple[int, int]]):
     def __init__(
-        self, num_items: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1
+        self,
+        num_items: int,
+        seed: int,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        even: bool = True,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside a world of {world_size} processes")
@@ -29,6 +37,7 @@ class EpochShuffleSampler(Sampler[tuple[int, int]]):
         self.shuffle = shuffle
         self.rank = rank
         self.world_size = world_size
+        self.even = even  # equal shares for every process (training); False keeps every item (evaluation)
         self.epoch = 0
         self.start = 0  # items of the current epoch already consumed (set when resuming mid-epoch)
 
@@ -45,13 +54,16 @@ class EpochShuffleSampler(Sampler[tuple[int, int]]):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch, start = self.epoch, self.start
         self.start = 0
-        mine = self.order(epoch)[self.rank : len(self) * self.world_size : self.world_size]
+        end = self.num_items - self.num_items % self.world_size if self.even else self.num_items
+        mine = self.order(epoch)[self.rank : end : self.world_size]
         for index in mine[start:].tolist():
             yield epoch, index
 
     def __len__(self) -> int:
         """Items this process sees per epoch."""
-        return self.num_items // self.world_size
+        if self.even:
+            return self.num_items // self.world_size
+        return len(range(self.rank, self.num_items, self.world_size))
 
 
 def process_share(trainer: Any) -> tuple[int, int]:
@@ -77,7 +89,9 @@ def epoch_loader(
 
     It has its own generator: creating an iterator must not draw from the global RNG (dropout's stream).
     """
-    sampler = EpochShuffleSampler(len(dataset), seed, shuffle=shuffle, rank=rank, world_size=world_size)
+    sampler = EpochShuffleSampler(
+        len(dataset), seed, shuffle=shuffle, rank=rank, world_size=world_size, even=shuffle
+    )
     sampler.start = skip_batches * batch_size
     return DataLoader(
         dataset,

@@ -2,9 +2,11 @@
 
 Hydra's sweeper raises after a batch that had a failed job, before `on_multirun_end`, and launchers may
 run jobs in parallel processes or on other machines. So each job leaves its own record
-(`<job folder>/job-result.json`) when it ends, and the summary is rebuilt from every record found under
-the sweep folder after each job (under a file lock, written atomically) and once more when the sweep ends.
-A summary problem is logged, never raised: it must not fail a job.
+(`<job folder>/job-result.json`), and the summary is rebuilt from every record found under the sweep
+folder (under a file lock, written atomically) as each job starts and ends, and once more when the sweep
+ends. A job's record says `running` from its start until Hydra's `on_job_end` replaces it; a job killed
+outright (out of memory, SIGKILL, time limit) never gets there, so once the sweep has ended a `running`
+record is shown as `died`. A summary problem is logged, never raised: it must not fail a job.
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ SUMMARY_CSV = "summary.csv"
 SUMMARY_PNG = "summary.png"
 LOCK_FILE = ".summary.lock"
 ERROR_LIMIT = 500
+# How a job ended; "running" until on_job_end, shown as "died" if the sweep ends without it.
+COMPLETED, FAILED, INTERRUPTED, RUNNING, DIED = "completed", "failed", "interrupted", "running", "died"
+DIED_ERROR = "the job ended without reporting (killed, out of memory or out of time?)"
+# bertlab.training.interruption.TrainingInterrupted, matched by name: importing it would load Lightning.
+INTERRUPTION = "TrainingInterrupted"
 FIXED_COLUMNS = (
     "job",
     "status",
@@ -117,8 +124,9 @@ def record_job(
 ) -> Path:
     """Write `<run_dir>/job-result.json`: how the job ended and its final metrics; returns its path.
 
-    `status` is `completed` or `failed`; `value` is what the run returned (its best `monitor` value,
-    better when lower for `mode=min`, higher for `mode=max`).
+    `status` is `running` (written as the job starts, without metrics), `completed`, `failed` or
+    `interrupted`; `value` is what the run returned (its best `monitor` value, better when lower for
+    `mode=min`, higher for `mode=max`).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -130,7 +138,7 @@ def record_job(
         "mode": mode,
         "best_value": _number_text(value),
         "error": "" if error is None else error_text(error),
-        "metrics": final_metrics(run_dir),
+        "metrics": {} if status == RUNNING else final_metrics(run_dir),
     }
     path = run_dir / RECORD_FILE
     with replacing(path, text=True) as handle:
@@ -138,8 +146,11 @@ def record_job(
     return path
 
 
-def read_records(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Every job record under `sweep_dir`, by job number, each with `run_dir` relative to `sweep_dir`."""
+def read_records(sweep_dir: Path, sweep_ended: bool = False) -> list[dict[str, Any]]:
+    """Every job record under `sweep_dir`, by job number, each with `run_dir` relative to `sweep_dir`.
+
+    With `sweep_ended`, a job still `running` never reported its end: it is given as `died`.
+    """
     records = []
     for path in sorted(Path(sweep_dir).rglob(RECORD_FILE)):
         try:
@@ -148,6 +159,8 @@ def read_records(sweep_dir: Path) -> list[dict[str, Any]]:
             log.warning("skipping unreadable job record %s: %s", path, error)
             continue
         record["run_dir"] = str(path.parent.relative_to(sweep_dir))
+        if sweep_ended and record.get("status") == RUNNING:
+            record.update(status=DIED, error=DIED_ERROR)
         records.append(record)
     return sorted(records, key=lambda record: record.get("job", -1))
 
@@ -157,7 +170,7 @@ def best_record(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     candidates = [
         record
         for record in records
-        if record.get("status") == "completed" and math.isfinite(to_float(record.get("best_value")))
+        if record.get("status") == COMPLETED and math.isfinite(to_float(record.get("best_value")))
     ]
     if not candidates:
         return None
@@ -192,8 +205,17 @@ def summary_table(records: list[dict[str, Any]]) -> tuple[list[str], list[dict[s
     return [*FIXED_COLUMNS, *metric_names], rows
 
 
+def final_value(record: dict[str, Any]) -> float:
+    """The job's last validation value of its monitored metric (`val/<name>`), else its best value."""
+    monitor = str(record.get("monitor") or "")
+    value = math.nan
+    if monitor.startswith("val/"):
+        value = to_float(record.get("metrics", {}).get(f"final_val_{monitor.removeprefix('val/')}"))
+    return value if math.isfinite(value) else to_float(record.get("best_value"))
+
+
 def summary_figure(sweep_dir: Path, records: list[dict[str, Any]]) -> Figure:
-    """Left: every completed job's validation loss curve; right: each job's monitored value, best marked."""
+    """Left: every completed job's validation loss curve; right: each job's final monitored value."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -210,7 +232,7 @@ def _draw_val_loss(axes: Any, sweep_dir: Path, records: list[dict[str, Any]]) ->
     from matplotlib.ticker import MaxNLocator
 
     for record in records:
-        if record.get("status") != "completed":
+        if record.get("status") != COMPLETED:
             continue
         rows = read_rows(sweep_dir / record["run_dir"] / EVAL_CSV)
         steps, losses = curve([row for row in rows if row.get("stage") == "val"], "loss")
@@ -226,14 +248,16 @@ def _draw_val_loss(axes: Any, sweep_dir: Path, records: list[dict[str, Any]]) ->
 
 
 def _draw_values(axes: Any, records: list[dict[str, Any]]) -> None:
-    """A bar per job; failed jobs and jobs without a value get a note instead of a bar."""
+    """A bar per completed job at its final value, the best job (by best value) marked; every other job
+    gets a note (its status, or `no value`) instead of a bar."""
     best = best_record(records)
     monitors = {record.get("monitor") for record in records if record.get("monitor")}
     monitor = monitors.pop() if len(monitors) == 1 else "monitored value"
     for position, record in enumerate(records):
-        value = to_float(record.get("best_value"))
-        if record.get("status") != "completed":
-            value, note, colour = 0.0, "failed", "tab:red"
+        value = final_value(record)
+        status = str(record.get("status"))
+        if status != COMPLETED:
+            value, note, colour = 0.0, status, "grey" if status == RUNNING else "tab:red"
         elif not math.isfinite(value):
             value, note, colour = 0.0, "no value", "grey"
         else:
@@ -256,8 +280,8 @@ def _draw_values(axes: Any, records: list[dict[str, Any]]) -> None:
         )
     axes.set_xticks(range(len(records)), [f"job{record.get('job')}" for record in records])
     axes.set_xlabel("job")
-    axes.set_ylabel(monitor)
-    title = f"best {monitor} per job" + (f" (best: job{best['job']})" if best else "")
+    axes.set_ylabel(f"final {monitor}")
+    title = f"final {monitor} per job" + (f" (best: job{best['job']})" if best else "")
     axes.set_title(textwrap.fill(title, 60), fontsize=10)
     axes.margins(y=0.15)
 
@@ -275,12 +299,12 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def write_sweep_summary(sweep_dir: Path) -> tuple[Path, Path]:
+def write_sweep_summary(sweep_dir: Path, sweep_ended: bool = False) -> tuple[Path, Path]:
     """Rebuild `summary.csv` and `summary.png` in `sweep_dir` from the job records found under it."""
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with _locked(sweep_dir / LOCK_FILE):
-        records = read_records(sweep_dir)
+        records = read_records(sweep_dir, sweep_ended)
         columns, rows = summary_table(records)
         table = sweep_dir / SUMMARY_CSV
         with replacing(table, text=True) as handle:
@@ -295,27 +319,48 @@ def _in_multirun(config: DictConfig) -> bool:
     return OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN
 
 
+def _record(config: DictConfig, status: str, **outcome: Any) -> None:
+    """Write this job's record and rebuild the sweep's summary."""
+    record_job(
+        Path(config.hydra.runtime.output_dir),
+        job=config.hydra.job.num,
+        status=status,
+        overrides=list(config.hydra.overrides.task),
+        monitor=str(OmegaConf.select(config, "training.checkpoint.monitor", default="")),
+        mode=str(OmegaConf.select(config, "training.checkpoint.mode", default="min")),
+        **outcome,
+    )
+    write_sweep_summary(Path(config.hydra.sweep.dir))
+
+
+def _interrupted(outcome: Any) -> bool:
+    return any(cls.__name__ == INTERRUPTION for cls in type(outcome).__mro__)
+
+
 class SweepSummary(Callback):
-    """Records each sweep job as it ends and keeps the sweep's summary.csv and summary.png up to date."""
+    """Records each sweep job as it starts and ends and keeps the sweep's summary.csv and summary.png
+    up to date."""
+
+    def on_job_start(self, config: DictConfig, *, task_function: Any, **kwargs: Any) -> None:
+        # Hydra's run_job has set hydra.job.num and hydra.runtime.output_dir and created the folder.
+        if not _in_multirun(config) or not is_main_process():
+            return
+        try:
+            _record(config, RUNNING)
+        except Exception as error:
+            log.warning("could not update the sweep summary: %s: %s", type(error).__name__, error)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if not _in_multirun(config) or not is_main_process():
             return
         try:
-            completed = job_return.status == JobStatus.COMPLETED
             # job_return.return_value would re-raise a failed job's exception; _return_value holds it.
             outcome = job_return._return_value
-            record_job(
-                Path(config.hydra.runtime.output_dir),
-                job=config.hydra.job.num,
-                status="completed" if completed else "failed",
-                overrides=list(config.hydra.overrides.task),
-                monitor=str(OmegaConf.select(config, "training.checkpoint.monitor", default="")),
-                mode=str(OmegaConf.select(config, "training.checkpoint.mode", default="min")),
-                value=outcome if completed else None,
-                error=None if completed else (outcome or "the job did not complete"),
-            )
-            write_sweep_summary(Path(config.hydra.sweep.dir))
+            if job_return.status == JobStatus.COMPLETED:
+                _record(config, COMPLETED, value=outcome)
+            else:
+                status = INTERRUPTED if _interrupted(outcome) else FAILED
+                _record(config, status, error=outcome or "the job did not complete")
         except Exception as error:
             log.warning("could not update the sweep summary: %s: %s", type(error).__name__, error)
 
@@ -323,6 +368,6 @@ class SweepSummary(Callback):
         if not is_main_process():
             return
         try:
-            write_sweep_summary(Path(config.hydra.sweep.dir))
+            write_sweep_summary(Path(config.hydra.sweep.dir), sweep_ended=True)
         except Exception as error:
             log.warning("could not write the sweep summary: %s: %s", type(error).__name__, error)

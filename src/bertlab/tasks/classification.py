@@ -107,14 +107,19 @@ class SequenceClassifier(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_evaluation("test", self.test_loss, self.test_metrics)
-        if self.trainer.world_size > 1 and self.predictions:
-            self.predictions = [self._gather_predictions()]
+        if self.trainer.world_size > 1:  # every process joins the gather, even with no test batches
+            self.predictions = self._gather_predictions()
 
-    def _gather_predictions(self) -> dict[str, torch.Tensor]:
-        """Every process's share of the test predictions (the shares are equal in size: data/sampler.py)."""
-        mine = {key: torch.cat([batch[key] for batch in self.predictions]) for key in self.predictions[0]}
-        gathered = {key: self.all_gather(value.to(self.device)) for key, value in mine.items()}
-        return {key: value.flatten(0, 1).cpu() for key, value in gathered.items()}
+    def _gather_predictions(self) -> list[dict[str, torch.Tensor]]:
+        """Every process's share of the test predictions, in dataset order (shares may differ in size)."""
+        shares: list[list[dict[str, torch.Tensor]] | None] = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(shares, self.predictions)
+        batches = [batch for share in shares for batch in share or []]
+        if not batches:
+            return []
+        merged = {key: torch.cat([batch[key] for batch in batches]) for key in batches[0]}
+        order = merged["index"].argsort()
+        return [{key: value[order] for key, value in merged.items()}]
 
     def configure_optimizers(self) -> Any:
         return optimizer_and_schedule(
@@ -131,5 +136,6 @@ class SequenceClassifier(L.LightningModule):
         checkpoint["bertlab"] = {
             "task": "classification",
             "config": self.run_config,
+            "world_size": self.trainer.world_size,  # a resume's data position depends on it
             "backbone": self.backbone_config,  # the architecture actually built (inherited from pretraining)
         }

@@ -112,4 +112,8 @@ class MaskedLanguageModel(L.LightningModule):
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["bertlab"] = {"task": "mlm", "config": self.run_config}
+        checkpoint["bertlab"] = {
+            "task": "mlm",
+            "config": self.run_config,
+            "world_size": self.trainer.world_size,  # a resume's data position depends on it
+        }

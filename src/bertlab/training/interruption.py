@@ -1,6 +1,10 @@
-"""Stopping cleanly: SIGTERM (cluster preemption) and Ctrl-C save checkpoints/model.ckpt at the next step
-boundary and end training; the final step saves it too. Both save from on_train_batch_end, the same point
+"""Stopping cleanly: SIGTERM (cluster preemption), SIGUSR2 (SLURM's warning before the time limit, as
+submitit asks for it) and Ctrl-C save checkpoints/model.ckpt at the next step boundary and end training; the final step saves it too. Both save from on_train_batch_end, the same point
 as the periodic checkpoints, so every model.ckpt resumes the same way.
+
+Under DDP every process installs the handler and, after each step, the processes agree whether any of them
+was signalled (SLURM signals every task; `kill` may reach only one), so all of them save and stop together:
+saving is a collective operation.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ from typing import Any
 import lightning as L
 
 log = logging.getLogger(__name__)
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR2") if hasattr(signal, name)
+)
 
 
 class TrainingInterrupted(Exception):
@@ -41,12 +48,14 @@ class StepBoundaryCheckpoint(L.Callback):
         )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero or trainer.world_size == 1:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                self._previous[signum] = signal.signal(signum, self._request)
+        for signum in STOP_SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._request)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if self.requested is not None:
+        stop = self.requested is not None
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
             self._save(trainer)
             # Lightning logs a step's metrics after this hook; log them now so the step's row is not lost.
             trainer.should_stop = True

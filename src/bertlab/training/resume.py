@@ -108,6 +108,7 @@ RESUME_MAY_CHANGE = (
     "training.max_epochs",
     "training.accelerator",
     "training.devices",
+    "training.num_nodes",
     "training.strategy",
     "training.precision",
     "training.num_workers",
@@ -175,3 +176,20 @@ def check_resume_config(
             f"the data. Drop the override, start a new run, or set training.resume.allow_config_changes=true",
             key,
         )
+
+
+def check_resume_world(saved: int, current: int, weights_only: bool, allow: bool) -> None:
+    """Where a resume picks up in the data depends on how many processes shared each step."""
+    if saved == current or weights_only:
+        return
+    message = (
+        f"the checkpoint was written by {saved} process(es), this run would have {current}: data.batch_size "
+        f"is per process, so the global batch and the position in the epoch would change"
+    )
+    if not allow:
+        raise BertlabError(
+            f"{message}. Resume with the same training.devices x training.num_nodes, or set "
+            f"training.resume.allow_config_changes=true to continue anyway",
+            "training.devices",
+        )
+    log.warning("%s; continuing (allow_config_changes)", message)
