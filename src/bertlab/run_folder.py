@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, open_dict, read_write
 
 from bertlab.errors import BertlabError
 from bertlab.training.distributed import is_main_process, refuse_relaunch_in_sweep
@@ -31,11 +31,6 @@ def job_folder_name(number: int, overrides: str) -> str:
         return name
     digest = hashlib.sha1(overrides.encode()).hexdigest()[:8]
     return f"{name[: JOB_NAME_LIMIT - 10]}..{digest}"
-
-
-def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("bertlab.job_folder"):
-        OmegaConf.register_new_resolver("bertlab.job_folder", job_folder_name)
 
 
 def run_artifacts(run_dir: Path, markers: tuple[str, ...] = RUN_MARKERS) -> list[str]:

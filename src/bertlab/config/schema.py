@@ -124,8 +124,8 @@ class RunConfig:
 
 
 def register_schemas() -> None:
-    """Make the schemas (and the run-folder resolvers) available to conf/ (idempotent)."""
-    from bertlab.run_folder import register_resolvers
+    """Make the schemas (and the resolvers) available to conf/ (idempotent)."""
+    from bertlab.config.resolvers import register_resolvers
 
     register_resolvers()
     store = ConfigStore.instance()
