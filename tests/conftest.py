@@ -11,6 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+# Tests run in parallel workers (pytest-xdist), each with its own launch.py subprocesses: one OpenMP thread
+# per process keeps them from spinning against each other on a small machine.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig

@@ -131,7 +131,7 @@ def test_sigterm_to_the_main_process_stops_both_at_one_step_and_the_run_resumes(
         "+experiment=smoke",
         "experiment.name=ddp_stop",
         *DDP,
-        "training.max_steps=60",
+        "training.max_steps=30",
         "training.checkpoint.every_n_steps=50",
         "logging.log_every_n_steps=1",
     ]
@@ -149,13 +149,13 @@ def test_sigterm_to_the_main_process_stops_both_at_one_step_and_the_run_resumes(
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
     step = load_checkpoint(run_dir / "checkpoints/model.ckpt")["global_step"]
-    assert 5 <= step < 60
+    assert 5 <= step < 30
     assert int(read_csv(run_dir / "metrics/train/metrics.csv")[-1]["step"]) == step
 
     launch([*run, "training.resume.is_resume=true"], tmp_path)
     steps = [int(row["step"]) for row in read_csv(run_dir / "metrics/train/metrics.csv")]
-    assert steps == list(range(1, 61))
-    assert load_checkpoint(run_dir / "checkpoints/model.ckpt")["global_step"] == 60
+    assert steps == list(range(1, 31))
+    assert load_checkpoint(run_dir / "checkpoints/model.ckpt")["global_step"] == 30
 
 
 def test_ddp_finetuning_gathers_every_test_prediction(pretrained_run):

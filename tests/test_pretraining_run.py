@@ -47,9 +47,14 @@ def test_checkpoints_load_safely_and_record_the_config(pretrained_run):
     assert info["precision"] in ("32-true", "bf16-mixed")
 
 
-def test_relaunching_an_existing_run_is_refused_and_changes_nothing(tmp_path):
-    launch(["+experiment=pretrain", "experiment.name=keep", *FAST, "training.max_steps=4"], tmp_path)
+def test_a_config_error_leaves_the_name_free_and_a_finished_run_is_never_overwritten(tmp_path):
+    args = ["+experiment=pretrain", "experiment.name=keep", *FAST, "training.max_steps=4"]
     run = tmp_path / "pretraining" / "keep"
+    result = launch([*args, "architecture.num_heads=3"], tmp_path, check=False)
+    assert result.returncode != 0 and "architecture.num_heads: 3 heads" in result.stderr
+    assert not (run / "checkpoints").exists()
+
+    launch(args, tmp_path)  # the corrected command reuses the folder the failed launch left
     before = snapshot(run)
     result = launch(["+experiment=pretrain", "experiment.name=keep", *FAST], tmp_path, check=False)
     assert result.returncode != 0
@@ -57,12 +62,3 @@ def test_relaunching_an_existing_run_is_refused_and_changes_nothing(tmp_path):
     assert f"run folder '{run}' already holds a run" in message
     assert "experiment.name=<new name>" in message and "training.resume.is_resume=true" in message
     assert snapshot(run) == before
-
-
-def test_a_launch_stopped_by_a_config_error_does_not_block_the_corrected_command(tmp_path):
-    args = ["+experiment=smoke", "experiment.name=typo", "training.max_steps=2"]
-    result = launch([*args, "architecture.num_heads=3"], tmp_path, check=False)
-    assert result.returncode != 0 and "architecture.num_heads: 3 heads" in result.stderr
-    assert not (tmp_path / "pretraining" / "typo" / "checkpoints").exists()
-    launch(args, tmp_path)
-    assert (tmp_path / "pretraining" / "typo" / "checkpoints" / "model.ckpt").is_file()
