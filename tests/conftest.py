@@ -24,6 +24,16 @@ from bertlab.config.schema import register_schemas
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
+# What every finished run folder holds.
+RUN_ARTIFACTS = (
+    "checkpoints/best-model.ckpt",
+    "checkpoints/model.ckpt",
+    "metrics/train/metrics.csv",
+    "metrics/eval/metrics.csv",
+    "tokenizer.json",
+    ".hydra/config.yaml",
+)
+
 # A run that takes seconds: small corpus, tiny vocabulary, few steps.
 FAST = [
     "data.source.documents=400",

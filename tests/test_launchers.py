@@ -13,16 +13,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from bertlab.config.schema import register_schemas
-from tests.conftest import CONF, FAST, launch, read_csv
+from tests.conftest import CONF, FAST, RUN_ARTIFACTS, launch, read_csv
 
-ARTIFACTS = (
-    "checkpoints/best-model.ckpt",
-    "checkpoints/model.ckpt",
-    "metrics/train/metrics.csv",
-    "metrics/eval/metrics.csv",
-    "tokenizer.json",
-    ".hydra/config.yaml",
-)
 # conftest.FAST without its step budget and validation cadence, which these tests set themselves.
 SMALL = [o for o in FAST if not o.startswith(("training.max_steps=", "training.val_check_interval="))]
 SEARCH_PARAMS = {
@@ -45,7 +37,7 @@ def job_folders(sweep: Path) -> list[Path]:
 
 
 def assert_complete(job: Path) -> None:
-    missing = [artifact for artifact in ARTIFACTS if not (job / artifact).is_file()]
+    missing = [artifact for artifact in RUN_ARTIFACTS if not (job / artifact).is_file()]
     assert not missing, f"{job.name} lacks {missing}"
 
 

@@ -3,16 +3,7 @@
 from __future__ import annotations
 
 from bertlab.run import run
-from tests.conftest import FAST, compose_config, launch, read_csv
-
-ARTIFACTS = (
-    "checkpoints/best-model.ckpt",
-    "checkpoints/model.ckpt",
-    "metrics/train/metrics.csv",
-    "metrics/eval/metrics.csv",
-    "tokenizer.json",
-    ".hydra/config.yaml",
-)
+from tests.conftest import FAST, RUN_ARTIFACTS, compose_config, launch, read_csv
 
 
 def test_multirun_gives_each_job_its_own_folder_and_wandb_run_in_the_sweeps_group(tmp_path):
@@ -29,7 +20,7 @@ def test_multirun_gives_each_job_its_own_folder_and_wandb_run_in_the_sweeps_grou
         "job1_logging-wandb,training.max_steps-4,training.optimizer.lr-0.0003",
     ]
     for job in jobs:
-        assert all((job / artifact).is_file() for artifact in ARTIFACTS), job
+        assert all((job / artifact).is_file() for artifact in RUN_ARTIFACTS), job
     assert "lr: 0.0003" in (jobs[1] / ".hydra/config.yaml").read_text()
 
     runs = []
@@ -54,7 +45,7 @@ def test_group_swaps_bert_mini_bpe_and_wandb_offline(tmp_path):
         tmp_path,
     )
     run_dir = tmp_path / "pretraining" / "mini_bpe"
-    assert all((run_dir / artifact).is_file() for artifact in ARTIFACTS)
+    assert all((run_dir / artifact).is_file() for artifact in RUN_ARTIFACTS)
     assert '"type": "BPE"' in (run_dir / "tokenizer.json").read_text()
     run_id = (run_dir / "wandb-run-id.txt").read_text().strip()
     offline_runs = list((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))

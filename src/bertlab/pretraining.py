@@ -67,13 +67,6 @@ def pretrain(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
     prepared_dir = datamodule.prepare(tokenizer)
     del documents  # now in the memory-mapped token stores
     datamodule.setup("fit")
-    if datamodule.batches_per_epoch(setup.world_size) < 1:
-        raise BertlabError(
-            f"the training split has {len(datamodule.datasets['train'])} blocks, fewer than one batch of "
-            f"{training.batch_size} for each of {setup.world_size} processes; lower training.batch_size or "
-            f"add text",
-            "training.batch_size",
-        )
 
     backbone = build(cfg, "architecture", vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id)
     head = build(cfg, "mlm_head.module", hidden_size=backbone.hidden_size, vocab_size=tokenizer.vocab_size)
