@@ -75,3 +75,29 @@ def test_sigterm_saves_the_checkpoint_at_the_interruption_and_exits_cleanly(tmp_
     assert 7 <= step < 120
     assert int(read_csv(run_dir / "metrics/train/metrics.csv")[-1]["step"]) == step
     assert f"Stopped at step {step}" in (run_dir / "run.log").read_text()
+
+
+def test_ctrl_c_in_a_sweep_saves_the_job_records_it_and_ends_the_sweep(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    command = [sys.executable, str(ROOT / "launch.py"), "-m", f"experiment.output_dir={tmp_path}", *RUN]
+    command.append("training.optimizer.lr=1e-3,3e-4")
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 180
+    while not list(tmp_path.glob("pretraining/sweeps/*/job0_*/metrics/train/metrics.csv")):
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.05)
+    (metrics,) = tmp_path.glob("pretraining/sweeps/*/job0_*/metrics/train/metrics.csv")
+    wait_for_step(process, metrics, 5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert "sweep stopped by Ctrl-C" in stderr
+
+    sweep = metrics.parents[3]
+    assert [job.name.split("_")[0] for job in sweep.glob("job*")] == ["job0"]  # job1 never started
+    step = torch.load(metrics.parents[2] / "checkpoints/model.ckpt", weights_only=True)["global_step"]
+    (row,) = read_csv(sweep / "summary.csv")
+    assert row["status"] == "interrupted"
+    assert f"stopped by SIGINT at step {step}" in row["error"]

@@ -26,9 +26,11 @@ STOP_SIGNALS = tuple(
 class TrainingInterrupted(Exception):
     """Raised after the interruption checkpoint is written; ends fit() without an extra validation."""
 
-    def __init__(self, step: int, checkpoint: Path) -> None:
-        super().__init__(f"stopped at step {step}; checkpoint {checkpoint}")
+    def __init__(self, step: int, checkpoint: Path, signal_name: str | None = None) -> None:
+        by = f" by {signal_name}" if signal_name else ""
+        super().__init__(f"stopped{by} at step {step}; checkpoint {checkpoint}")
         self.step = step
+        self.signal_name = signal_name
 
 
 class StepBoundaryCheckpoint(L.Callback):
@@ -65,7 +67,8 @@ class StepBoundaryCheckpoint(L.Callback):
                 trainer.global_step,
                 self.path,
             )
-            raise TrainingInterrupted(trainer.global_step, self.path)
+            signal_name = signal.Signals(self.requested).name if self.requested is not None else None
+            raise TrainingInterrupted(trainer.global_step, self.path, signal_name)
         if 0 < trainer.max_steps <= trainer.global_step:
             self._save(trainer)
 
