@@ -172,3 +172,47 @@ def test_ddp_finetuning_gathers_every_test_prediction(pretrained_run):
     predictions = read_csv(run_dir / "predictions.csv")
     accuracy = sum(row["label"] == row["prediction"] for row in predictions) / len(predictions)
     assert results["test/accuracy"] == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_tasks_started_by_slurm_join_one_run_without_relaunching(tmp_path):
+    """What srun does with tasks_per_node=2 (hydra/launcher=slurm): two tasks start at once, each runs the
+    whole command, Lightning's SLURM environment joins them; the second task writes nothing of its own."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    slurm = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NODEID": "0"}
+    slurm |= {"SLURM_NODELIST": "localhost", "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "bertlab"}
+    command = [sys.executable, str(ROOT / "launch.py"), f"experiment.output_dir={tmp_path}"]
+    command += ["+experiment=smoke", "experiment.name=srun", *DDP, "training.max_steps=4"]
+    tasks = [
+        subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, **slurm, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)}
+            | {"MASTER_PORT": str(port), "WANDB_MODE": "offline"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    for task in tasks:
+        _, stderr = task.communicate(timeout=240)
+        assert task.returncode == 0, stderr
+    run_dir = tmp_path / "pretraining" / "srun"
+    assert [p.name for p in (tmp_path / "pretraining").iterdir()] == ["srun"]
+    assert json.loads((run_dir / "run.json").read_text())["world_size"] == 2
+    assert [int(r["step"]) for r in read_csv(run_dir / "metrics/train/metrics.csv")] == [2, 4]
+    assert sorted(p.name for p in (run_dir / ".hydra").iterdir()) == [
+        "config.yaml",
+        "hydra.yaml",
+        "overrides.yaml",
+    ]
+    assert load_checkpoint(run_dir / "checkpoints/model.ckpt")["global_step"] == 4
