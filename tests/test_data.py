@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from bertlab.data.corpus import TextCorpus
@@ -98,3 +99,16 @@ def test_every_tokenizer_registers_special_tokens_and_adds_cls_sep():
         assert ids[0] == tokenizer.cls_id and ids[-1] == tokenizer.sep_id, cls
         assert tokenizer.mask_id in ids, cls
         assert tokenizer.special_ids == [0, 1, 2, 3, 4]
+
+
+def test_a_split_smaller_than_one_batch_is_refused_before_training(tmp_path):
+    from bertlab.errors import BertlabError
+    from bertlab.run import run
+    from tests.conftest import FAST, compose_config
+
+    cfg = compose_config(["+experiment=pretrain", *FAST, "training.batch_size=100000"], tmp_path)
+    with pytest.raises(
+        BertlabError, match=r"training\.batch_size: the training split has \d+ examples, fewer"
+    ):
+        run(cfg, tmp_path / "pretraining" / "big_batch")
+    assert not (tmp_path / "pretraining" / "big_batch" / "checkpoints").exists()
