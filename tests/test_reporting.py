@@ -13,7 +13,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from bertlab.reporting.plots import EVAL_CSV, TRAIN_CSV, plot_run, run_figures, write_run_plots
+from bertlab.reporting.plots import plot_run, run_figures, write_run_plots
 from bertlab.reporting.sweep_summary import (
     DIED_ERROR,
     FIXED_COLUMNS,
@@ -25,7 +25,7 @@ from bertlab.reporting.sweep_summary import (
     summary_figure,
     write_sweep_summary,
 )
-from bertlab.training import metric_files
+from bertlab.run_folder import EVAL_METRICS, TRAIN_METRICS
 from bertlab.training.interruption import TrainingInterrupted
 from tests.conftest import launch, read_csv
 
@@ -50,7 +50,7 @@ FINETUNE_EVAL = """step,epoch,stage,loss,accuracy,macro_f1
 
 
 def write_metrics(run_dir: Path, train: str | None, evaluation: str | None) -> Path:
-    for relative, text in ((TRAIN_CSV, train), (EVAL_CSV, evaluation)):
+    for relative, text in ((TRAIN_METRICS, train), (EVAL_METRICS, evaluation)):
         if text is not None:
             (run_dir / relative).parent.mkdir(parents=True, exist_ok=True)
             (run_dir / relative).write_text(text)
@@ -61,10 +61,6 @@ def assert_png(path: Path) -> None:
     image = matplotlib.image.imread(path)
     assert image.shape[0] > 100 and image.shape[1] > 100
     assert image.std() > 0.01  # something is drawn, not a blank canvas
-
-
-def test_metric_paths_are_the_ones_the_csv_logger_writes():
-    assert TRAIN_CSV == metric_files.TRAIN_FILE and EVAL_CSV == metric_files.EVAL_FILE
 
 
 def test_pretraining_run_gets_one_labelled_plot_per_quantity(tmp_path):
@@ -129,7 +125,7 @@ def test_missing_or_empty_csvs_give_no_plot_and_no_error(tmp_path, train, evalua
 def test_replot_replaces_files_and_a_failure_is_only_a_warning(tmp_path, caplog):
     run_dir = write_metrics(tmp_path / "run", PRETRAIN_TRAIN, PRETRAIN_EVAL)
     first = {path: path.read_bytes() for path in plot_run(run_dir)}
-    (run_dir / EVAL_CSV).write_text(PRETRAIN_EVAL + "12,1,val,5.0,148.4,0.2\n")
+    (run_dir / EVAL_METRICS).write_text(PRETRAIN_EVAL + "12,1,val,5.0,148.4,0.2\n")
     second = plot_run(run_dir)
     assert set(second) == set(first)
     assert (run_dir / "plots/loss.png").read_bytes() != first[run_dir / "plots/loss.png"]

@@ -12,6 +12,7 @@ import logging
 import platform
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from bertlab.training.trainer import build_trainer
 
 log = logging.getLogger(__name__)
 RUN_INFO = "run.json"
+TOKENIZER_FILE = "tokenizer.json"
 
 
 def build(cfg: DictConfig, section: str, **runtime: Any) -> Any:
@@ -89,7 +91,6 @@ class RunSetup:
     checkpoint_path: Path | None
     checkpoint: dict[str, Any] | None
     sweep: str | None = None
-    world_size: int = 1  # processes the run will have (devices x nodes under a multi-process strategy)
 
 
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
@@ -133,7 +134,6 @@ def setup_run(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> RunSe
     except BertlabError as error:
         raise error.in_section("training") from None
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
-    world_size = device_count(training.devices, accelerator) * training.num_nodes
     if checkpoint is not None:
         saved = checkpoint.get("bertlab", {}).get("config")
         if saved is None:
@@ -143,7 +143,7 @@ def setup_run(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> RunSe
             )
         check_resume_world(
             checkpoint.get("bertlab", {}).get("world_size", 1),
-            world_size,
+            device_count(training.devices, accelerator) * training.num_nodes,
             weights_only=bool(training.resume.load_only_model_state),
             allow=bool(training.resume.allow_config_changes),
         )
@@ -163,7 +163,6 @@ def setup_run(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> RunSe
         checkpoint_path=checkpoint_path,
         checkpoint=checkpoint,
         sweep=sweep,
-        world_size=world_size,
     )
 
 
@@ -265,7 +264,8 @@ def make_trainer(
     )
     stopper = StepBoundaryCheckpoint(run_dir / "checkpoints" / f"{LAST_NAME}.ckpt")
     trainer.callbacks.extend([RNGStateCallback(), stopper])
-    if datamodule.batches_per_epoch(trainer.world_size) < 1:
+    batches_per_epoch = datamodule.batches_per_epoch(trainer.world_size)
+    if batches_per_epoch < 1:
         raise BertlabError(
             f"the training split has {len(datamodule.datasets['train'])} examples, fewer than one batch of "
             f"{training.batch_size} for each of {trainer.world_size} processes; lower training.batch_size "
@@ -273,7 +273,7 @@ def make_trainer(
             "training.batch_size",
         )
     datamodule.skip_train_batches = batches_into_epoch(
-        resume_step, training.accumulate_grad_batches, datamodule.batches_per_epoch(trainer.world_size)
+        resume_step, training.accumulate_grad_batches, batches_per_epoch
     )
     return trainer, stopper
 
@@ -323,14 +323,24 @@ def fit_and_test(
             finish_wandb()
 
 
-def shared_tokenizer(tokenizer: Any, run_dir: Path) -> Any:
-    """In a process beside the main one: the tokenizer the main process fitted and saved into the folder.
+def run_tokenizer(tokenizer: Any, run_dir: Path, source_dir: Path | None, fit: Callable[[Any], None]) -> Any:
+    """The run's tokenizer, saved into its folder as tokenizer.json.
 
-    Trainers of `tokenizers` are not deterministic across processes, so each process fitting its own could
-    give different vocabularies.
+    The main process takes the one of `source_dir` (the run it resumes or finetunes from) or fits it with
+    `fit`; processes started beside it load the main process's file, because `tokenizers` trainers are not
+    deterministic across processes and their own fit could give another vocabulary.
     """
-    path = wait_for_file(run_dir / "tokenizer.json")
-    return type(tokenizer).from_file(path, tokenizer.max_length, tokenizer.truncation)
+    if not is_main_process():
+        source_dir = wait_for_file(run_dir / TOKENIZER_FILE).parent
+    if source_dir is not None:
+        tokenizer = type(tokenizer).from_file(
+            source_dir / TOKENIZER_FILE, tokenizer.max_length, tokenizer.truncation
+        )
+    else:
+        fit(tokenizer)
+    if is_main_process():
+        tokenizer.save(run_dir / TOKENIZER_FILE)
+    return tokenizer
 
 
 def write_run_info(run_dir: Path, trainer: L.Trainer, cfg: DictConfig, info: dict[str, Any]) -> None:

@@ -25,8 +25,8 @@ from bertlab.building import (
     make_loggers,
     make_trainer,
     maybe_compile,
+    run_tokenizer,
     setup_run,
-    shared_tokenizer,
     write_run_info,
 )
 from bertlab.config.checks import check_finetuning
@@ -88,20 +88,14 @@ def finetune(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
 
     L.seed_everything(cfg.experiment.seed, workers=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not is_main_process():
-        tokenizer = shared_tokenizer(tokenizer, run_dir)
-    elif pretrained_path is not None:
-        tokenizer = type(tokenizer).from_file(
-            pretrained_path.parent.parent / "tokenizer.json", tokenizer.max_length, tokenizer.truncation
-        )
-    elif setup.checkpoint_path is not None:
-        tokenizer = type(tokenizer).from_file(
-            setup.checkpoint_path.parent.parent / "tokenizer.json", tokenizer.max_length, tokenizer.truncation
-        )
-    else:
-        tokenizer.fit([text for text, _ in examples["train"]])
+    source_run = pretrained_path or setup.checkpoint_path  # .../<run>/checkpoints/<name>.ckpt
+    tokenizer = run_tokenizer(
+        tokenizer,
+        run_dir,
+        source_run.parent.parent if source_run else None,
+        fit=lambda fresh: fresh.fit([text for text, _ in examples["train"]]),
+    )
     if is_main_process():
-        tokenizer.save(run_dir / "tokenizer.json")
         (run_dir / LABELS_FILE).write_text(json.dumps(datamodule.labels, indent=2) + "\n")
     prepared_dir = datamodule.prepare(tokenizer)
     datamodule.setup("fit")

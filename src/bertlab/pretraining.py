@@ -16,8 +16,8 @@ from bertlab.building import (
     make_loggers,
     make_trainer,
     maybe_compile,
+    run_tokenizer,
     setup_run,
-    shared_tokenizer,
     write_run_info,
 )
 from bertlab.config.checks import check_pretraining
@@ -54,18 +54,17 @@ def pretrain(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
 
     L.seed_everything(cfg.experiment.seed, workers=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not is_main_process():
-        tokenizer = shared_tokenizer(tokenizer, run_dir)
-    elif setup.checkpoint_path is not None:
-        source_tokenizer = setup.checkpoint_path.parent.parent / "tokenizer.json"
-        tokenizer = type(tokenizer).from_file(source_tokenizer, tokenizer.max_length, tokenizer.truncation)
-    else:
-        texts = documents["train"] if fits_tokenizer else ()  # () when the vocabulary comes from a file
-        tokenizer.fit(texts, cache_file=datamodule.tokenizer_cache_file(tokenizer))
-    if is_main_process():
-        tokenizer.save(run_dir / "tokenizer.json")
+    tokenizer = run_tokenizer(
+        tokenizer,
+        run_dir,
+        setup.checkpoint_path.parent.parent if setup.checkpoint_path else None,
+        fit=lambda fresh: fresh.fit(
+            documents["train"] if fits_tokenizer else (),  # () when the vocabulary comes from a file
+            cache_file=datamodule.tokenizer_cache_file(fresh),
+        ),
+    )
     prepared_dir = datamodule.prepare(tokenizer)
-    del documents  # now in the memory-mapped token stores
+    documents = None  # the text is in the memory-mapped token stores now
     datamodule.setup("fit")
 
     backbone = build(cfg, "architecture", vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id)

@@ -22,6 +22,9 @@ from bertlab.training.distributed import is_main_process, refuse_relaunch_in_swe
 # that stopped at a config error: the corrected command may reuse it.
 RUN_MARKERS = ("checkpoints", "metrics", "tokenizer.json", "run.json")
 JOB_NAME_LIMIT = 100
+# The metric tables every run writes (training/metric_files.py) and the reports read (reporting/).
+TRAIN_METRICS = Path("metrics/train/metrics.csv")
+EVAL_METRICS = Path("metrics/eval/metrics.csv")
 
 
 def job_folder_name(number: int, overrides: str) -> str:

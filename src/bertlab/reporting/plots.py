@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from bertlab.run_folder import EVAL_METRICS, TRAIN_METRICS
 from bertlab.training.distributed import is_main_process
 
 if TYPE_CHECKING:
@@ -27,9 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The files bertlab.training.metric_files writes; not imported from there, which would load Lightning.
-TRAIN_CSV = Path("metrics/train/metrics.csv")
-EVAL_CSV = Path("metrics/eval/metrics.csv")
 PLOTS_DIR = "plots"
 STEP_LABEL = "optimizer step"
 KEY_COLUMNS = ("step", "epoch", "stage")
@@ -74,8 +72,8 @@ def stage_rows(rows: list[dict[str, str]], stage: str) -> list[dict[str, str]]:
 def run_figures(run_dir: Path) -> dict[str, Figure]:
     """One figure per quantity with data, keyed by file stem: loss, learning_rate, then each val metric."""
     run_dir = Path(run_dir)
-    train = read_rows(run_dir / TRAIN_CSV)
-    evaluation = read_rows(run_dir / EVAL_CSV)
+    train = read_rows(run_dir / TRAIN_METRICS)
+    evaluation = read_rows(run_dir / EVAL_METRICS)
     val, test = stage_rows(evaluation, "val"), stage_rows(evaluation, "test")
     figures = {}
 
@@ -88,7 +86,7 @@ def run_figures(run_dir: Path) -> dict[str, Figure]:
     if learning_rate[0]:
         figures["learning_rate"] = _figure(run_dir, "learning rate", {"train": learning_rate}, legend=False)
 
-    for column in metric_columns(run_dir / EVAL_CSV):
+    for column in metric_columns(run_dir / EVAL_METRICS):
         if column == "loss":
             continue
         line, test_point = curve(val, column), curve(test, column)

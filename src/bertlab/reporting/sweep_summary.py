@@ -27,15 +27,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from bertlab.reporting.plots import (
-    EVAL_CSV,
     STEP_LABEL,
-    TRAIN_CSV,
     curve,
     read_rows,
     replacing,
     save_figure,
     to_float,
 )
+from bertlab.run_folder import EVAL_METRICS, TRAIN_METRICS
 from bertlab.training.distributed import is_main_process
 
 try:
@@ -81,8 +80,8 @@ def error_text(error: BaseException | str) -> str:
 
 def final_metrics(run_dir: Path) -> dict[str, str]:
     """The last step, last train loss, last `val` row (`final_val_<col>`) and `test` row (`test_<col>`)."""
-    train = read_rows(run_dir / TRAIN_CSV)
-    evaluation = read_rows(run_dir / EVAL_CSV)
+    train = read_rows(run_dir / TRAIN_METRICS)
+    evaluation = read_rows(run_dir / EVAL_METRICS)
     steps = [to_float(row.get("step")) for row in train + evaluation]
     steps = [step for step in steps if math.isfinite(step)]
     losses = [row["loss"] for row in train if row.get("loss")]
@@ -234,7 +233,7 @@ def _draw_val_loss(axes: Any, sweep_dir: Path, records: list[dict[str, Any]]) ->
     for record in records:
         if record.get("status") != COMPLETED:
             continue
-        rows = read_rows(sweep_dir / record["run_dir"] / EVAL_CSV)
+        rows = read_rows(sweep_dir / record["run_dir"] / EVAL_METRICS)
         steps, losses = curve([row for row in rows if row.get("stage") == "val"], "loss")
         if steps:
             axes.plot(steps, losses, marker="." if len(steps) < 50 else None, label=f"job{record['job']}")

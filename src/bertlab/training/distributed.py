@@ -66,9 +66,8 @@ def device_count(devices: Any, accelerator: str = "auto") -> int:
 def relaunches_processes(strategy: str, devices: Any, num_nodes: int = 1, accelerator: str = "auto") -> bool:
     """Whether Lightning would start this run's other DDP processes by re-running the launch command.
 
-    It does so for the subprocess-launched strategies (DDP, also what `auto` picks for several devices; FSDP,
-    DeepSpeed)
-    unless a cluster (SLURM tasks, torchrun, LSF) has already started one process per device.
+    It does so for the subprocess-launched strategies (DDP, which `auto` picks for several devices, FSDP and
+    DeepSpeed) unless a cluster (SLURM tasks, torchrun, LSF) has already started one process per device.
     """
     from lightning.fabric.plugins.environments import (
         LSFEnvironment,

@@ -17,8 +17,7 @@ from typing import Any
 from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
-TRAIN_FILE = Path("metrics/train/metrics.csv")
-EVAL_FILE = Path("metrics/eval/metrics.csv")
+from bertlab.run_folder import EVAL_METRICS, TRAIN_METRICS
 
 
 class MetricTable:
@@ -77,10 +76,12 @@ class RunFolderCSVLogger(Logger):
         self.train_every_n_steps = train_every_n_steps
         self.tables = {}
         if write_train:
-            self.tables["train"] = MetricTable(self.run_dir / TRAIN_FILE, ["step", "epoch", *train_columns])
+            self.tables["train"] = MetricTable(
+                self.run_dir / TRAIN_METRICS, ["step", "epoch", *train_columns]
+            )
         if write_eval:
             self.tables["eval"] = MetricTable(
-                self.run_dir / EVAL_FILE, ["step", "epoch", "stage", *eval_columns]
+                self.run_dir / EVAL_METRICS, ["step", "epoch", "stage", *eval_columns]
             )
 
     @property
