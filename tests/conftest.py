@@ -49,6 +49,18 @@ FAST = [
 ]
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked `gpu` are collected everywhere and skipped, with the reason, where no CUDA GPU is visible."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none is visible); run benchmarks/gpu_check.py on one")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 def compose_config(overrides: list[str], output_dir: Path | str) -> DictConfig:
     register_schemas()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
