@@ -7,6 +7,7 @@ python launch.py +experiment=pretrain --cfg job         print the composed confi
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -15,6 +16,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bertlab.config.schema import register_schemas
+from bertlab.errors import BertlabError
+from bertlab.run_folder import undo_launch
 
 register_schemas()
 
@@ -24,8 +27,17 @@ def main(cfg: DictConfig) -> float | None:
     from bertlab.run import run  # imported here so that --help and --cfg stay fast
 
     hydra_cfg = HydraConfig.get()
-    sweep = Path(hydra_cfg.sweep.dir).name if hydra_cfg.mode == RunMode.MULTIRUN else None
-    return run(cfg, Path(hydra_cfg.runtime.output_dir), sweep)
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode == RunMode.MULTIRUN:  # a failed job is recorded in the sweep summary; the rest go on
+        return run(cfg, run_dir, Path(hydra_cfg.sweep.dir).name)
+    try:
+        return run(cfg, run_dir)
+    except BertlabError as error:  # input the user can fix: one line naming the key, nothing left behind
+        undo_launch(run_dir)
+        print(f"Error: {error}", file=sys.stderr)
+    except PermissionError as error:
+        print(f"Error: {error.filename!r}: permission denied ({error.strerror})", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

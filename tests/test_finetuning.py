@@ -36,20 +36,22 @@ def backbone_weights(path):
     return {k: v for k, v in state.items() if k.startswith("backbone.")}
 
 
-def test_default_chain_writes_the_finetuning_folder(pretrained_run):
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])  # forced, whatever this CPU would pick
+def test_default_chain_writes_the_finetuning_folder(pretrained_run, precision):
     output_dir = pretrained_run.parent.parent
     launch(
         [
             "+experiment=finetune",
-            "experiment.name=chain",
+            f"experiment.name=chain_{precision}",
             "pretrained_experiment.name=shared",
             "data.source.count=1200",
             "training.max_epochs=3",
             "tokenizer.max_length=48",
+            f"training.precision={precision}",
         ],
         output_dir,
     )
-    run_dir = output_dir / "finetuning" / "chain"
+    run_dir = output_dir / "finetuning" / f"chain_{precision}"
     for relative in (
         "checkpoints/best-model.ckpt",
         "checkpoints/model.ckpt",
@@ -74,6 +76,7 @@ def test_default_chain_writes_the_finetuning_folder(pretrained_run):
     assert accuracy == pytest.approx(float(test_rows[0]["accuracy"]), abs=1e-6)
     assert accuracy > majority + 0.2, (accuracy, majority)
     info = json.loads((run_dir / "run.json").read_text())
+    assert info["precision"] == precision
     assert info["pretrained_from"]["checkpoint"] == str(pretrained_run / "checkpoints/best-model.ckpt")
     assert (run_dir / "tokenizer.json").read_bytes() == (pretrained_run / "tokenizer.json").read_bytes()
 
@@ -105,6 +108,57 @@ def test_unfrozen_finetune_starts_from_the_pretrained_weights(pretrained_run):
     load_backbone(backbone, checkpoint["state_dict"], path)
     loaded = backbone.state_dict()
     assert all(torch.equal(loaded[k.removeprefix("backbone.")], v) for k, v in backbone_weights(path).items())
+
+
+def test_a_non_default_pretrained_architecture_is_inherited_whole(tmp_path, caplog):
+    """bert_mini with local attention, window 4 and no dropout: the finetune builds exactly that backbone;
+    only the key set on its command line (attention_dropout) changes, and that is logged and recorded."""
+    pretrained = [
+        "architecture=bert_mini",
+        "architecture.attention=local",
+        "architecture.local_window=4",
+        "architecture.dropout=0.0",
+    ]
+    source = tmp_path / "pretraining" / "mini"
+    run(
+        compose_config(
+            ["+experiment=smoke", "experiment.name=mini", "training.max_steps=2", *pretrained], tmp_path
+        ),
+        source,
+    )
+    saved = torch.load(source / "checkpoints/best-model.ckpt", weights_only=True)["bertlab"]["config"]
+    run_dir = tmp_path / "finetuning" / "from_mini"
+    cfg = compose_config(
+        [
+            "+experiment=finetune",
+            "experiment.name=from_mini",
+            "pretrained_experiment.name=mini",
+            *FAST_FINETUNE,
+            "training.max_epochs=1",
+            "architecture.attention_dropout=0.0",
+        ],
+        tmp_path,
+    )
+    with caplog.at_level("INFO", logger="bertlab.finetuning"):
+        run(cfg, run_dir)
+    info = json.loads((run_dir / "run.json").read_text())
+    expected = {**saved["architecture"], "attention_dropout": 0.0}
+    assert info["architecture"] == expected
+    assert (
+        expected["hidden_size"],
+        expected["attention"],
+        expected["local_window"],
+        expected["dropout"],
+    ) == (
+        256,
+        "local",
+        4,
+        0.0,
+    )
+    assert info["architecture_overrides"] == {"attention_dropout": {"pretrained": 0.1, "used": 0.0}}
+    assert "architecture.attention_dropout: 0.0 instead of the pretrained 0.1" in caplog.text
+    finetuned = torch.load(run_dir / "checkpoints/model.ckpt", weights_only=True)["bertlab"]["backbone"]
+    assert finetuned == expected
 
 
 def test_overriding_a_shape_key_of_the_pretrained_backbone_is_refused(pretrained_run, tmp_path):

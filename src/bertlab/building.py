@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bertlab.errors import BertlabError
 from bertlab.reporting.plots import write_run_plots
-from bertlab.run_folder import refuse_existing_run, refuse_missing_run
+from bertlab.run_folder import claim_run_folder, resume_source
 from bertlab.training.checkpointing import BEST_NAME, LAST_NAME
 from bertlab.training.distributed import (
     device_count,
@@ -94,20 +94,20 @@ class RunSetup:
 
 
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
-    """The checkpoint to resume from, or None for a fresh run; refuses what cannot work."""
-    resume = cfg.training.resume
-    guard = is_main_process()  # other DDP processes start after the main one has written into the folder
-    if not resume.is_resume:
-        if guard:
-            refuse_existing_run(run_dir)
-        return None
-    source_name = resume.resume_pretraining_name or cfg.experiment.name
-    source_dir = Path(cfg.experiment.output_dir) / cfg.experiment.kind / source_name
-    checkpoint = source_dir / resume.checkpoint_path
-    refuse_missing_run(source_dir, checkpoint)
-    if guard and source_dir.resolve() != run_dir.resolve():
-        refuse_existing_run(run_dir)
-    return checkpoint
+    """The checkpoint to resume from, or None for a fresh run; refuses what cannot work (run_folder.py)."""
+    experiment, resume = cfg.experiment, cfg.training.resume
+    source_dir = checkpoint = None
+    if resume.is_resume:
+        source_dir, checkpoint = resume_source(
+            experiment.output_dir,
+            experiment.kind,
+            experiment.name,
+            resume.resume_pretraining_name,
+            resume.checkpoint_path,
+        )
+    if not is_main_process():  # other DDP processes start after the main one has claimed the folder
+        return checkpoint if checkpoint is not None and checkpoint.is_file() else None
+    return claim_run_folder(run_dir, source_dir, checkpoint)
 
 
 def setup_run(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> RunSetup:
@@ -351,7 +351,7 @@ def write_run_info(run_dir: Path, trainer: L.Trainer, cfg: DictConfig, info: dic
     info = {
         **info,
         "world_size": trainer.world_size,
-        # data.batch_size is per process; an optimizer step sees this many sequences:
+        # training.batch_size is per process; an optimizer step sees this many sequences:
         "global_batch_size": training.batch_size * trainer.world_size * training.accumulate_grad_batches,
         "python": platform.python_version(),
         "torch": torch.__version__,

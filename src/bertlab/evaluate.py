@@ -37,7 +37,7 @@ def evaluate(
         raise BertlabError(
             f"checkpoint {str(path)!r} does not exist; is {str(run_dir)!r} a finetuning run?", "run"
         )
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, "checkpoint")
     saved = state.get("bertlab", {})
     if saved.get("task") != "classification":
         raise BertlabError(f"{str(path)!r} is not a finetuning (classification) checkpoint", "run")

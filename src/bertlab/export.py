@@ -31,6 +31,7 @@ from torch import nn
 from bertlab.errors import BertlabError
 from bertlab.model.encoder import Encoder
 from bertlab.tokenizer import CLS, MASK, PAD, SEP, UNK, TextTokenizer
+from bertlab.training.resume import load_checkpoint
 
 CHECKPOINTS = ("checkpoints/best-model.ckpt", "checkpoints/model.ckpt")
 ENCODER = "bertlab.model.encoder.Encoder"
@@ -99,10 +100,7 @@ def read_run(run_dir: str | Path, checkpoint: str | Path | None = None) -> RunAr
     if not run_dir.is_dir():
         raise BertlabError(f"run folder {str(run_dir)!r} does not exist", "run_dir")
     path = find_checkpoint(run_dir, Path(checkpoint) if checkpoint is not None else None)
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # torch raises several types for truncated or foreign files
-        raise BertlabError(f"checkpoint {str(path)!r} cannot be read ({error})", "checkpoint") from error
+    saved = load_checkpoint(path, "checkpoint")
     config = saved.get("bertlab", {}).get("config")
     hydra_config = run_dir / ".hydra" / "config.yaml"
     if not config and hydra_config.is_file():

@@ -43,12 +43,26 @@ RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.csv"
 
 
-def architecture_config(cfg: DictConfig, pretrained: dict[str, Any] | None) -> DictConfig:
-    """The backbone's config: the pretrained one with allowed overrides, or the config's own values."""
+def architecture_config(
+    cfg: DictConfig, pretrained: dict[str, Any] | None
+) -> tuple[DictConfig, dict[str, dict[str, Any]]]:
+    """The backbone's config and the weight-neutral overrides of the pretrained one.
+
+    With a pretrained run, the architecture is that run's; only keys set on the command line (non-null in
+    conf/architecture/from_pretrained.yaml) override it. Without one, the config's own values.
+    """
     requested = OmegaConf.to_container(cfg.architecture, resolve=True)
     if pretrained is None:
-        return OmegaConf.create({key: value for key, value in requested.items() if value is not None})
-    return OmegaConf.create(inherit_architecture(pretrained, requested))
+        return OmegaConf.create({key: value for key, value in requested.items() if value is not None}), {}
+    merged, overrides = inherit_architecture(pretrained, requested)
+    for key, change in overrides.items():
+        log.info(
+            "architecture.%s: %r instead of the pretrained %r (the weights allow it)",
+            key,
+            change["used"],
+            change["pretrained"],
+        )
+    return OmegaConf.create(merged), overrides
 
 
 def finetune(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float | None:
@@ -61,7 +75,7 @@ def finetune(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
     pretrained_path = pretrained_config = None
     if source.name is not None:
         pretrained_path = pretrained_checkpoint(cfg.experiment.output_dir, source.name, source.checkpoint)
-        pretrained_state = load_checkpoint(pretrained_path)
+        pretrained_state = load_checkpoint(pretrained_path, "pretrained_experiment.checkpoint")
         pretrained_config = pretrained_state.get("bertlab", {}).get("config")
         if not pretrained_config or "architecture" not in pretrained_config:
             raise BertlabError(
@@ -69,7 +83,9 @@ def finetune(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
                 f"pretraining run",
                 "pretrained_experiment.checkpoint",
             )
-    architecture = architecture_config(cfg, pretrained_config["architecture"] if pretrained_config else None)
+    architecture, architecture_overrides = architecture_config(
+        cfg, pretrained_config["architecture"] if pretrained_config else None
+    )
     tokenizer = build(cfg, "tokenizer")
     max_positions = architecture.get("max_position_embeddings", 512)
     if tokenizer.max_length > max_positions:
@@ -149,6 +165,8 @@ def finetune(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
             "pretrained_from": {"run": str(pretrained_path.parent.parent), "checkpoint": str(pretrained_path)}
             if pretrained_path
             else None,
+            "architecture": OmegaConf.to_container(architecture),
+            "architecture_overrides": architecture_overrides,
             "prepared_data": str(prepared_dir),
             "labels": datamodule.labels,
             "examples": {split: len(dataset) for split, dataset in datamodule.datasets.items()},

@@ -46,9 +46,16 @@ def pretrained_checkpoint(output_dir: str | Path, name: str, checkpoint: str) ->
     return path
 
 
-def inherit_architecture(pretrained: dict[str, Any], requested: dict[str, Any]) -> dict[str, Any]:
-    """The pretrained architecture, with the requested (non-null) values that leave the weights valid."""
+def inherit_architecture(
+    pretrained: dict[str, Any], requested: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The pretrained architecture with the keys the user set (non-null) that leave the weights valid.
+
+    Returns the merged architecture and the weight-neutral overrides ({key: {"pretrained", "used"}}), so
+    that a change of dropout or attention kernel is logged and recorded, never silent.
+    """
     merged = dict(pretrained)
+    overrides: dict[str, dict[str, Any]] = {}
     for key, value in requested.items():
         if value is None or key == "_target_" or value == pretrained.get(key):
             continue
@@ -60,7 +67,8 @@ def inherit_architecture(pretrained: dict[str, Any], requested: dict[str, Any]) 
                 f"architecture.{key}",
             )
         merged[key] = value
-    return merged
+        overrides[key] = {"pretrained": pretrained.get(key), "used": value}
+    return merged, overrides
 
 
 def load_backbone(backbone: nn.Module, state_dict: dict[str, torch.Tensor], source: Path) -> None:

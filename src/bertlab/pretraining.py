@@ -63,9 +63,12 @@ def pretrain(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
             cache_file=datamodule.tokenizer_cache_file(fresh),
         ),
     )
-    prepared_dir = datamodule.prepare(tokenizer)
-    documents = None  # the text is in the memory-mapped token stores now
-    datamodule.setup("fit")
+    try:
+        prepared_dir = datamodule.prepare(tokenizer)
+        documents = None  # the text is in the memory-mapped token stores now
+        datamodule.setup("fit")
+    except BertlabError as error:
+        raise error.in_section("data") from None
 
     backbone = build(cfg, "architecture", vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id)
     head = build(cfg, "mlm_head.module", hidden_size=backbone.hidden_size, vocab_size=tokenizer.vocab_size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from bertlab.errors import BertlabError
+from bertlab.run_folder import check_run_name
 
 MONITOR_MODES = ("min", "max")
 PROGRESS_BAR = ("auto", "true", "false")
@@ -23,11 +24,9 @@ def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
 
 def check_common(cfg: DictConfig) -> None:
     """Checks shared by every task."""
-    name = cfg.experiment.name
-    if not name or "/" in name or name.startswith("."):
-        raise BertlabError(
-            f"must be a plain folder name (no '/', not hidden), got {name!r}", "experiment.name"
-        )
+    check_run_name(cfg.experiment.name)
+    if cfg.training.resume.resume_pretraining_name is not None:
+        check_run_name(cfg.training.resume.resume_pretraining_name, "training.resume.resume_pretraining_name")
     if cfg.training.max_steps != -1:
         _positive(cfg, "training.max_steps")
     for key in (
@@ -121,6 +120,8 @@ def check_finetuning(cfg: DictConfig) -> None:
             "is -1 (no step limit) but training.max_epochs is null; set one of them", "training.max_steps"
         )
     pretrained = cfg.pretrained_experiment
+    if pretrained.name is not None:
+        check_run_name(pretrained.name, "pretrained_experiment.name")
     if pretrained.name is not None and pretrained.checkpoint is None:
         raise BertlabError(
             "must be best, last or a path when pretrained_experiment.name is set",

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bertlab.data.embedded_corpus import generate_documents
+from bertlab.data.text_files import json_record, text_lines
 from bertlab.errors import BertlabError
 
 SPLITS = ("train", "val", "test")
@@ -70,37 +71,42 @@ class TextCorpus:
     def _read(self, paths: list[Path], split: str) -> list[str]:
         documents: list[str] = []
         for path in paths:
-            read = self._read_jsonl(path, split) if path.suffix == ".jsonl" else self._read_txt(path)
+            read = self._read_jsonl(path, split) if path.suffix == ".jsonl" else self._read_txt(path, split)
             if not read:
                 raise BertlabError(f"file {str(path)!r} holds no text", split)
             documents.extend(read)
         return documents
 
-    def _read_txt(self, path: Path) -> list[str]:
-        text = path.read_text(encoding="utf-8")
+    def _read_txt(self, path: Path, split: str) -> list[str]:
+        lines = (line for _, line in text_lines(path, split))
         if self.txt_documents == "paragraph":
-            return [" ".join(block.split()) for block in text.split("\n\n") if block.strip()]
-        return [line.strip() for line in text.splitlines() if line.strip()]
+            documents, paragraph = [], []
+            for line in lines:
+                if line.strip():
+                    paragraph.append(line)
+                elif paragraph:
+                    documents.append(" ".join(" ".join(paragraph).split()))
+                    paragraph = []
+            if paragraph:
+                documents.append(" ".join(" ".join(paragraph).split()))
+            return documents
+        return [line.strip() for line in lines if line.strip()]
 
     def _read_jsonl(self, path: Path, split: str) -> list[str]:
         documents = []
-        with path.open(encoding="utf-8") as lines:
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise BertlabError(f"{path}:{number} is not valid JSON ({error.msg})", split) from error
-                if not isinstance(record, dict) or self.text_field not in record:
-                    raise BertlabError(
-                        f"{path}:{number} has no field {self.text_field!r}; set data.source.text_field "
-                        f"to the field that holds the text",
-                        "text_field",
-                    )
-                text = str(record[self.text_field]).strip()
-                if text:
-                    documents.append(text)
+        for number, line in text_lines(path, split):
+            if not line.strip():
+                continue
+            record = json_record(path, number, line, split)
+            if not isinstance(record, dict) or self.text_field not in record:
+                raise BertlabError(
+                    f"{path}:{number} has no field {self.text_field!r}; set data.source.text_field "
+                    f"to the field that holds the text",
+                    "text_field",
+                )
+            text = str(record[self.text_field]).strip()
+            if text:
+                documents.append(text)
         return documents
 
 

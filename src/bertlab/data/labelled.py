@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from bertlab.data.corpus import SPLITS
 from bertlab.data.embedded_corpus import generate_reviews
+from bertlab.data.text_files import json_record, text_lines
 from bertlab.errors import BertlabError
 
 Example = tuple[str, str | int]
@@ -31,19 +31,12 @@ def _label(value: object) -> str | int:
 
 
 def read_labelled_file(path: Path, text_field: str, label_field: str, key: str) -> list[Example]:
+    lines = text_lines(path, key)
     if path.suffix == ".jsonl":
-        records = []
-        with path.open(encoding="utf-8") as lines:
-            for number, line in enumerate(lines, start=1):
-                if line.strip():
-                    try:
-                        records.append((number, json.loads(line)))
-                    except json.JSONDecodeError as error:
-                        raise BertlabError(f"{path}:{number} is not valid JSON ({error.msg})", key) from error
+        records = [(number, json_record(path, number, line, key)) for number, line in lines if line.strip()]
     else:
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle, delimiter="\t" if path.suffix == ".tsv" else ",")
-            records = [(number, row) for number, row in enumerate(reader, start=2)]
+        reader = csv.DictReader((line for _, line in lines), delimiter="\t" if path.suffix == ".tsv" else ",")
+        records = [(number, row) for number, row in enumerate(reader, start=2)]
     examples = []
     for number, record in records:
         for field, name in ((text_field, "data.text_field"), (label_field, "data.label_field")):

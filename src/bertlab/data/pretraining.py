@@ -194,10 +194,13 @@ class PretrainingDataModule(L.LightningDataModule):
                 self.seed,
             )
             if len(dataset) == 0:
+                # val/test come from their own files, or are split off the training text by ratio
+                from_files = split == "train" or bool(getattr(self.source, "paths", {}).get(split))
                 raise BertlabError(
-                    f"the {split} split has fewer than {block_length} tokens, not one block; add text or "
-                    f"raise data.{split}_ratio",
-                    f"{split}_ratio" if split != "train" else "source",
+                    f"the {split} split has fewer than {block_length} tokens (tokenizer.max_length), not one "
+                    f"block; {'add text' if from_files else f'add text or raise data.{split}_ratio'}, or "
+                    f"lower tokenizer.max_length",
+                    f"source.{split}" if from_files else f"{split}_ratio",
                 )
             self.datasets[split] = dataset
 

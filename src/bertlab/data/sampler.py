@@ -7,7 +7,7 @@ without shared mutable state across data-loader workers.
 Under DDP each process takes every `world_size`-th item of the same order, starting at its rank. In
 training all processes take the same number of items (the remainder of an epoch is left out), so every
 process runs the same number of steps; evaluation keeps every item (shares may differ by one; the metrics
-are synchronised at the end). `data.batch_size` is per process: the global batch is
+are synchronised at the end). `training.batch_size` is per process: the global batch is
 batch_size x world_size.
 """
 

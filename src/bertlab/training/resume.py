@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +24,30 @@ from bertlab.errors import BertlabError
 log = logging.getLogger(__name__)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Loads safely (weights_only) and memory-mapped; a corrupt file gets a clear error."""
+def load_checkpoint(path: Path, key: str | None = "training.resume.checkpoint_path") -> dict[str, Any]:
+    """Loads safely (weights_only) and memory-mapped; a file that cannot be read gets one clear error.
+
+    `key` is the setting that named the file, so that the message says what to change.
+    """
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
-        raise BertlabError(
-            f"checkpoint {str(path)!r} cannot be read ({type(error).__name__}: {error}); it is corrupt or not a "
-            f"bertlab checkpoint. Point training.resume.checkpoint_path at another checkpoint",
-            "training.resume.checkpoint_path",
-        ) from error
+        fix = f"; point {key} at another checkpoint" if key else ""
+        raise BertlabError(f"checkpoint {str(path)!r} {unreadable_reason(error)}{fix}", key) from None
+
+
+def unreadable_reason(error: Exception) -> str:
+    """Why torch could not load a file, in one line (torch's own text is long, repeated and has escapes)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if refused:
+        return (
+            f"holds a Python object ({refused.group(1)}) that a safe load (weights_only) refuses to run; "
+            f"bertlab checkpoints hold only tensors and plain values, so it was not written by bertlab"
+        )
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    first = first.split(". ")[0].rstrip(".")
+    return f"cannot be read ({type(error).__name__}: {first}); it is truncated, corrupt or not a checkpoint"
 
 
 def compare_state(model: nn.Module, checkpoint: dict[str, Any], strict: bool, source: Path) -> list[str]:
@@ -103,6 +118,7 @@ class RNGStateCallback(L.Callback):
 RESUME_MAY_CHANGE = (
     "experiment.name",
     "experiment.output_dir",
+    "data.cache_dir",  # where prepared data is kept, not what it is (its fingerprint names the folder)
     "logging.",
     "training.max_steps",
     "training.max_epochs",
@@ -183,7 +199,7 @@ def check_resume_world(saved: int, current: int, weights_only: bool, allow: bool
     if saved == current or weights_only:
         return
     message = (
-        f"the checkpoint was written by {saved} process(es), this run would have {current}: data.batch_size "
+        f"the checkpoint was written by {saved} process(es), this run would have {current}: training.batch_size "
         f"is per process, so the global batch and the position in the epoch would change"
     )
     if not allow:

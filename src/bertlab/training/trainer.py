@@ -8,6 +8,7 @@ import lightning as L
 from lightning.pytorch.loggers import Logger
 
 from bertlab.training.checkpointing import AtomicCheckpointIO, checkpoint_callbacks
+from bertlab.training.precision import precision_plugin
 
 
 class ValidateAtLastStep(L.Callback):
@@ -53,11 +54,12 @@ def build_trainer(
     ]
     if validate:
         callbacks.append(ValidateAtLastStep())
+    autocast = precision_plugin(precision, accelerator, strategy)
     return L.Trainer(
         default_root_dir=run_dir,
         logger=loggers,
         callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *([autocast] if autocast else [])],
         max_steps=max_steps,
         max_epochs=max_epochs if max_epochs is not None else -1,
         accelerator=accelerator,
@@ -65,7 +67,7 @@ def build_trainer(
         num_nodes=num_nodes,
         strategy=strategy,
         use_distributed_sampler=False,  # the datamodules shard their own epoch order (data/sampler.py)
-        precision=precision,
+        precision=None if autocast else precision,  # the plugin carries it
         accumulate_grad_batches=accumulate_grad_batches,
         gradient_clip_val=gradient_clip_val,
         # Lightning counts batches; None validates at every epoch end.

@@ -1,0 +1,153 @@
+"""The exact message for each bad input the framework checks: it names the key or the file and line, and
+says what would fix it."""
+
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from bertlab.data.embedded_corpus import generate_documents
+from bertlab.errors import BertlabError
+from bertlab.run import run
+from bertlab.training.resume import check_resume_world
+from tests.conftest import compose_config, read_csv
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def pretrain_on(tmp_path, *overrides):
+    cfg = compose_config(["+experiment=smoke", "data=text", *overrides], tmp_path)
+    run_dir = tmp_path / "pretraining" / "smoke"
+    run(cfg, run_dir)
+    return run_dir
+
+
+def text_file(path: Path, documents: int) -> Path:
+    path.write_text("\n".join(generate_documents(documents, seed=3)) + "\n")
+    return path
+
+
+def test_smoke_preset_runs_on_the_users_text(tmp_path):
+    corpus = text_file(tmp_path / "corpus.txt", 400)
+    run_dir = pretrain_on(tmp_path, f"data.source.train={corpus}")
+    assert [r["step"] for r in read_csv(run_dir / "metrics/train/metrics.csv")][-1] == "16"
+
+
+def test_too_small_splits_name_the_key_that_fixes_them(tmp_path):
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("".join(f"a short line number {i}\n" for i in range(60)))
+    with pytest.raises(BertlabError) as caught:
+        pretrain_on(tmp_path, f"data.source.train={tiny}")
+    assert str(caught.value) == (
+        "data.val_ratio: the val split has fewer than 64 tokens (tokenizer.max_length), not one block; add text "
+        "or raise data.val_ratio, or lower tokenizer.max_length"
+    )
+    val = tmp_path / "val.txt"
+    val.write_text("too short\n")
+    with pytest.raises(BertlabError) as caught:
+        pretrain_on(
+            tmp_path, f"data.source.train={text_file(tmp_path / 'big.txt', 400)}", f"data.source.val={val}"
+        )
+    assert str(caught.value) == (
+        "data.source.val: the val split has fewer than 64 tokens (tokenizer.max_length), not one block; add text, "
+        "or lower tokenizer.max_length"
+    )
+
+
+def test_undecodable_and_binary_text_name_the_file_and_line(tmp_path):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("first line\ncaf\xe9 au lait\n".encode("latin-1"))
+    with pytest.raises(BertlabError) as caught:
+        pretrain_on(tmp_path, f"data.source.train={bad}")
+    assert str(caught.value) == (
+        f"data.source.train: {bad}:2 is not valid UTF-8 (byte 0xe9 at column 4); re-encode the file as UTF-8 "
+        f"(e.g. iconv -f latin1 -t utf-8)"
+    )
+    binary = tmp_path / "model.txt"
+    binary.write_bytes(b"PK\x03\x04\x00\x00binary")
+    with pytest.raises(BertlabError) as caught:
+        pretrain_on(tmp_path, f"data.source.train={binary}")
+    assert str(caught.value) == (
+        f"data.source.train: {binary}:1 holds a NUL byte: the file is binary, not text; give UTF-8 text files"
+    )
+
+
+def test_a_broken_json_line_keeps_its_whole_detail(tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"text": "fine"}\n{"text": "tab\tinside"}\n')
+    with pytest.raises(BertlabError) as caught:
+        pretrain_on(tmp_path, f"data.source.train={corpus}")
+    assert str(caught.value) == (
+        f"data.source.train: {corpus}:2 is not valid JSON (Invalid control character at column 14)"
+    )
+    labelled = tmp_path / "train.jsonl"
+    labelled.write_text('{"text": "ok", "label": 1}\n{"text": "ok", "label": }\n')
+    cfg = compose_config(
+        [
+            "+experiment=finetune",
+            "pretrained_experiment=none",
+            "data=classification",
+            f"data.source.train={labelled}",
+        ],
+        tmp_path,
+    )
+    with pytest.raises(BertlabError) as caught:
+        run(cfg, tmp_path / "finetuning" / "bad")
+    assert (
+        str(caught.value)
+        == f"data.source.train: {labelled}:2 is not valid JSON (Expecting value at column 25)"
+    )
+
+
+class NotATensor:
+    pass
+
+
+def test_unreadable_pretrained_checkpoints_blame_pretrained_experiment_checkpoint(tmp_path):
+    truncated, pickled = tmp_path / "truncated.ckpt", tmp_path / "pickled.ckpt"
+    truncated.write_bytes(b"PK\x03\x04 not a whole zip archive")
+    torch.save({"state_dict": collections.OrderedDict(), "payload": NotATensor()}, pickled)
+    messages = {}
+    for path in (truncated, pickled):
+        (tmp_path / "pretraining" / "source" / "checkpoints").mkdir(parents=True, exist_ok=True)
+        cfg = compose_config(
+            [
+                "+experiment=finetune",
+                "pretrained_experiment.name=source",
+                f"pretrained_experiment.checkpoint={path}",
+            ],
+            tmp_path,
+        )
+        with pytest.raises(BertlabError) as caught:
+            run(cfg, tmp_path / "finetuning" / "finetune")
+        messages[path] = str(caught.value)
+    assert messages[truncated] == (
+        f"pretrained_experiment.checkpoint: checkpoint '{truncated}' cannot be read (RuntimeError: "
+        f"PytorchStreamReader failed reading zip archive: failed finding central directory); it is truncated, "
+        f"corrupt or not a checkpoint; point pretrained_experiment.checkpoint at another checkpoint"
+    )
+    assert messages[pickled] == (
+        f"pretrained_experiment.checkpoint: checkpoint '{pickled}' holds a Python object "
+        f"(tests.test_error_messages.NotATensor) that a safe load (weights_only) refuses to run; bertlab "
+        f"checkpoints hold only tensors and plain values, so it was not written by bertlab; point "
+        f"pretrained_experiment.checkpoint at another checkpoint"
+    )
+    assert not (tmp_path / "finetuning").exists()
+
+
+def test_messages_speak_of_training_batch_size():
+    with pytest.raises(BertlabError) as caught:
+        check_resume_world(1, 2, weights_only=False, allow=False)
+    assert str(caught.value) == (
+        "training.devices: the checkpoint was written by 1 process(es), this run would have 2: "
+        "training.batch_size is per process, so the global batch and the position in the epoch would change. "
+        "Resume with the same training.devices x training.num_nodes, or set "
+        "training.resume.allow_config_changes=true to continue anyway"
+    )
+    stale = [str(path) for path in SRC.rglob("*.py") if "data.batch_size" in path.read_text()]
+    assert stale == []  # the key is training.batch_size
+    assert "data.train_ratio" not in json.dumps([path.read_text() for path in SRC.rglob("*.py")])
