@@ -26,9 +26,9 @@ def batch_generator(
     seed: int, epoch: int, batch_index: int, rank: int = 0, device: torch.device | str = "cpu"
 ) -> torch.Generator:
     """A generator on `device` whose stream depends only on (seed, epoch, batch index, rank)."""
-    mixed = (
-        seed * 0x9E3779B1 + epoch * 0x85EBCA77 + batch_index * 0xC2B2AE3D + rank * 0x27D4EB2F
-    ) % (2**63 - 1)
+    mixed = (seed * 0x9E3779B1 + epoch * 0x85EBCA77 + batch_index * 0xC2B2AE3D + rank * 0x27D4EB2F) % (
+        2**63 - 1
+    )
     return torch.Generator(device=device).manual_seed(mixed)
 
 
@@ -91,9 +91,7 @@ class MaskingPolicy:
         positions = positions.masked_fill(missing, 0)
         selected = (keys <= chosen.values[:, -1:]) & maskable
         roll = torch.rand((batch, length), generator=generator, device=device)
-        picks = torch.randint(
-            0, replacement_ids.numel(), (batch, length), generator=generator, device=device
-        )
+        picks = torch.randint(0, replacement_ids.numel(), (batch, length), generator=generator, device=device)
         to_mask = selected & (roll < self.mask_token_ratio)
         to_random = selected & ~to_mask & (roll < self.mask_token_ratio + self.random_token_ratio)
         masked = torch.where(to_mask, mask_id, input_ids)

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bertlab.data.corpus import SPLITS
 from bertlab.data.batch_masking import BatchMasker
+from bertlab.data.corpus import SPLITS
 from bertlab.data.loader_workers import resolve_num_workers
 from bertlab.data.masking import MaskingPolicy
 from bertlab.data.sampler import BatchKey, epoch_batch_loader, process_share
