@@ -9,13 +9,14 @@ from bertlab.data.masking import IGNORE_INDEX, MaskingPolicy, batch_generator
 from bertlab.errors import BertlabError
 
 SPECIAL = torch.tensor([0, 1, 2, 3, 4])
+IS_SPECIAL = torch.isin(torch.arange(100), SPECIAL)  # the lookup table batch masking takes
 MASK_ID = 4
 REPLACEMENTS = torch.arange(5, 100)
 
 
 def mask_one(policy, ids, k, generator):
     """Masks `ids` as a batch of one; the per-sequence view of the batch result."""
-    out = policy.mask_batch(ids.unsqueeze(0), SPECIAL, MASK_ID, REPLACEMENTS, k, generator)
+    out = policy.mask_batch(ids.unsqueeze(0), IS_SPECIAL, MASK_ID, REPLACEMENTS, k, generator)
     return {key: value[0] for key, value in out.items()}
 
 

@@ -28,9 +28,9 @@ class BatchMasker:
         seed: int,
     ) -> None:
         self.policy = policy
-        self.special_ids = torch.tensor(special_ids, dtype=torch.long)
-        vocab = torch.arange(vocab_size)
-        self.replacement_ids = vocab[~torch.isin(vocab, self.special_ids)]
+        self.is_special = torch.zeros(vocab_size, dtype=torch.bool)
+        self.is_special[torch.tensor(special_ids, dtype=torch.long)] = True
+        self.replacement_ids = torch.arange(vocab_size)[~self.is_special]
         self.mask_id = mask_id
         self.num_predictions = num_predictions
         self.seed = seed
@@ -38,16 +38,16 @@ class BatchMasker:
 
     def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if device not in self._tables:
-            self._tables[device] = (self.special_ids.to(device), self.replacement_ids.to(device))
+            self._tables[device] = (self.is_special.to(device), self.replacement_ids.to(device))
         return self._tables[device]
 
     def __call__(self, batch: dict[str, Any], rank: int = 0) -> dict[str, torch.Tensor]:
         """`batch` holds input_ids [B, L] and the ints `epoch` and `batch_index`; returns the MLM batch."""
         input_ids = batch["input_ids"]
-        special_ids, replacement_ids = self._on(input_ids.device)
+        is_special, replacement_ids = self._on(input_ids.device)
         generator = batch_generator(
             self.seed, int(batch["epoch"]), int(batch["batch_index"]), rank, input_ids.device
         )
         return self.policy.mask_batch(
-            input_ids, special_ids, self.mask_id, replacement_ids, self.num_predictions, generator
+            input_ids, is_special, self.mask_id, replacement_ids, self.num_predictions, generator
         )

@@ -18,8 +18,10 @@ import torch
 from bertlab.errors import BertlabError
 
 IGNORE_INDEX = -100
-_KEY_BITS = 40  # random sort keys; key * length + position is unique, so the selection has no ties
-_UNMASKABLE = 1 << 60  # added to the keys of special tokens: they sort after every maskable one
+_KEY_BITS = 39  # random sort keys; key * length + position is unique, so the selection has no ties
+_UNMASKABLE = 1 << 62  # the key of special tokens: they sort after every maskable one
+_ROLL_SCALE = 1 << 24  # the low 24 bits of each draw decide [MASK] / random / kept
+_ROLL_MASK = _ROLL_SCALE - 1
 
 
 def batch_generator(
@@ -61,7 +63,7 @@ class MaskingPolicy:
     def mask_batch(
         self,
         input_ids: torch.Tensor,
-        special_ids: torch.Tensor,
+        is_special: torch.Tensor,
         mask_id: int,
         replacement_ids: torch.Tensor,
         num_predictions: int,
@@ -70,31 +72,36 @@ class MaskingPolicy:
         """Mask a batch [B, L] on its device. Returns input_ids [B, L], masked_positions [B, k] (ascending)
         and masked_labels [B, k], all int64.
 
-        The selection is the k smallest of unique random keys per row (special tokens keyed last), so the
-        count is exact and every maskable subset of size k is equally likely. When a sequence has fewer
-        than k maskable tokens, its missing slots come last, point at position 0 and carry IGNORE_INDEX,
-        so shapes stay static. Everything is elementwise or a row-wise gather/top-k: no scatter, so it is
-        deterministic on CUDA too.
+        `is_special` is a bool table over the vocabulary (a lookup is far cheaper than `isin`);
+        `replacement_ids` are the ids a random replacement draws from. The selection is the k smallest of
+        unique random keys per row (special tokens keyed last), so the count is exact and every maskable
+        subset of size k is equally likely. When a sequence has fewer than k maskable tokens, its missing
+        slots come last, point at position 0 and carry IGNORE_INDEX, so shapes stay static. Everything is
+        elementwise or a row-wise gather/top-k (no scatter): deterministic on CUDA too.
         """
         input_ids = input_ids.long()
         batch, length = input_ids.shape
         device = input_ids.device
-        maskable = ~torch.isin(input_ids, special_ids)
-        keys = torch.randint(0, 1 << _KEY_BITS, (batch, length), generator=generator, device=device)
-        keys = keys * length + torch.arange(length, device=device)
-        keys = keys + (~maskable).long() * _UNMASKABLE
+        special = is_special[input_ids]
+        bits = torch.empty((batch, length), dtype=torch.int64, device=device).random_(generator=generator)
+        keys = (bits >> (63 - _KEY_BITS)) * length + torch.arange(length, device=device)
+        keys = keys.masked_fill_(special, _UNMASKABLE)
         chosen = keys.topk(num_predictions, dim=1, largest=False)
         missing = chosen.values >= _UNMASKABLE
         # ascending positions, missing slots after the real ones
         positions = (chosen.indices + missing.long() * length).sort(dim=1).values
         missing = positions >= length
-        positions = positions.masked_fill(missing, 0)
-        selected = (keys <= chosen.values[:, -1:]) & maskable
-        roll = torch.rand((batch, length), generator=generator, device=device)
-        picks = torch.randint(0, replacement_ids.numel(), (batch, length), generator=generator, device=device)
-        to_mask = selected & (roll < self.mask_token_ratio)
-        to_random = selected & ~to_mask & (roll < self.mask_token_ratio + self.random_token_ratio)
-        masked = torch.where(to_mask, mask_id, input_ids)
+        positions = positions.masked_fill_(missing, 0)
+        selected = (keys <= chosen.values[:, -1:]) & ~special
+        # 80/10/10 from the low bits of the same draw (independent of the key's high bits)
+        roll = bits & _ROLL_MASK
+        to_mask = selected & (roll < round(self.mask_token_ratio * _ROLL_SCALE))
+        to_random = selected & ~to_mask
+        to_random &= roll < round((self.mask_token_ratio + self.random_token_ratio) * _ROLL_SCALE)
+        picks = torch.randint(
+            0, replacement_ids.numel(), (batch, length), generator=generator, device=device
+        )
+        masked = input_ids.masked_fill(to_mask, mask_id)
         masked = torch.where(to_random, replacement_ids[picks], masked)
-        labels = input_ids.gather(1, positions).masked_fill(missing, IGNORE_INDEX)
+        labels = input_ids.gather(1, positions).masked_fill_(missing, IGNORE_INDEX)
         return {"input_ids": masked, "masked_positions": positions, "masked_labels": labels}
