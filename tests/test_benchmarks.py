@@ -1,6 +1,6 @@
 """The benchmarks run in --tiny mode and write results of the documented shape (no speed assertions).
 
-The three run as subprocesses started together (they are mostly start-up: imports and launch.py runs),
+The five run as subprocesses started together (they are mostly start-up: imports and launch.py runs),
 so the module takes about as long as the slowest one.
 """
 
@@ -18,7 +18,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ("mlm_throughput", "pipeline_overhead", "dataset_memory", "loader_throughput", "gpu_check")
-TIMEOUT = 300  # generous: the machine may be shared; the three together take well under a minute alone
+TIMEOUT = 300  # generous: the machine may be shared; the five together take about a minute alone
 
 
 @pytest.fixture(scope="module")
