@@ -84,3 +84,22 @@ def test_invalid_policies_name_the_parameter(kwargs, key):
     with pytest.raises(BertlabError) as caught:
         MaskingPolicy(**kwargs)
     assert caught.value.key == key
+
+
+def test_batch_masking_is_per_row_and_seeded_by_epoch_batch_and_rank():
+    policy = MaskingPolicy()
+    ids = torch.stack([sequence(), sequence(), torch.tensor([2, 50, 51, 3] + [0] * 60)])
+    out = policy.mask_batch(ids, IS_SPECIAL, MASK_ID, REPLACEMENTS, 9, batch_generator(1, 2, 3, rank=0))
+    for row in range(2):  # full rows: 9 distinct, ascending, non-special positions
+        positions = out["masked_positions"][row]
+        assert torch.equal(positions, positions.unique())
+        assert not torch.isin(ids[row, positions], SPECIAL).any()
+    assert not torch.equal(out["masked_positions"][0], out["masked_positions"][1])  # rows draw apart
+    assert out["masked_positions"][2].tolist() == [1, 2] + [0] * 7  # the short row: real slots first
+    assert (out["masked_labels"][2] == IGNORE_INDEX).sum() == 7
+    assert torch.equal(out["input_ids"][2, 3:], ids[2, 3:])  # specials and padding untouched
+    same = policy.mask_batch(ids, IS_SPECIAL, MASK_ID, REPLACEMENTS, 9, batch_generator(1, 2, 3, rank=0))
+    assert all(torch.equal(out[key], same[key]) for key in out)
+    for other in (batch_generator(1, 2, 4, rank=0), batch_generator(1, 2, 3, rank=1)):
+        moved = policy.mask_batch(ids, IS_SPECIAL, MASK_ID, REPLACEMENTS, 9, other)
+        assert not torch.equal(moved["masked_positions"][:2], out["masked_positions"][:2])
