@@ -1,8 +1,9 @@
-"""Epoch-seeded shuffling that yields (epoch, index) keys and can start in the middle of an epoch.
+"""Epoch-seeded shuffling that yields (epoch, index) keys, or whole batches as (epoch, batch index, items)
+keys, and can start in the middle of an epoch.
 
 The order of epoch e is a permutation drawn from (seed, e) alone, so it is the same in every process and
-after a resume; yielding the epoch with the index lets the dataset seed per-example randomness (masking)
-without shared mutable state across data-loader workers.
+after a resume; the keys carry the epoch (and the batch index), so randomness seeded from them (masking)
+needs no shared mutable state across data-loader workers and repeats after a resume.
 
 Under DDP each process takes every `world_size`-th item of the same order, starting at its rank. In
 training all processes take the same number of items (the remainder of an epoch is left out), so every
