@@ -98,9 +98,7 @@ class MaskingPolicy:
         to_mask = selected & (roll < round(self.mask_token_ratio * _ROLL_SCALE))
         to_random = selected & ~to_mask
         to_random &= roll < round((self.mask_token_ratio + self.random_token_ratio) * _ROLL_SCALE)
-        picks = torch.randint(
-            0, replacement_ids.numel(), (batch, length), generator=generator, device=device
-        )
+        picks = torch.randint(0, replacement_ids.numel(), (batch, length), generator=generator, device=device)
         masked = input_ids.masked_fill(to_mask, mask_id)
         masked = torch.where(to_random, replacement_ids[picks], masked)
         labels = input_ids.gather(1, positions).masked_fill_(missing, IGNORE_INDEX)
