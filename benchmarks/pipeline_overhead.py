@@ -110,11 +110,11 @@ def component_costs(
     datamodule.prepare(WordPieceTokenizer.from_file(run_dir / "tokenizer.json", cfg.tokenizer.max_length))
     datamodule.setup("fit")
     loader = iter(datamodule.train_dataloader())
-    next(loader)
+    datamodule.on_after_batch_transfer(next(loader), 0)
     count = min(10, datamodule.batches_per_epoch() - 1)
     start = time.perf_counter()
     for _ in range(count):
-        next(loader)
+        datamodule.on_after_batch_transfer(next(loader), 0)  # masking runs on the batch's device
     batch_ms = 1e3 * (time.perf_counter() - start) / max(count, 1)
     arm.step(batches[0], bf16=False)
     loss = arm.loss(batches[0])

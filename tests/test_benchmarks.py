@@ -1,6 +1,6 @@
 """The benchmarks run in --tiny mode and write results of the documented shape (no speed assertions).
 
-The three run as subprocesses started together (they are mostly start-up: imports and launch.py runs),
+The five run as subprocesses started together (they are mostly start-up: imports and launch.py runs),
 so the module takes about as long as the slowest one.
 """
 
@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ("mlm_throughput", "pipeline_overhead", "dataset_memory")
-TIMEOUT = 300  # generous: the machine may be shared; the three together take well under a minute alone
+BENCHMARKS = ("mlm_throughput", "pipeline_overhead", "dataset_memory", "loader_throughput", "gpu_check")
+TIMEOUT = 300  # generous: the machine may be shared; the five together take about a minute alone
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +107,35 @@ def test_dataset_memory_tiny(tiny_results):
     assert result["rss_growth"] == runs["growth"]
     assert result["target_growth"] == 0.1
     assert "RSS growth 1x -> 10x" in stdout and "MB/s" in stdout
+
+
+def test_loader_throughput_tiny(tiny_results):
+    stdout, result = finished(tiny_results, "loader_throughput")
+    arms = result["arms"]
+    assert set(arms) == {"per_example_reference", "batch_loader_with_masking", "batch_loader_only"}
+    assert all(arm["sequences_per_s"] > 0 and arm["batches"] > 0 for arm in arms.values())
+    assert result["seq_len"] == 128 and result["torch_threads"] == 1 and result["target"] == 100_000
+    assert "training loader:" in stdout and "per-example masking (reference, before)" in stdout
+
+
+def test_gpu_check_tiny_times_both_models(tiny_results):
+    stdout, result = finished(tiny_results, "gpu_check")
+    (row,) = result["rows"]
+    assert row["hf"]["tokens_per_s"] > 0 and row["bertlab"]["tokens_per_s"] > 0
+    assert row["ratio_vs_hf"] > 0 and row["flops_per_token"] > 0
+    assert "| seq" in stdout and "HF BertForMaskedLM (sdpa)" in stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks what gpu_check does where CUDA is absent")
+def test_gpu_check_without_cuda_says_so_and_runs_nothing(tmp_path):
+    output = tmp_path / "gpu_check.json"
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--output", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "needs a CUDA GPU" in completed.stdout and "nothing was run" in completed.stdout
+    assert not output.exists()

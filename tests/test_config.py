@@ -80,6 +80,8 @@ def test_hydra_rejects_unknown_keys_groups_and_types(tmp_path, override, error, 
             "tokenizer.vocab_source: tokenizer file 'missing/tok.json'",
         ),
         ("experiment.name=a/b", "experiment.name: must be a plain folder name"),
+        ("training.num_workers=-1", "training.num_workers: must be auto or a non-negative integer"),
+        ("training.peak_tflops=-5", "training.peak_tflops: must be a positive number of TFLOP/s or null"),
     ],
 )
 def test_invalid_values_fail_before_anything_is_written(tmp_path, override, fragment):

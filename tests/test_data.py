@@ -55,7 +55,9 @@ def test_blocks_have_static_length_and_start_with_cls(tmp_path):
     tokenizer = fitted_tokenizer(datamodule.documents()["train"])
     datamodule.prepare(tokenizer)
     datamodule.setup()
-    batch = next(iter(datamodule.train_dataloader()))
+    raw = next(iter(datamodule.train_dataloader()))
+    assert (raw["epoch"], raw["batch_index"]) == (0, 0)  # what seeds its masking
+    batch = datamodule.on_after_batch_transfer(raw, 0)  # masked where the batch lands (here the CPU)
     assert batch["input_ids"].shape == (4, 16)
     assert (batch["input_ids"][:, 0] == tokenizer.cls_id).all()
     assert (batch["input_ids"][:, -1] == tokenizer.sep_id).all()

@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from bertlab.building import (
+    RUN_INFO,
     apply_resume,
     build,
     fit_and_test,
@@ -24,6 +25,7 @@ from bertlab.config.checks import check_pretraining
 from bertlab.errors import BertlabError
 from bertlab.tasks.mlm import EVAL_COLUMNS, TRAIN_COLUMNS, MaskedLanguageModel
 from bertlab.training.distributed import is_main_process
+from bertlab.training.mfu import MFUMonitor, mlm_training_flops_per_token, resolve_peak_flops
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,10 @@ def pretrain(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
     with torch.device("meta"):
         build(cfg, "architecture", vocab_size=tokenizer.vocab_size_limit)
     setup = setup_run(cfg, run_dir, sweep)
+    try:
+        peak_flops = resolve_peak_flops(training.peak_tflops, setup.accelerator, setup.precision)
+    except BertlabError as error:
+        raise error.in_section("training") from None
     # The text is read only when something needs it: prepared token stores plus a given (or resumed)
     # vocabulary need none, so a run's memory does not grow with the corpus.
     fits_tokenizer = is_main_process() and setup.checkpoint_path is None and tokenizer.needs_corpus
@@ -77,9 +83,22 @@ def pretrain(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
     )
     resumed_from = str(setup.checkpoint_path) if setup.checkpoint_path else None
     fit_checkpoint, step = apply_resume(cfg, setup, model, datamodule)
-    loggers = make_loggers(cfg, run_dir, TRAIN_COLUMNS, EVAL_COLUMNS, setup, step)
+    # MFU only where the device's peak is known: no column at all otherwise (not a guess).
+    train_columns = [*TRAIN_COLUMNS, "mfu"] if peak_flops else TRAIN_COLUMNS
+    loggers = make_loggers(cfg, run_dir, train_columns, EVAL_COLUMNS, setup, step)
     maybe_compile(model, training.compile)
     trainer, _ = make_trainer(cfg, run_dir, setup, loggers, datamodule, step)
+    flops_per_token = mlm_training_flops_per_token(
+        backbone.hidden_size,
+        backbone.num_layers,
+        cfg.architecture.intermediate_size,
+        tokenizer.max_length,
+        tokenizer.vocab_size,
+        datamodule.masker.num_predictions,
+        gated=cfg.architecture.activation != "gelu",
+    )
+    if peak_flops:
+        trainer.callbacks.append(MFUMonitor(flops_per_token, peak_flops, run_dir / RUN_INFO))
     write_run_info(
         run_dir,
         trainer,
@@ -91,6 +110,9 @@ def pretrain(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
             "prepared_data": str(prepared_dir),
             "vocab_size": tokenizer.vocab_size,
             "parameters": sum(p.numel() for p in model.parameters()),
+            "num_workers": datamodule.resolved_num_workers("cuda" if setup.accelerator == "gpu" else "cpu"),
+            "training_flops_per_token": flops_per_token,
+            "peak_tflops": peak_flops / 1e12 if peak_flops else None,
             "resumed_from": resumed_from,
             "resumed_at_step": step if fit_checkpoint else None,
         },

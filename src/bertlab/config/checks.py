@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from bertlab.data.loader_workers import resolve_num_workers
 from bertlab.errors import BertlabError
 from bertlab.run_folder import check_run_name
 
@@ -39,7 +40,10 @@ def check_common(cfg: DictConfig) -> None:
         if key == "training.devices" and not isinstance(cfg.training.devices, int):
             continue
         _positive(cfg, key)
-    _positive(cfg, "training.num_workers", allow_zero=True)
+    try:
+        resolve_num_workers(cfg.training.num_workers, "cpu")  # validates auto | a non-negative int
+    except BertlabError as error:
+        raise error.in_section("training") from None
     if cfg.training.val_check_interval is not None:
         _positive(cfg, "training.val_check_interval")
     if cfg.training.max_epochs is not None:

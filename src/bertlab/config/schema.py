@@ -92,9 +92,10 @@ class TrainingConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "auto"
-    num_workers: int = 0
+    num_workers: Any = "auto"  # auto | a non-negative int (bertlab.data.loader_workers)
     deterministic: bool = True
     compile: bool = False
+    peak_tflops: float | None = None  # the device's peak for MFU; null: from a table of GPUs, else no MFU
     optimizer: Any = MISSING
     scheduler: Any = MISSING
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)

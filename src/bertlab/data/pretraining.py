@@ -11,14 +11,16 @@ import json
 import logging
 import random
 from pathlib import Path
+from typing import Any
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader, Dataset
 
+from bertlab.data.batch_masking import BatchMasker
 from bertlab.data.corpus import SPLITS
-from bertlab.data.masking import MaskingPolicy, example_generator
-from bertlab.data.sampler import epoch_loader, process_share
+from bertlab.data.loader_workers import resolve_num_workers
+from bertlab.data.masking import MaskingPolicy
+from bertlab.data.sampler import BatchKey, epoch_batch_loader, process_share
 from bertlab.data.token_store import (
     TokenStore,
     build_token_store,
@@ -33,52 +35,37 @@ log = logging.getLogger(__name__)
 ENCODE_CHUNK = 10_000
 
 
-class MaskedBlockDataset(Dataset):
-    """Block `index` of the token stream, masked with the generator of (seed, epoch, index)."""
+class BlockDataset(Dataset):
+    """Fixed-length blocks of the token stream, served a whole batch at a time.
 
-    def __init__(
-        self,
-        store: TokenStore,
-        block_length: int,
-        tokenizer: TextTokenizer,
-        masking: MaskingPolicy,
-        seed: int,
-    ) -> None:
-        self.ids = store.ids
+    `dataset[BatchKey]` is one row gather from the memory-mapped store (the blocks are a [num_blocks,
+    length - 2] view of it) plus the [CLS]/[SEP] columns; ids keep the store's compact dtype (converted
+    on the device). The batch carries its epoch and batch index, which seed its masking there
+    (bertlab.data.batch_masking).
+    """
+
+    def __init__(self, store: TokenStore, block_length: int, cls_id: int, sep_id: int) -> None:
         self.inner = block_length - 2
         self.num_blocks = store.ids.numel() // self.inner
-        self.cls = torch.tensor([tokenizer.cls_id], dtype=store.ids.dtype)
-        self.sep = torch.tensor([tokenizer.sep_id], dtype=store.ids.dtype)
-        self.special_ids = torch.tensor(tokenizer.special_ids, dtype=store.ids.dtype)
-        vocab = torch.arange(tokenizer.vocab_size)
-        self.replacement_ids = vocab[~torch.isin(vocab, self.special_ids.long())]
-        self.mask_id = tokenizer.mask_id
-        self.masking = masking
-        self.num_predictions = masking.num_predictions(self.inner)
-        self.seed = seed
+        self.blocks = store.ids[: self.num_blocks * self.inner].view(self.num_blocks, self.inner)
+        self.cls_id, self.sep_id = cls_id, sep_id
 
     def __len__(self) -> int:
         return self.num_blocks
 
-    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, torch.Tensor]:
-        epoch, index = key if isinstance(key, tuple) else (0, key)
-        start = index * self.inner
-        block = torch.cat([self.cls, self.ids[start : start + self.inner], self.sep])
-        example = self.masking.apply(
-            block,
-            self.special_ids,
-            self.mask_id,
-            self.replacement_ids,
-            self.num_predictions,
-            example_generator(self.seed, epoch, index),
-        )
-        example["input_ids"] = example["input_ids"].long()
-        return example
+    def __getitem__(self, key: BatchKey) -> dict[str, Any]:
+        rows = self.blocks.index_select(0, key.indices)
+        input_ids = rows.new_empty((rows.shape[0], self.inner + 2))
+        input_ids[:, 0] = self.cls_id
+        input_ids[:, 1:-1] = rows
+        input_ids[:, -1] = self.sep_id
+        return {"input_ids": input_ids, "epoch": key.epoch, "batch_index": key.batch_index}
 
 
 class PretrainingDataModule(L.LightningDataModule):
     """Reads the corpus, prepares (or reuses) the token stores, and serves masked blocks.
 
+    The loaders yield unmasked blocks; `on_after_batch_transfer` masks each batch on the model's device.
     `masking`, `batch_size` and `num_workers` are given at run time (they live in other config sections).
     """
 
@@ -92,7 +79,7 @@ class PretrainingDataModule(L.LightningDataModule):
         seed: int = 0,
         masking: MaskingPolicy | None = None,
         batch_size: int = 32,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
     ) -> None:
         super().__init__()
         for key, value in (("val_ratio", val_ratio), ("test_ratio", test_ratio)):
@@ -117,7 +104,8 @@ class PretrainingDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.tokenizer: TextTokenizer | None = None
         self.prepared_dir: Path | None = None
-        self.datasets: dict[str, MaskedBlockDataset] = {}
+        self.datasets: dict[str, BlockDataset] = {}
+        self.masker: BatchMasker | None = None
         self.skip_train_batches = 0  # set when resuming mid-epoch
         self._documents: dict[str, list[str]] | None = None
 
@@ -186,12 +174,11 @@ class PretrainingDataModule(L.LightningDataModule):
         for split in SPLITS:
             if split in self.datasets:
                 continue
-            dataset = MaskedBlockDataset(
+            dataset = BlockDataset(
                 load_token_store(self.prepared_dir / f"{split}.pt"),
                 block_length,
-                self.tokenizer,
-                self.masking,
-                self.seed,
+                self.tokenizer.cls_id,
+                self.tokenizer.sep_id,
             )
             if len(dataset) == 0:
                 # val/test come from their own files, or are split off the training text by ratio
@@ -203,20 +190,44 @@ class PretrainingDataModule(L.LightningDataModule):
                     f"source.{split}" if from_files else f"{split}_ratio",
                 )
             self.datasets[split] = dataset
+        self.masker = BatchMasker(
+            self.masking,
+            self.tokenizer.special_ids,
+            self.tokenizer.mask_id,
+            self.tokenizer.vocab_size,
+            self.masking.num_predictions(block_length - 2),
+            self.seed,
+        )
+
+    def device_type(self) -> str:
+        """Where the batches go: the Trainer's device ('cpu' before there is a Trainer)."""
+        return self.trainer.strategy.root_device.type if self.trainer is not None else "cpu"
+
+    def resolved_num_workers(self, device_type: str | None = None) -> int:
+        processes = self.trainer.num_devices if self.trainer is not None else 1
+        return resolve_num_workers(self.num_workers, device_type or self.device_type(), processes)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         rank, world_size = process_share(self.trainer)
-        return epoch_loader(
+        return epoch_batch_loader(
             self.datasets[split],
             self.batch_size,
             self.seed,
             shuffle=shuffle,
-            num_workers=self.num_workers,
+            num_workers=self.resolved_num_workers(),
             skip_batches=self.skip_train_batches if split == "train" else 0,
             drop_last=shuffle,
             rank=rank,
             world_size=world_size,
+            pin_memory=self.device_type() == "cuda",
         )
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Masks the batch where it now is (the model's device); Lightning moved it non-blocking."""
+        if self.masker is None:
+            raise RuntimeError("call setup() before masking batches")
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        return self.masker(batch, rank)
 
     def batches_per_epoch(self, world_size: int = 1) -> int:
         """Training batches each of `world_size` processes runs per epoch."""

@@ -1,8 +1,9 @@
-"""Epoch-seeded shuffling that yields (epoch, index) keys and can start in the middle of an epoch.
+"""Epoch-seeded shuffling that yields (epoch, index) keys, or whole batches as (epoch, batch index, items)
+keys, and can start in the middle of an epoch.
 
 The order of epoch e is a permutation drawn from (seed, e) alone, so it is the same in every process and
-after a resume; yielding the epoch with the index lets the dataset seed per-example randomness (masking)
-without shared mutable state across data-loader workers.
+after a resume; the keys carry the epoch (and the batch index), so randomness seeded from them (masking)
+needs no shared mutable state across data-loader workers and repeats after a resume.
 
 Under DDP each process takes every `world_size`-th item of the same order, starting at its rank. In
 training all processes take the same number of items (the remainder of an epoch is left out), so every
@@ -14,10 +15,12 @@ batch_size x world_size.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from bertlab.data.loader_workers import resolve_num_workers
 
 
 class EpochShuffleSampler(Sampler[tuple[int, int]]):
@@ -51,12 +54,15 @@ class EpochShuffleSampler(Sampler[tuple[int, int]]):
             self.num_items, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         )
 
+    def share(self, epoch: int) -> torch.Tensor:
+        """This process's items of epoch `epoch`, in order."""
+        end = self.num_items - self.num_items % self.world_size if self.even else self.num_items
+        return self.order(epoch)[self.rank : end : self.world_size]
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch, start = self.epoch, self.start
         self.start = 0
-        end = self.num_items - self.num_items % self.world_size if self.even else self.num_items
-        mine = self.order(epoch)[self.rank : end : self.world_size]
-        for index in mine[start:].tolist():
+        for index in self.share(epoch)[start:].tolist():
             yield epoch, index
 
     def __len__(self) -> int:
@@ -64,6 +70,43 @@ class EpochShuffleSampler(Sampler[tuple[int, int]]):
         if self.even:
             return self.num_items // self.world_size
         return len(range(self.rank, self.num_items, self.world_size))
+
+
+class BatchKey(NamedTuple):
+    """One batch of an epoch: its position in the epoch (which seeds its masking) and its items."""
+
+    epoch: int
+    batch_index: int
+    indices: torch.Tensor
+
+
+class EpochBatchSampler(Sampler[BatchKey]):
+    """Whole batches of an EpochShuffleSampler's share, so a dataset can fetch a batch in one gather.
+
+    Used with `DataLoader(batch_size=None)`: each key is one batch. `start_batch` (set when resuming
+    mid-epoch) skips batches without touching them; batch indices stay those of the full epoch.
+    """
+
+    def __init__(self, items: EpochShuffleSampler, batch_size: int, drop_last: bool) -> None:
+        self.items = items
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.items.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[BatchKey]:
+        epoch, start = self.items.epoch, self.start_batch
+        self.start_batch = 0
+        share = self.items.share(epoch)
+        for batch_index in range(start, len(self)):
+            begin = batch_index * self.batch_size
+            yield BatchKey(epoch, batch_index, share[begin : begin + self.batch_size])
+
+    def __len__(self) -> int:
+        count = len(self.items)
+        return count // self.batch_size if self.drop_last else -(-count // self.batch_size)
 
 
 def process_share(trainer: Any) -> tuple[int, int]:
@@ -78,7 +121,7 @@ def epoch_loader(
     batch_size: int,
     seed: int,
     shuffle: bool,
-    num_workers: int = 0,
+    num_workers: int | str = 0,
     skip_batches: int = 0,
     drop_last: bool = False,
     collate_fn=None,
@@ -89,6 +132,7 @@ def epoch_loader(
 
     It has its own generator: creating an iterator must not draw from the global RNG (dropout's stream).
     """
+    num_workers = resolve_num_workers(num_workers, "cuda" if torch.cuda.is_available() else "cpu")
     sampler = EpochShuffleSampler(
         len(dataset), seed, shuffle=shuffle, rank=rank, world_size=world_size, even=shuffle
     )
@@ -101,6 +145,42 @@ def epoch_loader(
         collate_fn=collate_fn,
         drop_last=drop_last,
         pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def epoch_batch_loader(
+    dataset: Dataset,
+    batch_size: int,
+    seed: int,
+    shuffle: bool,
+    num_workers: int = 0,
+    skip_batches: int = 0,
+    drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """Like `epoch_loader`, but the dataset receives a whole BatchKey and returns the collated batch.
+
+    No per-example Python work and no collate step: one `dataset[key]` call per batch. Workers, when
+    asked for, are persistent and the batches pinned (for non-blocking copies to the GPU).
+    """
+    sampler = EpochBatchSampler(
+        EpochShuffleSampler(
+            len(dataset), seed, shuffle=shuffle, rank=rank, world_size=world_size, even=shuffle
+        ),
+        batch_size,
+        drop_last,
+    )
+    sampler.start_batch = skip_batches
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
         generator=torch.Generator().manual_seed(seed),
     )

@@ -1,8 +1,8 @@
 """Resuming: find the checkpoint, check it fits the model, and restore what Lightning does not.
 
 Lightning restores weights, optimizer, scheduler, precision scaler, step and epoch counters. This module
-adds the rest of an exact resume: every RNG stream (dropout; masking and data order are seeded from
-(seed, epoch, index) and need no state), and the position inside the epoch, which the training sampler
+adds the rest of an exact resume: every RNG stream (dropout; data order is seeded from (seed, epoch) and
+masking from (seed, epoch, batch index, rank), which need no state), and the position inside the epoch, which the training sampler
 skips to directly instead of iterating through the batches already seen.
 """
 
@@ -132,6 +132,7 @@ RESUME_MAY_CHANGE = (
     "training.limit_val_batches",
     "training.checkpoint.every_n_steps",
     "training.compile",
+    "training.peak_tflops",
     "training.resume.",
     "training.batch_size",
 )
