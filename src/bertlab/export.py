@@ -225,7 +225,8 @@ def export_hf(
         hidden_act="gelu",
         hidden_dropout_prob=architecture["dropout"],
         attention_probs_dropout_prob=architecture["attention_dropout"],
-        max_position_embeddings=architecture["max_position_embeddings"] + fmt.position_offset(tokenizer.pad_id),
+        max_position_embeddings=architecture["max_position_embeddings"]
+        + fmt.position_offset(tokenizer.pad_id),
         type_vocab_size=fmt.type_vocab_size,
         layer_norm_eps=architecture["layer_norm_eps"],
         pad_token_id=tokenizer.pad_id,

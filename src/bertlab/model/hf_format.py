@@ -51,7 +51,9 @@ class HFFormat:
             ours, theirs = f"backbone.layers.{index}", f"{self.base}.encoder.layer.{index}"
             modules.update({f"{ours}.attention.qkv.{n}": f"{theirs}.attention.self.{n}" for n in QKV})
             modules.update({f"{ours}.{o}": f"{theirs}.{t}" for o, t in LAYER_NAMES.items()})
-        names = {f"{o}.{suffix}": f"{t}.{suffix}" for o, t in modules.items() for suffix in ("weight", "bias")}
+        names = {
+            f"{o}.{suffix}": f"{t}.{suffix}" for o, t in modules.items() for suffix in ("weight", "bias")
+        }
         names["backbone.word_embeddings.weight"] = f"{self.base}.embeddings.word_embeddings.weight"
         return names
 
@@ -143,7 +145,7 @@ def from_hf(
         state.setdefault(f"{fmt.head['decoder']}.bias", state[fmt.head_bias])
     names = {**fmt.names(num_layers), POSITIONS: fmt.position_key}
     if f"{fmt.head['decoder']}.weight" not in state:  # tied: transformers saves the matrix once
-        names.pop("head.decoder.weight")
+        names["head.decoder.weight"] = names["backbone.word_embeddings.weight"]
     missing = {ours: theirs for ours, theirs in names.items() if theirs not in state}
     out = {ours: state[theirs] for ours, theirs in names.items() if theirs in state}
     if POSITIONS in out:
