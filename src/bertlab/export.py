@@ -1,4 +1,5 @@
-"""Export a pretraining run to the Hugging Face format, loadable with `BertForMaskedLM.from_pretrained`.
+"""Export a pretraining run to the Hugging Face format, loadable with `BertForMaskedLM.from_pretrained`
+(or `RobertaForMaskedLM` for a run that started from a RoBERTa model, see hf_import.py).
 
     bertlab-export runs/pretraining/<name> --to hf [OUT_DIR]      (OUT_DIR defaults to <run>/hf)
     python -m bertlab.export runs/pretraining/<name> --to hf [OUT_DIR]
@@ -30,7 +31,8 @@ from torch import nn
 
 from bertlab.errors import BertlabError
 from bertlab.model.encoder import Encoder
-from bertlab.tokenizer import CLS, MASK, PAD, SEP, UNK, TextTokenizer
+from bertlab.model.hf_format import BERT, FORMATS, HFFormat, to_hf
+from bertlab.tokenizer import TextTokenizer
 from bertlab.training.resume import load_checkpoint
 
 CHECKPOINTS = ("checkpoints/best-model.ckpt", "checkpoints/model.ckpt")
@@ -79,6 +81,11 @@ class RunArtifacts:
     @property
     def tied(self) -> bool:
         return bool(self.head.get("tie_word_embeddings", True))
+
+    @property
+    def hf_format(self) -> HFFormat:
+        """RoBERTa for a run that started from a RoBERTa model (hf_source in its config), else BERT."""
+        return FORMATS[(self.config.get("hf_source") or {}).get("model_type", BERT.model_type)]
 
 
 def find_checkpoint(run_dir: Path, checkpoint: Path | None = None) -> Path:
@@ -169,50 +176,13 @@ def check_bert_compatible(run: RunArtifacts) -> None:
         )
 
 
-def _qkv(state: dict[str, torch.Tensor], prefix: str, fused: bool, suffix: str) -> list[torch.Tensor]:
-    """Query, key and value weights (suffix "weight") or biases ("bias") of one layer."""
-    if fused:
-        return list(state[f"{prefix}.attention.qkv.{suffix}"].chunk(3, dim=0))
-    return [state[f"{prefix}.attention.qkv.{name}.{suffix}"] for name in ("query", "key", "value")]
-
-
-def bert_state_dict(run: RunArtifacts) -> dict[str, torch.Tensor]:
-    """bertlab's checkpoint keys mapped onto BertForMaskedLM's (the fused QKV matrix split in three)."""
-    state, architecture = run.state_dict, run.architecture
-    hidden = architecture["hidden_size"]
-    word = state["backbone.word_embeddings.weight"]
-    out = {
-        "bert.embeddings.word_embeddings.weight": word,
-        "bert.embeddings.position_embeddings.weight": state["backbone.position_embeddings.embedding.weight"],
-        # bertlab has no segment embeddings: both token types add zero.
-        "bert.embeddings.token_type_embeddings.weight": torch.zeros(2, hidden, dtype=word.dtype),
-        "bert.embeddings.LayerNorm.weight": state["backbone.embedding_norm.weight"],
-        "bert.embeddings.LayerNorm.bias": state["backbone.embedding_norm.bias"],
-        "cls.predictions.transform.dense.weight": state["head.transform.weight"],
-        "cls.predictions.transform.dense.bias": state["head.transform.bias"],
-        "cls.predictions.transform.LayerNorm.weight": state["head.norm.weight"],
-        "cls.predictions.transform.LayerNorm.bias": state["head.norm.bias"],
-        "cls.predictions.decoder.weight": word if run.tied else state["head.decoder.weight"],
-        "cls.predictions.decoder.bias": state["head.decoder.bias"],
-        "cls.predictions.bias": state["head.decoder.bias"],
-    }
-    renames = {
-        "attention.out": "attention.output.dense",
-        "attention_norm": "attention.output.LayerNorm",
-        "feed_forward.up": "intermediate.dense",
-        "feed_forward.down": "output.dense",
-        "feed_forward_norm": "output.LayerNorm",
-    }
-    for index in range(architecture["num_layers"]):
-        source, target = f"backbone.layers.{index}", f"bert.encoder.layer.{index}"
-        for suffix in ("weight", "bias"):
-            for name, tensor in zip(
-                ("query", "key", "value"), _qkv(state, source, architecture["fused_qkv"], suffix), strict=True
-            ):
-                out[f"{target}.attention.self.{name}.{suffix}"] = tensor
-            for ours, theirs in renames.items():
-                out[f"{target}.{theirs}.{suffix}"] = state[f"{source}.{ours}.{suffix}"]
-    return {key: tensor.detach().clone().contiguous() for key, tensor in out.items()}
+def hf_state_dict(run: RunArtifacts, pad_token_id: int) -> dict[str, torch.Tensor]:
+    """bertlab's checkpoint keys mapped onto the Hugging Face format's (the fused QKV matrix split in three)."""
+    architecture = run.architecture
+    state = {k: v for k, v in run.state_dict.items() if k.startswith(("backbone.", "head."))}
+    if run.tied:
+        state["head.decoder.weight"] = state["backbone.word_embeddings.weight"]
+    return to_hf(state, run.hf_format, architecture["num_layers"], architecture["fused_qkv"], pad_token_id)
 
 
 def _transformers() -> Any:
@@ -242,7 +212,9 @@ def export_hf(
     architecture = run.architecture
     tokenizer_cfg = run.config.get("tokenizer", {})
     tokenizer = TextTokenizer.from_file(run.tokenizer_file)
-    config = transformers.BertConfig(
+    fmt = run.hf_format
+    config = transformers.AutoConfig.for_model(
+        fmt.model_type,
         vocab_size=run.vocab_size,
         hidden_size=architecture["hidden_size"],
         num_hidden_layers=architecture["num_layers"],
@@ -251,34 +223,38 @@ def export_hf(
         hidden_act="gelu",
         hidden_dropout_prob=architecture["dropout"],
         attention_probs_dropout_prob=architecture["attention_dropout"],
-        max_position_embeddings=architecture["max_position_embeddings"],
-        type_vocab_size=2,
+        max_position_embeddings=architecture["max_position_embeddings"]
+        + fmt.position_offset(tokenizer.pad_id),
+        type_vocab_size=fmt.type_vocab_size,
         layer_norm_eps=architecture["layer_norm_eps"],
         pad_token_id=tokenizer.pad_id,
+        **({"bos_token_id": tokenizer.cls_id, "eos_token_id": tokenizer.sep_id} if fmt.bos_eos else {}),
         position_embedding_type="absolute",
         tie_word_embeddings=run.tied,
-        architectures=["BertForMaskedLM"],
+        architectures=[fmt.masked_lm],
     )
-    model = transformers.BertForMaskedLM(config)
-    missing, unexpected = model.load_state_dict(bert_state_dict(run), strict=False)
+    model = getattr(transformers, fmt.masked_lm)(config)
+    missing, unexpected = model.load_state_dict(hf_state_dict(run, tokenizer.pad_id), strict=False)
     missing = [
         key for key in missing if not key.endswith("position_ids") and not key.endswith("token_type_ids")
     ]
     if missing or unexpected:  # a bug here, not a user error: say exactly what did not map
         raise RuntimeError(
-            f"weights did not map onto BertForMaskedLM: missing {missing}, unexpected {unexpected}"
+            f"weights did not map onto {fmt.masked_lm}: missing {missing}, unexpected {unexpected}"
         )
     if overwrite and out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.eval().save_pretrained(out_dir)
+    special = tokenizer.special
     fast = transformers.PreTrainedTokenizerFast(
         tokenizer_file=str(run.tokenizer_file),
-        unk_token=UNK,
-        pad_token=PAD,
-        cls_token=CLS,
-        sep_token=SEP,
-        mask_token=MASK,
+        unk_token=special.unk,
+        pad_token=special.pad,
+        cls_token=special.cls,
+        sep_token=special.sep,
+        mask_token=special.mask,
+        **({"bos_token": special.cls, "eos_token": special.sep} if fmt.bos_eos else {}),
         model_max_length=tokenizer_cfg.get("max_length", architecture["max_position_embeddings"]),
         padding_side="right",
     )

@@ -31,6 +31,7 @@ from bertlab.building import (
 )
 from bertlab.config.checks import check_finetuning
 from bertlab.errors import BertlabError
+from bertlab.hf_import import finetuning_source
 from bertlab.pretrained import inherit_architecture, load_backbone, pretrained_checkpoint
 from bertlab.tasks.classification import EVAL_COLUMNS, TRAIN_COLUMNS, SequenceClassifier
 from bertlab.training.distributed import is_main_process
@@ -73,7 +74,11 @@ def finetune(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
     # Everything that validates input runs before any file is written.
     source = cfg.pretrained_experiment
     pretrained_path = pretrained_config = None
-    if source.name is not None:
+    hf = finetuning_source(cfg)  # pretrained_experiment.hf_path: a Hugging Face folder instead of a run
+    if hf is not None:
+        pretrained_config = {"architecture": hf.model.architecture}
+        pretrained_state = {"state_dict": hf.state_dict}
+    elif source.name is not None:
         pretrained_path = pretrained_checkpoint(cfg.experiment.output_dir, source.name, source.checkpoint)
         pretrained_state = load_checkpoint(pretrained_path, "pretrained_experiment.checkpoint")
         pretrained_config = pretrained_state.get("bertlab", {}).get("config")
@@ -119,9 +124,9 @@ def finetune(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
     backbone = build_node(
         architecture, "architecture", vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id
     )
-    if pretrained_path is not None and setup.checkpoint_path is None:
-        load_backbone(backbone, pretrained_state["state_dict"], pretrained_path)
-        log.info("Backbone loaded from %s", pretrained_path)
+    if pretrained_config is not None and setup.checkpoint_path is None:
+        load_backbone(backbone, pretrained_state["state_dict"], pretrained_path or hf.model.folder)
+        log.info("Backbone loaded from %s", pretrained_path or hf.model.folder)
     head = build(
         cfg, "classification_head", hidden_size=backbone.hidden_size, num_labels=datamodule.num_labels
     )
@@ -164,6 +169,8 @@ def finetune(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
             "precision": setup.precision,
             "pretrained_from": {"run": str(pretrained_path.parent.parent), "checkpoint": str(pretrained_path)}
             if pretrained_path
+            else {"hf_source": hf.model.record()}
+            if hf
             else None,
             "architecture": OmegaConf.to_container(architecture),
             "architecture_overrides": architecture_overrides,

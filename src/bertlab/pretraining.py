@@ -23,6 +23,7 @@ from bertlab.building import (
 )
 from bertlab.config.checks import check_pretraining
 from bertlab.errors import BertlabError
+from bertlab.hf_import import load_weights, pretraining_source
 from bertlab.tasks.mlm import EVAL_COLUMNS, TRAIN_COLUMNS, MaskedLanguageModel
 from bertlab.training.distributed import is_main_process
 from bertlab.training.mfu import MFUMonitor, mlm_training_flops_per_token, resolve_peak_flops
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 def pretrain(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float | None:
     """Pretrain per `cfg` into `run_dir`; returns the best monitored validation value (for sweepers)."""
+    hf = pretraining_source(cfg)  # architecture=from_hf: cfg now holds the imported model's settings
     check_pretraining(cfg)
     training = cfg.training
 
@@ -78,6 +80,9 @@ def pretrain(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
 
     backbone = build(cfg, "architecture", vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id)
     head = build(cfg, "mlm_head.module", hidden_size=backbone.hidden_size, vocab_size=tokenizer.vocab_size)
+    if hf is not None and hf.state_dict is not None:
+        head.tie_to(backbone.word_embeddings)
+        load_weights(backbone, head, hf.state_dict, hf.model.folder)
     model = MaskedLanguageModel(
         backbone, head, setup.optimizer, setup.scheduler, run_config=OmegaConf.to_container(cfg, resolve=True)
     )
@@ -115,6 +120,7 @@ def pretrain(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
             "peak_tflops": peak_flops / 1e12 if peak_flops else None,
             "resumed_from": resumed_from,
             "resumed_at_step": step if fit_checkpoint else None,
+            "hf_source": OmegaConf.to_container(cfg.hf_source) if hf is not None else None,
         },
     )
     best, _ = fit_and_test(cfg, run_dir, trainer, model, datamodule, fit_checkpoint, setup.sweep)

@@ -8,8 +8,10 @@ tokenizer.json works as is for MLM and with `PreTrainedTokenizerFast`.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -18,6 +20,60 @@ from bertlab.errors import BertlabError
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """How a vocabulary spells its special tokens, and how it wraps a pair of texts in them.
+
+    bertlab trains BERT's; a vocabulary imported from a Hugging Face model may spell them as RoBERTa does.
+    """
+
+    pad: str
+    unk: str
+    cls: str
+    sep: str
+    mask: str
+    pair: str  # the post-processor's template for two texts
+
+    @property
+    def tokens(self) -> list[str]:
+        return [self.pad, self.unk, self.cls, self.sep, self.mask]
+
+
+BERT_TOKENS = SpecialTokens(PAD, UNK, CLS, SEP, MASK, pair=f"{CLS} $A {SEP} $B:1 {SEP}:1")
+ROBERTA_TOKENS = SpecialTokens("<pad>", "<unk>", "<s>", "</s>", "<mask>", pair="<s> $A </s> </s> $B </s>")
+SPECIAL_TOKEN_SETS = (BERT_TOKENS, ROBERTA_TOKENS)
+HF_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+
+
+def read_saved_tokenizer(source: str | Path) -> Tokenizer:
+    """A saved tokenizer.json, or the vocabulary of a Hugging Face model folder: its tokenizer.json, else
+    its BERT vocab.txt (with BERT's normalisation and the folder's do_lower_case, as transformers builds it)."""
+    source = Path(source)
+    if source.is_file():
+        return Tokenizer.from_file(str(source))
+    if (source / "tokenizer.json").is_file():
+        return Tokenizer.from_file(str(source / "tokenizer.json"))
+    settings_file = source / "tokenizer_config.json"
+    settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+    tokenizer = Tokenizer(models.WordPiece.from_file(str(source / "vocab.txt"), unk_token=UNK))
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True,
+        handle_chinese_chars=settings.get("tokenize_chinese_chars", True),
+        strip_accents=settings.get("strip_accents"),
+        lowercase=settings.get("do_lower_case", True),
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    tokenizer.add_special_tokens(SPECIAL_TOKENS)
+    return tokenizer
+
+
+def is_saved_tokenizer(source: str | Path) -> bool:
+    """A tokenizer file, or a folder holding one that `read_saved_tokenizer` reads."""
+    source = Path(source)
+    return source.is_file() or any((source / name).is_file() for name in HF_TOKENIZER_FILES)
 
 
 class TextTokenizer:
@@ -40,10 +96,11 @@ class TextTokenizer:
             raise BertlabError(f"must be at least 8 tokens, got {max_length}", "max_length")
         if min_frequency < 1:
             raise BertlabError(f"must be at least 1, got {min_frequency}", "min_frequency")
-        if vocab_source != "corpus" and not Path(vocab_source).is_file():
+        if vocab_source != "corpus" and not is_saved_tokenizer(vocab_source):
             raise BertlabError(
                 f"tokenizer file {vocab_source!r} does not exist; give the path of a saved tokenizer.json "
-                f"(for instance runs/pretraining/<name>/tokenizer.json) or 'corpus' to train one",
+                f"(for instance runs/pretraining/<name>/tokenizer.json), a Hugging Face model folder with "
+                f"{' or '.join(HF_TOKENIZER_FILES)}, or 'corpus' to train one",
                 "vocab_source",
             )
         self.vocab_source = vocab_source
@@ -52,6 +109,7 @@ class TextTokenizer:
         self.lowercase = lowercase
         self.max_length = max_length
         self.truncation = truncation
+        self.special = BERT_TOKENS
         self._tokenizer: Tokenizer | None = None
 
     # -- building -------------------------------------------------------------------------------------
@@ -93,23 +151,27 @@ class TextTokenizer:
                 tokenizer.save(str(temporary))
                 os.replace(temporary, cache_file)
         else:
-            tokenizer = Tokenizer.from_file(self.vocab_source)
-            missing = [token for token in SPECIAL_TOKENS if tokenizer.token_to_id(token) is None]
-            if missing:
-                raise BertlabError(
-                    f"tokenizer file {self.vocab_source!r} lacks the special tokens {missing}; "
-                    f"bertlab needs {SPECIAL_TOKENS}",
-                    "vocab_source",
-                )
-        cls_id, sep_id = tokenizer.token_to_id(CLS), tokenizer.token_to_id(SEP)
+            tokenizer = read_saved_tokenizer(self.vocab_source)
+        self.special = self._special_tokens(tokenizer)
         tokenizer.post_processor = processors.TemplateProcessing(
-            single=f"{CLS} $A {SEP}",
-            pair=f"{CLS} $A {SEP} $B:1 {SEP}:1",
-            special_tokens=[(CLS, cls_id), (SEP, sep_id)],
+            single=f"{self.special.cls} $A {self.special.sep}",
+            pair=self.special.pair,
+            special_tokens=[(t, tokenizer.token_to_id(t)) for t in (self.special.cls, self.special.sep)],
         )
         tokenizer.no_truncation()
         tokenizer.no_padding()
         self._tokenizer = tokenizer
+
+    def _special_tokens(self, tokenizer: Tokenizer) -> SpecialTokens:
+        """The first known spelling of the special tokens that the vocabulary has in full."""
+        for candidate in SPECIAL_TOKEN_SETS:
+            if all(tokenizer.token_to_id(token) is not None for token in candidate.tokens):
+                return candidate
+        raise BertlabError(
+            f"tokenizer {self.vocab_source!r} lacks the special tokens bertlab needs: one of "
+            f"{[candidate.tokens for candidate in SPECIAL_TOKEN_SETS]}",
+            "vocab_source",
+        )
 
     @classmethod
     def from_file(cls, path: str | Path, max_length: int = 128, truncation: bool = True) -> TextTokenizer:
@@ -145,23 +207,25 @@ class TextTokenizer:
 
     @property
     def pad_id(self) -> int:
-        return self.token_id(PAD)
+        return self.token_id(self.special.pad)
 
     @property
     def cls_id(self) -> int:
-        return self.token_id(CLS)
+        return self.token_id(self.special.cls)
 
     @property
     def sep_id(self) -> int:
-        return self.token_id(SEP)
+        return self.token_id(self.special.sep)
 
     @property
     def mask_id(self) -> int:
-        return self.token_id(MASK)
+        return self.token_id(self.special.mask)
 
     @property
     def special_ids(self) -> list[int]:
-        return sorted(self.token_id(token) for token in SPECIAL_TOKENS)
+        """Never masked: the five roles, and any other token the vocabulary registered as special."""
+        registered = (i for i, token in self.backend.get_added_tokens_decoder().items() if token.special)
+        return sorted({*(self.token_id(token) for token in self.special.tokens), *registered})
 
     # -- encoding -------------------------------------------------------------------------------------
     def encode_documents(self, texts: Sequence[str]) -> list[list[int]]:

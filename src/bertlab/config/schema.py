@@ -76,6 +76,7 @@ class FreezeConfig:
 class PretrainedExperimentConfig:
     name: str | None = None
     checkpoint: str | None = "best"
+    hf_path: str | None = None  # a Hugging Face model folder instead of a bertlab run (see hf_import.py)
 
 
 @dataclass

@@ -1,0 +1,255 @@
+"""Start a run from a Hugging Face BERT or RoBERTa model folder, as domain-adaptive pretraining does.
+
+    python launch.py +experiment=pretrain architecture=from_hf architecture.path=<folder> data=text ...
+    python launch.py +experiment=finetune architecture=from_pretrained pretrained_experiment.hf_path=<folder>
+
+The folder is read as given (no network): config.json, model.safetensors or pytorch_model.bin (sharded ones
+through their index), tokenizer.json or vocab.txt. Its config becomes an explicit bertlab architecture, so the
+run's checkpoints are self-contained and export, finetuning and resume treat the run like any other; the
+weights map through the name table that export uses (model/hf_format.py). A model_type or a setting bertlab's
+encoder cannot reproduce exactly is refused before anything is written, naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+
+from bertlab.errors import BertlabError
+from bertlab.model.hf_format import FORMATS, HFFormat, from_hf
+from bertlab.pretrained import load_backbone
+from bertlab.tokenizer import HF_TOKENIZER_FILES, TextTokenizer, is_saved_tokenizer
+
+log = logging.getLogger(__name__)
+ENCODER = "bertlab.model.encoder.Encoder"
+SUPPORTED = {
+    "bert": "BertForMaskedLM, BertForPreTraining, BertModel and models built on them (BioBERT, SciBERT, ...)",
+    "roberta": "RobertaForMaskedLM, RobertaModel and models built on them",
+}
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# config.json settings bertlab's encoder reproduces only at these values (absent means the default, allowed).
+EXACT_SETTINGS: dict[str, tuple[Any, ...]] = {
+    "hidden_act": ("gelu",),  # exact erf GELU; gelu_new and the tanh approximations differ
+    "position_embedding_type": ("absolute",),
+    "is_decoder": (False,),
+    "add_cross_attention": (False,),
+}
+
+
+@dataclass
+class HFModel:
+    """A validated Hugging Face model folder: its config, format, weight files and tokenizer."""
+
+    folder: Path
+    config: dict[str, Any]
+    format: HFFormat
+    weight_files: list[Path]
+    tokenizer: TextTokenizer
+
+    @property
+    def tied(self) -> bool:
+        return bool(self.config.get("tie_word_embeddings", True))
+
+    @property
+    def architecture(self) -> dict[str, Any]:
+        """The bertlab architecture (every Encoder option) that computes what this model computes."""
+        config = self.config
+        offset = self.format.position_offset(self.tokenizer.pad_id)
+        return {
+            "_target_": ENCODER,
+            "hidden_size": config["hidden_size"],
+            "num_layers": config["num_hidden_layers"],
+            "num_heads": config["num_attention_heads"],
+            "intermediate_size": config["intermediate_size"],
+            "dropout": config.get("hidden_dropout_prob", 0.1),
+            "attention_dropout": config.get("attention_probs_dropout_prob", 0.1),
+            "attention": "sdpa",
+            "position_encoding": "learned",
+            "max_position_embeddings": config["max_position_embeddings"] - offset,
+            "layer_norm_eps": config.get("layer_norm_eps", 1e-12),
+            "norm_position": "post",
+            "norm": "layernorm",
+            "activation": "gelu",
+            "bias": True,
+            "fused_qkv": True,
+            "rope_base": 10000.0,
+            "local_window": 16,
+            "global_every": 0,
+        }
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights under bertlab's names (`backbone.*`, and `head.*` where the folder has an MLM head)."""
+        raw: dict[str, torch.Tensor] = {}
+        for path in self.weight_files:
+            raw.update(_read_weights(path))
+        state, missing = from_hf(raw, self.format, self.config["num_hidden_layers"], self.tokenizer.pad_id)
+        encoder_missing = [theirs for ours, theirs in missing.items() if ours.startswith("backbone.")]
+        if encoder_missing:
+            raise BertlabError(
+                f"the weights in {str(self.folder)!r} lack {encoder_missing[:5]} "
+                f"({len(encoder_missing)} encoder tensors in all); they are not a complete "
+                f"{self.format.model_type} encoder",
+                "path",
+            )
+        if any(key.startswith("head.") for key in missing):
+            log.warning("%s has no MLM head (a base model): the head starts from random weights", self.folder)
+            state = {key: value for key, value in state.items() if not key.startswith("head.")}
+        return state
+
+    def weights_sha256(self) -> str:
+        digest = hashlib.sha256()
+        for path in self.weight_files:
+            with path.open("rb") as handle:
+                while block := handle.read(1 << 24):
+                    digest.update(block)
+        return digest.hexdigest()
+
+    def record(self) -> dict[str, Any]:
+        """What run.json and the checkpoints keep of the source: where, which format, which weights exactly."""
+        return {
+            "path": str(self.folder.resolve()),
+            "model_type": self.format.model_type,
+            "architectures": self.config.get("architectures"),
+            "weights": [path.name for path in self.weight_files],
+            "weights_sha256": self.weights_sha256(),
+        }
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError as error:
+            raise BertlabError(
+                f"{str(path)!r} needs safetensors: pip install 'bertlab[hf]' (or pip install safetensors)",
+                "path",
+            ) from error
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _weight_files(folder: Path, key: str) -> list[Path]:
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return [folder / name]
+        index = folder / f"{name}.index.json"
+        if index.is_file():  # sharded
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            return [folder / shard for shard in shards]
+    raise BertlabError(
+        f"{str(folder)!r} holds no weights: expected {' or '.join(WEIGHT_FILES)} (or a sharded index)", key
+    )
+
+
+def read_hf_model(path: str | Path, key: str = "architecture.path") -> HFModel:
+    """Validate a Hugging Face model folder without writing anything; errors name `key` or the setting."""
+    folder = Path(path).expanduser()
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise BertlabError(f"{str(config_file)!r} does not exist; give a Hugging Face model folder", key)
+    config = json.loads(config_file.read_text())
+    model_type = config.get("model_type")
+    supported = "; ".join(f"{name!r} ({classes})" for name, classes in SUPPORTED.items())
+    if model_type not in FORMATS:
+        raise BertlabError(
+            f"{str(config_file)!r} has model_type {model_type!r}, which bertlab cannot import; supported "
+            f"model_type values: {supported}",
+            key,
+        )
+    for setting, allowed in EXACT_SETTINGS.items():
+        if setting in config and config[setting] not in allowed:
+            raise BertlabError(
+                f"{str(config_file)!r} sets {setting}={config[setting]!r}; bertlab's encoder reproduces "
+                f"{model_type} exactly only with {setting} in {list(allowed)} (supported: {supported})",
+                key,
+            )
+    if not is_saved_tokenizer(folder):
+        raise BertlabError(
+            f"{str(folder)!r} holds no tokenizer: expected {' or '.join(HF_TOKENIZER_FILES)}", key
+        )
+    weight_files = _weight_files(folder, key)
+    try:
+        tokenizer = TextTokenizer.from_file(folder)
+    except BertlabError as error:
+        raise BertlabError(error.message, key) from None
+    for setting, ours in (("vocab_size", tokenizer.vocab_size), ("pad_token_id", tokenizer.pad_id)):
+        if config.get(setting, ours) != ours:
+            raise BertlabError(
+                f"{str(config_file)!r} sets {setting}={config[setting]} but its tokenizer has {ours}; bertlab "
+                f"needs the model and its tokenizer to agree",
+                key,
+            )
+    return HFModel(folder, config, FORMATS[model_type], weight_files, tokenizer)
+
+
+def load_weights(
+    backbone: nn.Module, head: nn.Module | None, state: dict[str, torch.Tensor], source: Path
+) -> None:
+    """Strictly load imported weights: the backbone always, the MLM head when the folder had one."""
+    load_backbone(backbone, state, source)
+    head_state = {k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")}
+    if head is not None and head_state:
+        head.load_state_dict(head_state)
+
+
+@dataclass
+class HFStart:
+    """A pretraining run's Hugging Face source, and its weights when the run starts fresh (not a resume)."""
+
+    model: HFModel
+    state_dict: dict[str, torch.Tensor] | None
+
+
+def pretraining_source(cfg: DictConfig) -> HFStart | None:
+    """For architecture=from_hf: rewrite `cfg` in place to the model's explicit architecture, its tokenizer
+    (tokenizer.vocab_source) and head tying, and record the source as `hf_source`; None for other runs.
+
+    Runs before anything is written, so every refusal leaves no trace. The explicit architecture is what the
+    checkpoints store: export and finetuning need neither this module nor the folder afterwards.
+    """
+    node = cfg.architecture
+    if "path" not in node:
+        return None
+    model = read_hf_model(node.path)
+    requested = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if v is not None}
+    requested.pop("path")
+    is_resume = bool(cfg.training.resume.is_resume)
+    state = None if is_resume else _state_dict(model, "architecture.path")
+    with open_dict(cfg):
+        cfg.architecture = {**model.architecture, **requested}
+        cfg.tokenizer.vocab_source = str(model.folder)
+        cfg.mlm_head.module.tie_word_embeddings = model.tied
+        cfg.hf_source = model.record()
+    return HFStart(model, state)
+
+
+def finetuning_source(cfg: DictConfig) -> HFStart | None:
+    """For pretrained_experiment.hf_path: the model (its weights, architecture) and cfg's tokenizer pointed at
+    its folder; None when the finetune starts from a bertlab run (or from scratch)."""
+    path = cfg.pretrained_experiment.get("hf_path")
+    if path is None:
+        return None
+    if cfg.pretrained_experiment.name is not None:
+        log.info(
+            "pretrained_experiment.hf_path is set: the backbone comes from %s, not from a bertlab run", path
+        )
+    model = read_hf_model(path, "pretrained_experiment.hf_path")
+    state = None if cfg.training.resume.is_resume else _state_dict(model, "pretrained_experiment.hf_path")
+    with open_dict(cfg):
+        cfg.tokenizer.vocab_source = str(model.folder)
+    return HFStart(model, state)
+
+
+def _state_dict(model: HFModel, key: str) -> dict[str, torch.Tensor]:
+    try:
+        return model.state_dict()
+    except BertlabError as error:
+        raise BertlabError(error.message, key) from None

@@ -1,0 +1,167 @@
+"""The Hugging Face BERT and RoBERTa weight formats: which bertlab weight is which of theirs.
+
+One name table serves both directions, so export (bertlab -> Hugging Face) and import (Hugging Face ->
+bertlab) cannot drift apart. bertlab's encoder is original BERT; the two formats differ only in names, in
+RoBERTa's position table (its position ids start at `pad_token_id + 1`, so the rows before are unused) and
+in what bertlab lacks: segment (token-type) embeddings. With all-zero type ids, as bertlab feeds them,
+type row 0 is added at every position, so on import it is folded into the position table, and on export
+the type table is zero: the outputs stay equal both ways.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+QKV = ("query", "key", "value")
+# bertlab layer submodule -> Hugging Face's, under <base>.encoder.layer.<i>.
+LAYER_NAMES = {
+    "attention.out": "attention.output.dense",
+    "attention_norm": "attention.output.LayerNorm",
+    "feed_forward.up": "intermediate.dense",
+    "feed_forward.down": "output.dense",
+    "feed_forward_norm": "output.LayerNorm",
+}
+
+
+@dataclass(frozen=True)
+class HFFormat:
+    """One Hugging Face model family bertlab's encoder reproduces exactly."""
+
+    model_type: str  # config.json's model_type
+    masked_lm: str  # the transformers class with the MLM head
+    base: str  # prefix of the encoder's weights in that class
+    head: dict[str, str]  # bertlab MLM head submodule -> theirs
+    head_bias: str  # the decoder bias (transformers ties <decoder>.bias to it)
+    offset_positions: bool  # position ids start at pad_token_id + 1 (RoBERTa)
+    type_vocab_size: int  # what an export writes
+    bos_eos: bool  # the tokenizer names its [CLS]/[SEP] roles bos and eos too (RoBERTa's <s> and </s>)
+
+    def position_offset(self, pad_token_id: int) -> int:
+        return pad_token_id + 1 if self.offset_positions else 0
+
+    def names(self, num_layers: int) -> dict[str, str]:
+        """bertlab name (q, k, v unfused, `backbone.`/`head.` prefixed) -> Hugging Face name."""
+        modules = {
+            "backbone.embedding_norm": f"{self.base}.embeddings.LayerNorm",
+            **{f"head.{ours}": theirs for ours, theirs in self.head.items()},
+        }
+        for index in range(num_layers):
+            ours, theirs = f"backbone.layers.{index}", f"{self.base}.encoder.layer.{index}"
+            modules.update({f"{ours}.attention.qkv.{n}": f"{theirs}.attention.self.{n}" for n in QKV})
+            modules.update({f"{ours}.{o}": f"{theirs}.{t}" for o, t in LAYER_NAMES.items()})
+        names = {
+            f"{o}.{suffix}": f"{t}.{suffix}" for o, t in modules.items() for suffix in ("weight", "bias")
+        }
+        names["backbone.word_embeddings.weight"] = f"{self.base}.embeddings.word_embeddings.weight"
+        return names
+
+    @property
+    def position_key(self) -> str:
+        return f"{self.base}.embeddings.position_embeddings.weight"
+
+    @property
+    def token_type_key(self) -> str:
+        return f"{self.base}.embeddings.token_type_embeddings.weight"
+
+
+BERT = HFFormat(
+    model_type="bert",
+    masked_lm="BertForMaskedLM",
+    base="bert",
+    head={
+        "transform": "cls.predictions.transform.dense",
+        "norm": "cls.predictions.transform.LayerNorm",
+        "decoder": "cls.predictions.decoder",
+    },
+    head_bias="cls.predictions.bias",
+    offset_positions=False,
+    type_vocab_size=2,
+    bos_eos=False,
+)
+ROBERTA = HFFormat(
+    model_type="roberta",
+    masked_lm="RobertaForMaskedLM",
+    base="roberta",
+    head={"transform": "lm_head.dense", "norm": "lm_head.layer_norm", "decoder": "lm_head.decoder"},
+    head_bias="lm_head.bias",
+    offset_positions=True,
+    type_vocab_size=1,
+    bos_eos=True,
+)
+FORMATS = {fmt.model_type: fmt for fmt in (BERT, ROBERTA)}
+POSITIONS = "backbone.position_embeddings.embedding.weight"
+
+
+def fuse_qkv(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
+    """Unfused query/key/value weights of every layer stacked into bertlab's fused `qkv` projection."""
+    state = dict(state)
+    for index in range(num_layers):
+        prefix = f"backbone.layers.{index}.attention.qkv"
+        for suffix in ("weight", "bias"):
+            state[f"{prefix}.{suffix}"] = torch.cat([state.pop(f"{prefix}.{n}.{suffix}") for n in QKV])
+    return state
+
+
+def split_qkv(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
+    """The inverse of `fuse_qkv`."""
+    state = dict(state)
+    for index in range(num_layers):
+        prefix = f"backbone.layers.{index}.attention.qkv"
+        for suffix in ("weight", "bias"):
+            for name, part in zip(QKV, state.pop(f"{prefix}.{suffix}").chunk(3, dim=0), strict=True):
+                state[f"{prefix}.{name}.{suffix}"] = part
+    return state
+
+
+def to_hf(
+    state: dict[str, torch.Tensor], fmt: HFFormat, num_layers: int, fused: bool, pad_token_id: int
+) -> dict[str, torch.Tensor]:
+    """bertlab's MLM weights (`backbone.*`, `head.*`) under the format's names."""
+    state = split_qkv(state, num_layers) if fused else state
+    out = {theirs: state[ours] for ours, theirs in fmt.names(num_layers).items()}
+    positions = state[POSITIONS]
+    offset = fmt.position_offset(pad_token_id)
+    out[fmt.position_key] = torch.cat([positions.new_zeros(offset, positions.size(1)), positions])
+    out[fmt.token_type_key] = positions.new_zeros(fmt.type_vocab_size, positions.size(1))
+    out[fmt.head_bias] = state["head.decoder.bias"]
+    return {key: tensor.detach().clone().contiguous() for key, tensor in out.items()}
+
+
+def from_hf(
+    state: dict[str, torch.Tensor], fmt: HFFormat, num_layers: int, pad_token_id: int
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A Hugging Face state dict as bertlab's (fused q/k/v, `backbone.*` and, where present, `head.*`).
+
+    Returns the weights and what was absent ({bertlab name: Hugging Face name}). A base model without the
+    MLM head (BertModel) lacks only `head.*`; the caller decides what that means. Weights saved by a base
+    class lack the `<base>.` prefix and old ones name LayerNorm parameters gamma/beta: both are accepted.
+    """
+    state = {_modern_name(key): value for key, value in state.items()}
+    if fmt.position_key not in state:  # saved by the base model class: no prefix
+        state = {f"{fmt.base}.{key}": value for key, value in state.items()}
+    if fmt.head_bias in state:
+        state.setdefault(f"{fmt.head['decoder']}.bias", state[fmt.head_bias])
+    names = {**fmt.names(num_layers), POSITIONS: fmt.position_key}
+    if f"{fmt.head['decoder']}.weight" not in state:  # tied: transformers saves the matrix once
+        names["head.decoder.weight"] = names["backbone.word_embeddings.weight"]
+    missing = {ours: theirs for ours, theirs in names.items() if theirs not in state}
+    out = {ours: state[theirs] for ours, theirs in names.items() if theirs in state}
+    if POSITIONS in out:
+        positions = out[POSITIONS][fmt.position_offset(pad_token_id) :]
+        if fmt.token_type_key in state:  # bertlab feeds type 0 everywhere: fold its row into the positions
+            positions = positions + state[fmt.token_type_key][0]
+        out[POSITIONS] = positions
+    if not any(key.startswith("backbone.") for key in missing):
+        out = fuse_qkv(out, num_layers)
+    return {key: value.float().contiguous() for key, value in out.items()}, missing
+
+
+def _modern_name(key: str) -> str:
+    """Checkpoints converted from TensorFlow name LayerNorm parameters gamma and beta."""
+    if key.endswith(".gamma"):
+        return key[: -len("gamma")] + "weight"
+    if key.endswith(".beta"):
+        return key[: -len("beta")] + "bias"
+    return key

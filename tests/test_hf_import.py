@@ -1,0 +1,256 @@
+"""Starting from a Hugging Face model folder: import with equal logits, continued pretraining, finetuning
+from the folder and from the continued run, export back, and refusals before anything is written.
+
+The folders are tiny BERT and RoBERTa models with random weights and tokenizers trained here, saved with
+`save_pretrained`: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from bertlab.data.embedded_corpus import generate_documents, generate_reviews
+from bertlab.errors import BertlabError
+from bertlab.export import export_hf, load_model
+from bertlab.hf_import import load_weights, read_hf_model
+from bertlab.model.encoder import Encoder
+from bertlab.model.mlm_head import MLMHead
+from bertlab.run_folder import RUN_MARKERS
+from bertlab.tokenizer import TextTokenizer
+from tests.conftest import launch, read_csv
+
+transformers = pytest.importorskip("transformers")
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers  # noqa: E402
+
+TEXTS = ["the quick brown fox jumps over the lazy dog", "a short one", "Numbers like 1234, too!"]
+LAUNCH = [  # a few seconds per run
+    "tokenizer.max_length=32",
+    "training.batch_size=8",
+    "training.max_steps=12",
+    "training.val_check_interval=6",
+    "training.checkpoint.every_n_steps=6",
+    "training.precision=32-true",
+    "logging.log_every_n_steps=1",
+]
+
+
+def corpus() -> list[str]:
+    return generate_documents(300, seed=3) + [text for text, _ in generate_reviews(300, seed=3)] + TEXTS
+
+
+def bert_tokenizer(folder: Path) -> int:
+    """BERT's WordPiece vocabulary, saved only as vocab.txt (what older BERT folders hold)."""
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer.train_from_iterator(
+        corpus(), trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials)
+    )
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    (folder / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
+    return len(vocab)
+
+
+def roberta_tokenizer(folder: Path) -> int:
+    """RoBERTa's byte-level BPE with its special tokens (<s>=0, <pad>=1, </s>=2), saved as tokenizer.json."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator(corpus(), trainer)
+    tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        cls_token="<s>",
+        sep_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+    )
+    fast.save_pretrained(folder)
+    return tokenizer.get_vocab_size()
+
+
+def save_model(folder: Path, model_type: str, **config) -> Path:
+    """A tiny model with random weights (LayerNorms and biases too, so that a wrong mapping shows)."""
+    folder.mkdir(parents=True)
+    vocab_size = bert_tokenizer(folder) if model_type == "bert" else roberta_tokenizer(folder)
+    settings = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        layer_norm_eps=1e-7,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    if model_type == "bert":
+        settings.update(max_position_embeddings=64, pad_token_id=0)
+        hf_config, hf_class = transformers.BertConfig, transformers.BertForMaskedLM
+    else:
+        settings.update(
+            max_position_embeddings=34, pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1
+        )
+        hf_config, hf_class = transformers.RobertaConfig, transformers.RobertaForMaskedLM
+    torch.manual_seed(0)
+    model = hf_class(hf_config(**{**settings, **config}))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.2)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def hf_folders(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("hf")
+    return {kind: save_model(root / kind, kind) for kind in ("bert", "roberta")}
+
+
+def right_padded(tokenizer: TextTokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    encoded = tokenizer.encode_sequences(texts)
+    width = max(len(ids) for ids in encoded)
+    input_ids = torch.full((len(encoded), width), tokenizer.pad_id)
+    mask = torch.zeros(len(encoded), width, dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        mask[row, : len(ids)] = 1
+    return input_ids, mask
+
+
+def assert_same_logits(backbone, head, tokenizer, hf_model) -> None:
+    """Equal MLM logits at every real token, padded batch and a single unpadded sequence, within 1e-4."""
+    input_ids, mask = right_padded(tokenizer, TEXTS)
+    assert (input_ids == tokenizer.backend.token_to_id(tokenizer.special.unk)).float().mean() < 0.2
+    with torch.no_grad():
+        ours, theirs = (
+            head(backbone(input_ids, mask)),
+            hf_model(input_ids=input_ids, attention_mask=mask).logits,
+        )
+        assert ours.abs().max() > 1.0  # random weights give logits that differ where a mapping is wrong
+        torch.testing.assert_close(ours[mask.bool()], theirs[mask.bool()], atol=1e-4, rtol=0)
+        single = input_ids[:1, : int(mask[0].sum())]
+        torch.testing.assert_close(
+            head(backbone(single)), hf_model(input_ids=single).logits, atol=1e-4, rtol=0
+        )
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_import_gives_the_hugging_face_models_logits_and_special_tokens(hf_folders, kind):
+    model = read_hf_model(hf_folders[kind])
+    backbone = Encoder(
+        vocab_size=model.tokenizer.vocab_size,
+        pad_token_id=model.tokenizer.pad_id,
+        **{k: v for k, v in model.architecture.items() if k != "_target_"},
+    ).eval()
+    head = MLMHead(
+        backbone.hidden_size, model.tokenizer.vocab_size, model.tied, model.config["layer_norm_eps"]
+    )
+    head.tie_to(backbone.word_embeddings)
+    load_weights(backbone, head, model.state_dict(), model.folder)
+    hf = transformers.AutoModelForMaskedLM.from_pretrained(hf_folders[kind]).eval()
+    assert_same_logits(backbone, head.eval(), model.tokenizer, hf)
+
+    tokenizer = model.tokenizer
+    names = ["[CLS]", "[SEP]", "[MASK]", "[PAD]"] if kind == "bert" else ["<s>", "</s>", "<mask>", "<pad>"]
+    ids = [tokenizer.backend.token_to_id(name) for name in names]
+    assert [tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id, tokenizer.pad_id] == ids
+    assert set(ids) <= set(tokenizer.special_ids)  # masking never selects special tokens
+    reference = transformers.AutoTokenizer.from_pretrained(hf_folders[kind])
+    assert tokenizer.encode_sequences(TEXTS) == reference(TEXTS)["input_ids"]
+
+
+def text_file(folder: Path) -> Path:
+    path = folder / "corpus.txt"
+    path.write_text("\n".join(generate_documents(300, seed=5)) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_continued_pretraining_then_finetuning_and_export_round_trip(hf_folders, tmp_path, kind):
+    folder = hf_folders[kind]
+    start = ["+experiment=pretrain", "architecture=from_hf", f"architecture.path={folder}", "data=text"]
+    launch([*start, f"data.source.train={text_file(tmp_path)}", "experiment.name=dapt", *LAUNCH], tmp_path)
+    run_dir = tmp_path / "pretraining" / "dapt"
+
+    losses = [
+        float(row["loss"]) for row in read_csv(run_dir / "metrics/train/metrics.csv") if row.get("loss")
+    ]
+    assert len(losses) >= 10 and sum(losses[-3:]) < sum(losses[:3])
+    info = json.loads((run_dir / "run.json").read_text())
+    weights = folder / "model.safetensors"
+    assert info["hf_source"]["path"] == str(folder.resolve())
+    assert info["hf_source"]["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert info["vocab_size"] == read_hf_model(folder).tokenizer.vocab_size  # the imported vocabulary
+    assert json.loads((run_dir / "tokenizer.json").read_text())["model"]["vocab"]
+
+    exported = export_hf(run_dir, tmp_path / "exported")
+    hf = transformers.AutoModelForMaskedLM.from_pretrained(exported).eval()
+    assert type(hf).__name__ == ("BertForMaskedLM" if kind == "bert" else "RobertaForMaskedLM")
+    backbone, head, tokenizer = load_model(run_dir)
+    assert_same_logits(backbone, head, tokenizer, hf)
+    original = transformers.AutoModelForMaskedLM.from_pretrained(folder)
+    assert not torch.allclose(hf.get_input_embeddings().weight, original.get_input_embeddings().weight)
+
+    if kind == "roberta":  # finetuning is the same code for both; run it once
+        return
+    finetune = ["+experiment=finetune", "architecture=from_pretrained", *LAUNCH, "training.max_steps=4"]
+    launch([*finetune, "experiment.name=released", f"pretrained_experiment.hf_path={folder}"], tmp_path)
+    launch([*finetune, "experiment.name=adapted", "pretrained_experiment.name=dapt"], tmp_path)
+    released = json.loads((tmp_path / "finetuning/released/run.json").read_text())
+    adapted = json.loads((tmp_path / "finetuning/adapted/run.json").read_text())
+    assert released["pretrained_from"]["hf_source"]["path"] == str(folder.resolve())
+    assert adapted["pretrained_from"]["run"] == str(run_dir)
+    for name in ("released", "adapted"):
+        assert (tmp_path / "finetuning" / name / "tokenizer.json").read_text() == (
+            run_dir / "tokenizer.json"
+        ).read_text()
+        assert (tmp_path / "finetuning" / name / "results.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        ({"model_type": "gpt2"}, ["model_type 'gpt2'", "'bert'", "'roberta'"]),
+        ({"hidden_act": "gelu_new"}, ["hidden_act='gelu_new'", "'bert'", "'roberta'"]),
+        ({"position_embedding_type": "relative_key"}, ["position_embedding_type='relative_key'"]),
+    ],
+)
+def test_a_model_bertlab_cannot_reproduce_is_refused_before_anything_is_written(
+    hf_folders, tmp_path, config, named
+):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for file in hf_folders["bert"].iterdir():
+        (folder / file.name).write_bytes(file.read_bytes())
+    settings = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**settings, **config}))
+    with pytest.raises(BertlabError) as caught:
+        read_hf_model(folder)
+    assert caught.value.key == "architecture.path"
+    for text in named:
+        assert text in caught.value.message
+
+    if config.get("model_type") == "gpt2":  # the whole command: refused, and no file written
+        output = tmp_path / "runs"
+        args = ["+experiment=pretrain", "architecture=from_hf", f"architecture.path={folder}", "data=text"]
+        result = launch([*args, f"data.source.train={text_file(tmp_path)}"], output, check=False)
+        assert result.returncode != 0
+        assert "architecture.path" in result.stderr and "model_type 'gpt2'" in result.stderr
+        run_dir = (
+            output / "pretraining" / "pretrain"
+        )  # only Hydra's .hydra/ and run.log, as for any config error
+        assert not [marker for marker in RUN_MARKERS if (run_dir / marker).exists()]
+        assert not (output / ".cache").exists()
