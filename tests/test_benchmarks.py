@@ -1,6 +1,6 @@
 """The benchmarks run in --tiny mode and write results of the documented shape (no speed assertions).
 
-The five run as subprocesses started together (they are mostly start-up: imports and launch.py runs),
+The benchmarks run as subprocesses started together (they are mostly start-up: imports and launch.py runs),
 so the module takes about as long as the slowest one.
 """
 
@@ -17,7 +17,14 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ("mlm_throughput", "pipeline_overhead", "dataset_memory", "loader_throughput", "gpu_check")
+BENCHMARKS = (
+    "mlm_throughput",
+    "pipeline_overhead",
+    "dataset_memory",
+    "loader_throughput",
+    "gpu_check",
+    "quality",
+)
 TIMEOUT = 300  # generous: the machine may be shared; the five together take about a minute alone
 
 
@@ -127,6 +134,15 @@ def test_gpu_check_tiny_times_both_models(tiny_results):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks what gpu_check does where CUDA is absent")
+def test_quality_tiny_reports_baseline_scratch_and_pretrained(tiny_results):
+    stdout, payload = finished(tiny_results, "quality")
+    assert list(payload["rows"]) == ["baseline (TF-IDF + LR)", "from scratch", "pretrained"]
+    for row in payload["rows"].values():
+        assert 0 <= row["accuracy"]["median"] <= 1 and 0 <= row["macro_f1"]["median"] <= 1
+    assert payload["pretraining"]["steps"] >= 6 and payload["pretraining"]["val"][0]["step"] == 0
+    assert "| pretrained " in stdout and "| baseline (TF-IDF + LR) " in stdout
+
+
 def test_gpu_check_without_cuda_says_so_and_runs_nothing(tmp_path):
     output = tmp_path / "gpu_check.json"
     completed = subprocess.run(

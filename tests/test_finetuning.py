@@ -75,6 +75,17 @@ def test_default_chain_writes_the_finetuning_folder(pretrained_run, precision):
     accuracy = sum(row["label"] == row["prediction"] for row in predictions) / len(predictions)
     assert accuracy == pytest.approx(float(test_rows[0]["accuracy"]), abs=1e-6)
     assert accuracy > majority + 0.2, (accuracy, majority)
+    results = json.loads((run_dir / "results.json").read_text())
+    baseline = results["baseline"]  # TF-IDF + logistic regression on the same split, beside the model
+    assert baseline["test/accuracy"] > majority + 0.2 and 0 < baseline["test/macro_f1"] <= 1
+    assert baseline["C"] in (1.0, 4.0, 16.0) and baseline["seconds"] < 30
+    assert results["test/accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    log_tail = (run_dir / "run.log").read_text().splitlines()[-5:]
+    assert any(
+        f"Test accuracy {accuracy:.4f}" in line
+        and f"baseline: accuracy {baseline['test/accuracy']:.4f}" in line
+        for line in log_tail
+    ), log_tail
     info = json.loads((run_dir / "run.json").read_text())
     assert info["precision"] == precision
     assert info["pretrained_from"]["checkpoint"] == str(pretrained_run / "checkpoints/best-model.ckpt")

@@ -45,6 +45,36 @@ def val_rows(job: Path) -> list[dict[str, str]]:
     return [row for row in read_csv(job / "metrics/eval/metrics.csv") if row["stage"] == "val"]
 
 
+def test_finetune_optuna_maximises_macro_f1_and_reports_the_baseline(tmp_path):
+    launch(
+        [
+            "+experiment=finetune",
+            "hparams_search=finetune_optuna",
+            "hydra.sweeper.n_trials=2",
+            "pretrained_experiment=none",
+            "data.source.count=200",
+            "tokenizer.vocab_size=300",
+            "tokenizer.max_length=48",
+            "training.max_epochs=range(1,3)",  # a narrower range than the preset's, for speed
+        ],
+        tmp_path,
+        flags=("-m",),
+    )
+    sweep = sweep_folder(tmp_path, "finetuning")
+    results = OmegaConf.load(sweep / "optimization_results.yaml")
+    assert set(results.best_params) == {
+        "training.optimizer.lr",
+        "training.max_epochs",
+        "training.scheduler.warmup_ratio",
+        "training.layerwise_lr_decay",
+    }
+    rows = read_csv(sweep / "summary.csv")
+    assert [row["status"] for row in rows] == ["completed", "completed"]
+    assert all(row["monitor"] == "val/macro_f1" and row["baseline_test_accuracy"] for row in rows)
+    best = max(rows, key=lambda row: float(row["best_value"]))
+    assert best["best"] == "true" and float(best["best_value"]) == pytest.approx(results.best_value)
+
+
 def test_optuna_search_runs_trials_and_names_the_best(tmp_path):
     launch(
         [

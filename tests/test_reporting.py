@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
@@ -20,12 +21,13 @@ from bertlab.reporting.sweep_summary import (
     RECORD_FILE,
     SweepSummary,
     error_text,
+    final_metrics,
     read_records,
     record_job,
     summary_figure,
     write_sweep_summary,
 )
-from bertlab.run_folder import EVAL_METRICS, TRAIN_METRICS
+from bertlab.run_folder import EVAL_METRICS, RESULTS_FILE, TRAIN_METRICS
 from bertlab.training.interruption import TrainingInterrupted
 from tests.conftest import launch, read_csv
 
@@ -339,3 +341,19 @@ def test_multirun_with_a_failing_job_writes_the_summary(tmp_path):
     best = next(row for row in rows if row["best"] == "true")
     assert float(best["best_value"]) == min(float(rows[0]["best_value"]), float(rows[2]["best_value"]))
     assert_png(sweep_dir / "summary.png")
+
+
+def test_a_finetunes_linear_baseline_stands_beside_its_test_row(tmp_path):
+    (tmp_path / EVAL_METRICS).parent.mkdir(parents=True)
+    (tmp_path / EVAL_METRICS).write_text(
+        "step,epoch,stage,loss,accuracy,macro_f1\n10,1,val,0.5,0.8,0.7\n10,1,test,0.6,0.75,0.7\n"
+    )
+    (tmp_path / RESULTS_FILE).write_text(
+        json.dumps(
+            {"test/accuracy": 0.75, "baseline": {"test/accuracy": 0.7, "test/macro_f1": 0.65, "C": 4.0}}
+        )
+    )
+    metrics = final_metrics(tmp_path)
+    assert (metrics["test_accuracy"], metrics["baseline_test_accuracy"]) == ("0.75", "0.7")
+    assert metrics["baseline_test_macro_f1"] == "0.65"
+    assert list(metrics)[-2:] == ["baseline_test_accuracy", "baseline_test_macro_f1"]

@@ -21,7 +21,8 @@ from bertlab.data.classification import LabelledSequenceDataset, PadToLongest
 from bertlab.data.labelled import read_labelled_file
 from bertlab.data.token_store import build_token_store
 from bertlab.errors import BertlabError
-from bertlab.finetuning import LABELS_FILE, write_test_outputs
+from bertlab.finetuning import write_test_outputs
+from bertlab.run_folder import LABELS_FILE, RESULTS_FILE
 from bertlab.tasks.classification import SequenceClassifier
 from bertlab.tokenizer import TextTokenizer
 from bertlab.training.checkpointing import BEST_NAME
@@ -78,9 +79,9 @@ def evaluate(
         target = base.with_name(f"{data.stem}-{number}")
     target.mkdir(parents=True)
     write_test_outputs(target, model, trainer, labels)
-    results = json.loads((target / "results.json").read_text())
+    results = json.loads((target / RESULTS_FILE).read_text())
     results.update({"checkpoint": str(path), "data": str(data)})
-    (target / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (target / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
     return target
 
 
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     except BertlabError as error:
         print(f"Error: {error}", file=sys.stderr)
         return 2
-    print(json.dumps(json.loads((target / "results.json").read_text()), indent=2))
+    print(json.dumps(json.loads((target / RESULTS_FILE).read_text()), indent=2))
     print(f"Wrote {target}")
     return 0
 

@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from bertlab.baseline import linear_baseline
 from bertlab.building import (
     apply_resume,
     build,
@@ -33,15 +34,13 @@ from bertlab.config.checks import check_finetuning
 from bertlab.errors import BertlabError
 from bertlab.hf_import import finetuning_source
 from bertlab.pretrained import inherit_architecture, load_backbone, pretrained_checkpoint
+from bertlab.run_folder import LABELS_FILE, PREDICTIONS_FILE, RESULTS_FILE
 from bertlab.tasks.classification import EVAL_COLUMNS, TRAIN_COLUMNS, SequenceClassifier
 from bertlab.training.distributed import is_main_process
 from bertlab.training.freezing import FreezeSchedule
 from bertlab.training.resume import load_checkpoint
 
 log = logging.getLogger(__name__)
-LABELS_FILE = "labels.json"
-RESULTS_FILE = "results.json"
-PREDICTIONS_FILE = "predictions.csv"
 
 
 def architecture_config(
@@ -185,16 +184,40 @@ def finetune(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
     trainer.callbacks.append(freezing)
     best, finished = fit_and_test(cfg, run_dir, trainer, model, datamodule, fit_checkpoint, setup.sweep)
     if finished and cfg.logging.log_eval and trainer.is_global_zero:
-        write_test_outputs(run_dir, model, trainer, datamodule.labels)
+        baseline = None
+        if training.baseline:
+            baseline = linear_baseline(
+                examples["train"], examples["val"], examples["test"], datamodule.labels, cfg.experiment.seed
+            )
+        write_test_outputs(run_dir, model, trainer, datamodule.labels, baseline)
     return best
 
 
-def write_test_outputs(run_dir: Path, model: SequenceClassifier, trainer: L.Trainer, labels: list) -> None:
-    """results.json (test figures of the best checkpoint) and predictions.csv (one row per test example)."""
-    results = {
+def write_test_outputs(
+    run_dir: Path,
+    model: SequenceClassifier,
+    trainer: L.Trainer,
+    labels: list,
+    baseline: dict[str, float] | None = None,
+) -> None:
+    """results.json (test figures of the best checkpoint, and the linear baseline's beside them) and
+    predictions.csv (one row per test example)."""
+    results: dict[str, Any] = {
         key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("test/")
     }
     results.setdefault("checkpoint", "checkpoints/best-model.ckpt")
+    if baseline is not None:
+        results["baseline"] = {"model": "tfidf_1-2gram_logistic_regression", **baseline}
+        log.info(
+            "Test accuracy %.4f, macro-F1 %.4f; TF-IDF + logistic regression baseline: accuracy %.4f, "
+            "macro-F1 %.4f (C=%g, %.1f s)",
+            results.get("test/accuracy", float("nan")),
+            results.get("test/macro_f1", float("nan")),
+            baseline["test/accuracy"],
+            baseline["test/macro_f1"],
+            baseline["C"],
+            baseline["seconds"],
+        )
     (run_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
     write_predictions(run_dir / PREDICTIONS_FILE, model.predictions, labels)
 

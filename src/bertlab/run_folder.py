@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 # What a run writes once it has passed its checks. A folder holding only .hydra/ and run.log is a launch
 # that stopped at a config error: the corrected command may reuse it.
 RUN_MARKERS = ("checkpoints", "metrics", "tokenizer.json", "run.json")
+# A finetuning run's test outputs (finetuning.py writes them; evaluate.py and the sweep summary read them).
+LABELS_FILE = "labels.json"
+RESULTS_FILE = "results.json"
+PREDICTIONS_FILE = "predictions.csv"
 # Everything an attempt writes into its folder besides Hydra's .hydra/ and run.log.
 ATTEMPT_OUTPUTS = (
     *RUN_MARKERS,

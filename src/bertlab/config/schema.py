@@ -106,6 +106,7 @@ class TrainingConfig:
 @dataclass
 class FinetuneTrainingConfig(TrainingConfig):
     head_lr: float | None = None
+    baseline: bool = True
     layerwise_lr_decay: float = 1.0
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
 

@@ -34,7 +34,7 @@ from bertlab.reporting.plots import (
     save_figure,
     to_float,
 )
-from bertlab.run_folder import EVAL_METRICS, TRAIN_METRICS
+from bertlab.run_folder import EVAL_METRICS, RESULTS_FILE, TRAIN_METRICS
 from bertlab.training.distributed import is_main_process
 
 try:
@@ -79,7 +79,8 @@ def error_text(error: BaseException | str) -> str:
 
 
 def final_metrics(run_dir: Path) -> dict[str, str]:
-    """The last step, last train loss, last `val` row (`final_val_<col>`) and `test` row (`test_<col>`)."""
+    """The last step, last train loss, last `val` row (`final_val_<col>`), `test` row (`test_<col>`) and, for
+    a finetune, its linear baseline's test figures (`baseline_test_<col>`)."""
     train = read_rows(run_dir / TRAIN_METRICS)
     evaluation = read_rows(run_dir / EVAL_METRICS)
     steps = [to_float(row.get("step")) for row in train + evaluation]
@@ -99,6 +100,11 @@ def final_metrics(run_dir: Path) -> dict[str, str]:
                     if name not in ("step", "epoch", "stage")
                 }
             )
+    results = run_dir / RESULTS_FILE
+    baseline = json.loads(results.read_text()).get("baseline", {}) if results.is_file() else {}
+    for name in ("test/accuracy", "test/macro_f1"):  # a finetune's linear baseline, beside its test row
+        if name in baseline:
+            metrics[f"baseline_{name.replace('/', '_')}"] = repr(baseline[name])
     return metrics
 
 

@@ -132,6 +132,7 @@ RESUME_MAY_CHANGE = (
     "training.limit_val_batches",
     "training.checkpoint.every_n_steps",
     "training.compile",
+    "training.baseline",
     "training.peak_tflops",
     "training.resume.",
     "training.batch_size",
