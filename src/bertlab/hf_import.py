@@ -1,7 +1,7 @@
 """Start a run from a Hugging Face BERT or RoBERTa model folder, as domain-adaptive pretraining does.
 
     python launch.py +experiment=pretrain architecture=from_hf architecture.path=<folder> data=text ...
-    python launch.py +experiment=finetune architecture=from_pretrained pretrained_experiment.hf_path=<folder>
+    python launch.py +experiment=finetune pretrained_experiment.hf_path=<folder>
 
 The folder is read as given (no network): config.json, model.safetensors or pytorch_model.bin (sharded ones
 through their index), tokenizer.json or vocab.txt. Its config becomes an explicit bertlab architecture, so the
