@@ -85,28 +85,27 @@ class BadRecords:
 
 
 def _decoded_lines(chunk: Chunk, bad: BadRecords) -> Iterator[tuple[int, str | None]]:
-    """(line number, text) of a byte chunk; an undecodable line is counted and given as None."""
+    """(line number, text) of a byte chunk; an undecodable line is counted (in line order) and given as None."""
     try:
-        lines: list[str | None] = chunk.data.decode("utf-8").split("\n")
+        lines: list[str | UnicodeDecodeError] = chunk.data.decode("utf-8").split("\n")
     except UnicodeDecodeError:
         lines = []
-        for offset, raw in enumerate(chunk.data.split(b"\n")):
+        for raw in chunk.data.split(b"\n"):
             try:
                 lines.append(raw.decode("utf-8"))
             except UnicodeDecodeError as error:
-                location = f"{chunk.source}:{chunk.first_line + offset}"
-                bad.add(
-                    chunk.source,
-                    "undecodable",
-                    location,
-                    f"byte 0x{raw[error.start]:02x} at column {error.start + 1}",
-                )
-                lines.append(None)
+                lines.append(error)
     if chunk.data.endswith(b"\n"):
         lines.pop()  # the empty piece after the last newline
-    if chunk.first_line == 1 and lines and lines[0] is not None:
+    if chunk.first_line == 1 and lines and isinstance(lines[0], str):
         lines[0] = lines[0].removeprefix("\ufeff")
-    return zip(itertools.count(chunk.first_line), lines)
+    for number, line in zip(itertools.count(chunk.first_line), lines):
+        if isinstance(line, UnicodeDecodeError):
+            detail = f"byte 0x{line.object[line.start]:02x} at column {line.start + 1}"
+            bad.add(chunk.source, "undecodable", f"{chunk.source}:{number}", detail)
+            yield number, None
+        else:
+            yield number, line
 
 
 def _txt_documents(chunk: Chunk, paragraphs: bool, bad: BadRecords) -> list[str]:
