@@ -1,6 +1,6 @@
 """The benchmarks run in --tiny mode and write results of the documented shape (no speed assertions).
 
-The five run as subprocesses started together (they are mostly start-up: imports and launch.py runs),
+The six run as subprocesses started together (they are mostly start-up: imports and launch.py runs),
 so the module takes about as long as the slowest one.
 """
 
@@ -17,7 +17,14 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ("mlm_throughput", "pipeline_overhead", "dataset_memory", "loader_throughput", "gpu_check")
+BENCHMARKS = (
+    "mlm_throughput",
+    "pipeline_overhead",
+    "dataset_memory",
+    "prepare_throughput",
+    "loader_throughput",
+    "gpu_check",
+)
 TIMEOUT = 300  # generous: the machine may be shared; the five together take about a minute alone
 
 
@@ -107,6 +114,16 @@ def test_dataset_memory_tiny(tiny_results):
     assert result["rss_growth"] == runs["growth"]
     assert result["target_growth"] == 0.1
     assert "RSS growth 1x -> 10x" in stdout and "MB/s" in stdout
+
+
+def test_prepare_throughput_tiny(tiny_results):
+    stdout, result = finished(tiny_results, "prepare_throughput")
+    runs = result["runs"]
+    assert set(runs) == {"1x", "10x"} and runs["10x"]["text_mb"] > 9 * runs["1x"]["text_mb"]
+    assert runs["10x"]["tokens"] == 10 * runs["1x"]["tokens"]
+    assert all(r["peak_rss_mb"] > 50 and r["preparation_seconds"] > 0 for r in runs.values())
+    assert result["ratio_to_bare_encode"] > 0 and result["target_ratio"] == 0.8
+    assert "peak RSS growth 1x -> 10x" in stdout and "ratio to bertlab's preparation" in stdout
 
 
 def test_loader_throughput_tiny(tiny_results):

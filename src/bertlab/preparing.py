@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from bertlab.building import TOKENIZER_FILE, build
-from bertlab.data.preparation import STATE
+from bertlab.data.preparation import read_state
 from bertlab.data.shard_store import MANIFEST, clear_stores
 from bertlab.errors import BertlabError
 from bertlab.run_folder import check_run_name
@@ -55,8 +55,13 @@ def prepare(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> None:
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     tokenizer_file = run_dir / TOKENIZER_FILE
-    if tokenizer_file.is_file() and (run_dir / STATE).is_file():
-        # An interrupted preparation: its shards were encoded with this vocabulary.
+    state = read_state(run_dir)
+    if (
+        tokenizer_file.is_file()
+        and state.get("splits_fingerprint") == datamodule.splits_fingerprint()
+        and state.get("tokenizer_settings") == tokenizer.settings_fingerprint()
+    ):
+        # An interrupted preparation of the same inputs: its shards were encoded with this vocabulary.
         log.info("Continuing with the tokenizer of the interrupted preparation, %s", tokenizer_file)
         tokenizer = type(tokenizer).from_file(tokenizer_file, tokenizer.max_length, tokenizer.truncation)
     else:

@@ -47,6 +47,14 @@ from bertlab.errors import BertlabError
 
 log = logging.getLogger(__name__)
 STATE = "preparation.json"  # what a partial folder is being prepared from (checked by a relaunch)
+
+
+def read_state(folder: Path) -> dict[str, Any]:
+    """What the preparation in `folder` was started with ({} when none was)."""
+    path = Path(folder) / STATE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 IN_FLIGHT_PER_PROCESS = 2
 
 
@@ -184,9 +192,11 @@ def prepare_folder(plan: PreparationPlan, folder: Path, num_proc: int) -> dict[s
 
 def _prepare(plan: PreparationPlan, folder: Path, num_proc: int) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
-    state = {"fingerprint": plan.fingerprint, "format": FORMAT_VERSION}
+    state = {"fingerprint": plan.fingerprint, "format": FORMAT_VERSION, **plan.description}
     state_file = folder / STATE
     if not state_file.is_file() or json.loads(state_file.read_text()) != state:
+        if state_file.is_file():
+            log.warning("%s held a preparation of other inputs or settings: starting it over", folder)
         clear_stores(folder)
         atomic_write_text(state_file, json.dumps(state))
     records = finished_records(folder)
@@ -245,7 +255,7 @@ def _prepare(plan: PreparationPlan, folder: Path, num_proc: int) -> dict[str, An
     seconds = time.monotonic() - started
     tokens = sum(s["tokens"] for s in manifest["splits"].values())
     log.info(
-        "Prepared %s tokens in %d shard(s) in %.0f s (%s); %d bad record(s) skipped",
+        "Prepared %s tokens in %d shard(s) in %.1f s (%s); %d bad record(s) skipped",
         f"{tokens:,}",
         len(records),
         seconds,

@@ -198,6 +198,8 @@ class PretrainingDataModule(L.LightningDataModule):
             on_bad_record=self.on_bad_record,
             description={
                 "sources_fingerprint": self.source.fingerprint(),
+                "splits_fingerprint": self.splits_fingerprint(),
+                "tokenizer_settings": tokenizer.settings_fingerprint(),
                 "tokenizer_fingerprint": tokenizer.fingerprint(),
                 "vocab_size": tokenizer.vocab_size,
                 "val_ratio": self.val_ratio,
