@@ -6,6 +6,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -93,7 +94,7 @@ def test_one_or_two_processes_write_byte_identical_stores(tmp_path):
     assert one == two
 
 
-def test_a_killed_preparation_continues_to_the_same_bytes(tmp_path):
+def test_a_killed_preparation_continues_to_the_same_bytes(tmp_path, caplog):
     corpus = tmp_path / "big.txt"
     corpus.write_text("\n".join(sentences(40000, seed=3)) + "\n")
     common = [
@@ -124,7 +125,9 @@ def test_a_killed_preparation_continues_to_the_same_bytes(tmp_path):
     assert not (killed / "manifest.json").exists(), "the preparation finished before it could be killed"
     with pytest.raises(BertlabError, match=r"not a finished prepared dataset.*relaunch the same preparation"):
         PretrainingDataModule(TextCorpus(train=str(corpus)), prepared=str(killed))
+    caplog.set_level(logging.INFO)
     run(compose_config([*common, "experiment.name=killed"], tmp_path), killed)  # the relaunch
+    assert "Continuing the preparation" in caplog.text and "starting it over" not in caplog.text
     assert stores(killed) == stores(whole)
     assert json.loads((whole / "manifest.json").read_text())["shards"] > 3
     with pytest.raises(BertlabError, match="already holds a finished prepared dataset"):
@@ -172,10 +175,12 @@ def test_bad_records_are_counted_or_refused_naming_file_and_line(tmp_path):
     assert report["counts"] == {"broken_json": 1, "empty": 1, "undecodable": 1}
     assert report["first"][0].startswith(f"{tmp_path / 'web.jsonl'}:11: broken_json")
     assert sum(manifest["splits"][s]["documents"] for s in ("train", "val", "test")) == 50
-    with pytest.raises(BertlabError, match=r"on_bad_record: .*web\.jsonl:11: broken_json"):
+    with pytest.raises(
+        BertlabError, match=r"source\.train: .*web\.jsonl:11 is not valid JSON .*data\.on_bad_record=skip"
+    ):
         datamodule(tmp_path / "error", str(tmp_path / "web.jsonl"), on_bad_record="error").prepare(fitted)
     (tmp_path / "bad.txt").write_bytes(b"a fine line\nnot \xff utf-8\nanother fine line\n")
-    with pytest.raises(BertlabError, match=r"bad\.txt:2: undecodable \(byte 0xff at column 5\)"):
+    with pytest.raises(BertlabError, match=r"bad\.txt:2 is not valid UTF-8 \(byte 0xff at column 5\)"):
         datamodule(tmp_path / "error2", str(tmp_path / "bad.txt"), on_bad_record="error").prepare(fitted)
     (tmp_path / "image.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 10)
     with pytest.raises(BertlabError, match=r"image\.txt' is not text \(it holds NUL bytes"):

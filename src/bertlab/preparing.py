@@ -63,7 +63,7 @@ def prepare(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> None:
     ):
         # An interrupted preparation of the same inputs: its shards were encoded with this vocabulary.
         log.info("Continuing with the tokenizer of the interrupted preparation, %s", tokenizer_file)
-        tokenizer = type(tokenizer).from_file(tokenizer_file, tokenizer.max_length, tokenizer.truncation)
+        tokenizer.fit((), cache_file=tokenizer_file)  # its vocabulary, with this run's tokenizer settings
     else:
         clear_stores(run_dir)
         try:
@@ -71,8 +71,8 @@ def prepare(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> None:
                 datamodule.tokenizer_sample() if tokenizer.needs_corpus else (),
                 cache_file=datamodule.tokenizer_cache_file(tokenizer),
             )
-        except BertlabError as error:
-            raise error.in_section("data.source") from None
+        except BertlabError as error:  # raised while reading the text: named by its data.* key
+            raise error.in_section("data") from None
         tokenizer.save(tokenizer_file)
     try:
         manifest = datamodule.write_prepared(tokenizer, run_dir)

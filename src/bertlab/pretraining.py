@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -29,6 +30,14 @@ from bertlab.training.distributed import is_main_process
 from bertlab.training.mfu import MFUMonitor, mlm_training_flops_per_token, resolve_peak_flops
 
 log = logging.getLogger(__name__)
+
+
+def _data_errors(texts: Iterator[str]) -> Iterator[str]:
+    """Errors found reading the text while the tokenizer trains are named by their data.* key."""
+    try:
+        yield from texts
+    except BertlabError as error:
+        raise error.in_section("data") from None
 
 
 def pretrain(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float | None:
@@ -61,7 +70,7 @@ def pretrain(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
         run_dir,
         source_dir,
         fit=lambda fresh: fresh.fit(
-            datamodule.tokenizer_sample() if fresh.needs_corpus else (),
+            _data_errors(datamodule.tokenizer_sample()) if fresh.needs_corpus else (),
             cache_file=datamodule.tokenizer_cache_file(fresh),
         ),
     )

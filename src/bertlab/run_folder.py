@@ -274,9 +274,7 @@ class RunFolderGuard(Callback):
             return
         experiment, resume = config.experiment, config.training.resume
         run_dir = Path(config.hydra.run.dir)
-        if (
-            experiment.kind == "preparation"
-        ):  # no checkpoints: a partial folder is continued, a finished one kept
+        if experiment.kind == "preparation":  # a partial folder is continued, a finished one kept
             from bertlab.preparing import refuse_finished_preparation
 
             try:

@@ -52,8 +52,11 @@ class BadRecords:
 
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     first: dict[str, list[str]] = field(default_factory=dict)
+    first_issue: tuple[str, str, str] | None = None  # (kind, location, detail) of the first one, for errors
 
     def add(self, source: str, kind: str, location: str, detail: str) -> None:
+        if self.first_issue is None:
+            self.first_issue = (kind, location, detail)
         per_file = self.counts.setdefault(source, {})
         per_file[kind] = per_file.get(kind, 0) + 1
         firsts = self.first.setdefault(source, [])
@@ -61,6 +64,7 @@ class BadRecords:
             firsts.append(f"{location}: {kind} ({detail})")
 
     def merge(self, other: BadRecords) -> None:
+        self.first_issue = self.first_issue or other.first_issue
         for source, kinds in other.counts.items():
             per_file = self.counts.setdefault(source, {})
             for kind, count in kinds.items():
@@ -68,6 +72,20 @@ class BadRecords:
         for source, firsts in other.first.items():
             mine = self.first.setdefault(source, [])
             mine.extend(firsts[: FIRST_LOCATIONS - len(mine)])
+
+    def describe_first(self) -> str:
+        """The first bad record as a sentence that names its file and line and what would fix it."""
+        if self.first_issue is None:
+            return ""
+        kind, location, detail = self.first_issue
+        if kind == "undecodable":
+            return (
+                f"{location} is not valid UTF-8 ({detail}); re-encode the file as UTF-8 "
+                f"(e.g. iconv -f latin1 -t utf-8)"
+            )
+        if kind == "broken_json":
+            return f"{location} is not valid JSON ({detail})"
+        return f"{location}: {kind.replace('_', ' ')} ({detail})"
 
     def total(self) -> int:
         return sum(sum(kinds.values()) for kinds in self.counts.values())
@@ -135,7 +153,8 @@ def _jsonl_documents(chunk: Chunk, text_field: str, bad: BadRecords) -> list[str
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            bad.add(chunk.source, "broken_json", location, f"{error.msg} at column {error.colno}")
+            detail = error.msg.removesuffix(" at")  # json's "Invalid control character at"
+            bad.add(chunk.source, "broken_json", location, f"{detail} at column {error.colno}")
             continue
         if not isinstance(record, dict) or text_field not in record:
             bad.add(chunk.source, "no_text_field", location, f"no field {text_field!r}")
@@ -151,7 +170,7 @@ def _jsonl_documents(chunk: Chunk, text_field: str, bad: BadRecords) -> list[str
 def _record_documents(chunk: Chunk, bad: BadRecords) -> list[str]:
     documents = []
     for number, value in zip(itertools.count(chunk.first_line), chunk.data):
-        location = f"{chunk.source}:{number}"
+        location = f"{chunk.source} row {number}"  # a record's row (a CSV record may span lines)
         if isinstance(value, bytes):
             try:
                 value = value.decode("utf-8")
@@ -185,6 +204,7 @@ class EncodedChunk:
     lengths: dict[str, np.ndarray]
     bad: BadRecords
     raw_bytes: int
+    split: str = "train"  # the split its input was given for
 
     @property
     def tokens(self) -> int:
@@ -251,4 +271,4 @@ def encode_chunk(chunk: Chunk) -> EncodedChunk:
             batch = tokenizer.encode_batch(texts[start : start + ENCODE_BATCH], add_special_tokens=False)
             encoded.extend(e.ids for e in batch if e.ids)
         ids[split], lengths[split] = _flatten(encoded, settings.sep_id, settings.dtype)
-    return EncodedChunk(ids, lengths, bad, chunk.raw_bytes)
+    return EncodedChunk(ids, lengths, bad, chunk.raw_bytes, chunk.split)

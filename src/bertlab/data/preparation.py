@@ -172,12 +172,10 @@ def _encoded(chunks: Iterable[Chunk], num_proc: int, settings: EncodingSettings)
             yield pending.popleft().get()
 
 
-def _raise_bad(bad: BadRecords) -> None:
-    source = next(iter(bad.first))
+def _raise_bad(encoded: EncodedChunk) -> None:
     raise BertlabError(
-        f"{bad.first[source][0]}; {bad.total()} bad record(s) so far. Fix the file, or set "
-        f"data.on_bad_record=skip to skip and count them",
-        "on_bad_record",
+        f"{encoded.bad.describe_first()}; or set data.on_bad_record=skip to skip and count bad records",
+        f"source.{encoded.split}",
     )
 
 
@@ -229,7 +227,7 @@ def _prepare(plan: PreparationPlan, folder: Path, num_proc: int) -> dict[str, An
             chunks_written += 1
             if encoded.bad.counts:
                 if plan.on_bad_record == "error":
-                    _raise_bad(encoded.bad)
+                    _raise_bad(encoded)
                 shard_bad.merge(encoded.bad)
             writer = writer or ShardWriter(folder, len(records))
             for split in SPLITS:

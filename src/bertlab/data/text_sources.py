@@ -56,7 +56,7 @@ class Chunk:
     source: str  # the file (or dataset) it comes from, for reports
     format: str  # txt | jsonl | records
     data: Any  # bytes, or a list of str / bytes / None
-    first_line: int  # line (or row) number of its first line / record, 1-based
+    first_line: int  # line number of its first line (txt, jsonl), or row number of its first record; 1-based
     split: str  # the split its input was given for
     raw_bytes: int = 0  # text bytes it holds, for progress
     issues: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, location, detail) found reading
@@ -106,6 +106,8 @@ def resolve_inputs(value: str | Sequence[str] | None, key: str) -> list[TextInpu
         else:
             raise BertlabError(f"file {item!r} does not exist (check the path; it is read as given)", key)
         for file in found:
+            if file.stat().st_size <= SNIFF_BYTES and not file.read_bytes().strip():
+                raise BertlabError(f"file {str(file)!r} holds no text", key)
             fmt, compression = _input_format(file)
             if fmt is None:
                 raise BertlabError(
@@ -136,20 +138,20 @@ def read_chunks(
             yield from _datasets_chunks(item, split, text_field)
 
 
-def _open(item: TextInput):
+def _open(item: TextInput, split: str):
     import pyarrow as pa
 
     try:
         return pa.input_stream(item.location, compression=item.compression)
     except OSError as error:
-        raise BertlabError(f"cannot read {item.location!r}: {error}", "source") from None
+        raise BertlabError(f"cannot read {item.location!r}: {error}", f"source.{split}") from None
 
 
-def _not_text(item: TextInput, detail: str) -> BertlabError:
+def _not_text(item: TextInput, detail: str, split: str) -> BertlabError:
     return BertlabError(
         f"file {item.location!r} is not text ({detail}); give UTF-8 text files "
         f"({', '.join(FORMATS)}, optionally .gz/.zst/.bz2)",
-        "source",
+        f"source.{split}",
     )
 
 
@@ -157,15 +159,15 @@ def _byte_chunks(item: TextInput, split: str, paragraphs: bool, chunk_bytes: int
     """Raw bytes cut after the last newline (or blank line, for paragraphs) of each block read."""
     separator = b"\n\n" if paragraphs else b"\n"
     line, carry, first = 1, b"", True
-    with _open(item) as stream:
+    with _open(item, split) as stream:
         while True:
             try:
                 block = stream.read(chunk_bytes)
             except OSError as error:  # a corrupt or mislabelled compressed file
-                raise _not_text(item, f"cannot decompress it as {item.compression}: {error}") from None
+                raise _not_text(item, f"cannot decompress it as {item.compression}: {error}", split) from None
             if first and block:
                 if b"\x00" in block[:SNIFF_BYTES]:
-                    raise _not_text(item, "it holds NUL bytes: it is binary")
+                    raise _not_text(item, "it holds NUL bytes: it is binary", split)
                 first = False
             if not block:
                 break
@@ -189,14 +191,14 @@ def _csv_chunks(item: TextInput, split: str, text_field: str, chunk_bytes: int) 
     broken: list[tuple[str, str, str]] = []
 
     def skip_row(row) -> str:
-        broken.append(("broken_row", f"{item.location}:{row.number}", row.text[:80]))
+        broken.append(("broken_row", f"{item.location}:{row.number} (line)", row.text[:80]))
         return "skip"
 
-    with _open(item) as stream:
+    with _open(item, split) as stream:
         head = stream.read(SNIFF_BYTES)
     if b"\x00" in head:
-        raise _not_text(item, "it holds NUL bytes: it is binary")
-    stream = _open(item)
+        raise _not_text(item, "it holds NUL bytes: it is binary", split)
+    stream = _open(item, split)
     try:
         reader = csv.open_csv(
             stream,
@@ -212,16 +214,16 @@ def _csv_chunks(item: TextInput, split: str, text_field: str, chunk_bytes: int) 
             raise BertlabError(
                 f"{item.location!r} has no column {text_field!r}; set data.source.text_field to the column "
                 f"that holds the text",
-                "text_field",
+                "source.text_field",
             ) from None
-        raise _not_text(item, str(error)) from None
-    row = 2  # after the header line
+        raise _not_text(item, str(error), split) from None
+    row = 1  # records read (rows pyarrow could parse), not lines: a quoted value may span lines
     with stream:
         for batch in reader:
             texts = batch.column(0).to_pylist()
             issues, broken[:] = list(broken), []
             yield Chunk(item.location, "records", texts, row, split, batch.nbytes, issues)
-            row += len(texts) + len(issues)
+            row += len(texts)
 
 
 def _parquet_chunks(item: TextInput, split: str, text_field: str) -> Iterator[Chunk]:
@@ -231,12 +233,12 @@ def _parquet_chunks(item: TextInput, split: str, text_field: str) -> Iterator[Ch
     try:
         reader = parquet.ParquetFile(item.location)
     except pa.ArrowInvalid as error:
-        raise _not_text(item, f"not a Parquet file: {error}") from None
+        raise _not_text(item, f"not a Parquet file: {error}", split) from None
     if text_field not in reader.schema_arrow.names:
         raise BertlabError(
             f"{item.location!r} has no column {text_field!r} (it has {reader.schema_arrow.names}); set "
             f"data.source.text_field to the column that holds the text",
-            "text_field",
+            "source.text_field",
         )
     row = 1
     for batch in reader.iter_batches(batch_size=RECORD_BATCH, columns=[text_field]):
@@ -258,7 +260,7 @@ def load_datasets_input(item: TextInput, split: str):
         raise BertlabError(
             f"{item.location!r} is a `datasets` dataset; install bertlab with the `corpora` extra "
             f"(pip install -e '.[corpora]')",
-            "source",
+            f"source.{split}",
         ) from None
     try:
         if item.format == "datasets":
@@ -269,7 +271,7 @@ def load_datasets_input(item: TextInput, split: str):
         raise BertlabError(
             f"cannot load the `datasets` dataset {item.location!r} offline ({type(error).__name__}: "
             f"{str(error)[:200]}); save it with save_to_disk and give the folder",
-            "source",
+            f"source.{split}",
         ) from None
     if isinstance(loaded, datasets.DatasetDict):
         names = [name for name in DATASETS_SPLITS[split] if name in loaded]
@@ -277,7 +279,7 @@ def load_datasets_input(item: TextInput, split: str):
             raise BertlabError(
                 f"the `datasets` dataset {item.location!r} has splits {sorted(loaded)}, none named "
                 f"{' or '.join(DATASETS_SPLITS[split])}; give that split's folder instead",
-                "source",
+                f"source.{split}",
             )
         loaded = loaded[names[0]]
     return loaded
@@ -289,7 +291,7 @@ def _datasets_chunks(item: TextInput, split: str, text_field: str) -> Iterator[C
         raise BertlabError(
             f"the `datasets` dataset {item.location!r} has no column {text_field!r} (it has "
             f"{dataset.column_names}); set data.source.text_field",
-            "text_field",
+            "source.text_field",
         )
     row = 1
     for table in dataset.select_columns([text_field]).with_format("arrow").iter(batch_size=RECORD_BATCH):
