@@ -45,7 +45,7 @@ def write_1x(path: Path, megabytes: float) -> None:
     with path.open("w", encoding="utf-8") as handle:
         seed = 0
         while handle.tell() < megabytes * 1e6:
-            handle.write("\n".join(generate_documents(20000, seed)) + "\n")
+            handle.write("\n".join(generate_documents(20000 if megabytes >= 20 else 2000, seed)) + "\n")
             seed += 1
 
 

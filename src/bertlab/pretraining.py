@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bertlab.building import (
     RUN_INFO,
+    TOKENIZER_FILE,
     apply_resume,
     build,
     fit_and_test,
@@ -64,7 +65,9 @@ def pretrain(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
     # (data.prepared) brings its own tokenizer and is only read.
     L.seed_everything(cfg.experiment.seed, workers=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    source_dir = setup.checkpoint_path.parent.parent if setup.checkpoint_path else datamodule.prepared
+    source_dir = setup.checkpoint_path.parent.parent if setup.checkpoint_path else None
+    if source_dir is None and datamodule.prepared and (datamodule.prepared / TOKENIZER_FILE).is_file():
+        source_dir = datamodule.prepared  # a +experiment=prepare folder brings its tokenizer
     tokenizer = run_tokenizer(
         tokenizer,
         run_dir,

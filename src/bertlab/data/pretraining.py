@@ -236,10 +236,11 @@ class PretrainingDataModule(L.LightningDataModule):
             raise RuntimeError("call prepare(tokenizer) before setup()")
         block_length = self.tokenizer.max_length
         manifest = read_manifest(self.prepared_dir)
-        if manifest["vocab_size"] != self.tokenizer.vocab_size:
+        if manifest["tokenizer_fingerprint"] != self.tokenizer.fingerprint():
             raise BertlabError(
-                f"folder {str(self.prepared_dir)!r} was prepared with a vocabulary of {manifest['vocab_size']} "
-                f"tokens, the run's tokenizer has {self.tokenizer.vocab_size}; use the folder's tokenizer.json",
+                f"folder {str(self.prepared_dir)!r} was prepared with another tokenizer than the run's "
+                f"({manifest['vocab_size']} tokens, the run's has {self.tokenizer.vocab_size}); use the "
+                f"tokenizer it was prepared with (tokenizer.vocab_source=<its tokenizer.json>)",
                 "prepared",
             )
         for split in SPLITS:
