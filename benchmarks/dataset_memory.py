@@ -124,11 +124,11 @@ def prepare(corpus: Path, tokenizer_file: Path, work: Path, encode_only: bool) -
         "prepare_seconds": round(seconds, 2),
         "prepare_mb_per_s": round(text_mb / seconds, 2),
         "tokens": json.loads((folder / "manifest.json").read_text())["splits"],
-        "store_mb": round(sum(p.stat().st_size for p in folder.glob("*.pt")) / 1e6, 2),
+        "store_mb": round(sum(p.stat().st_size for p in folder.rglob("*.bin")) / 1e6, 2),
         "folder": str(folder),
     }
     if encode_only:
-        train = datamodule.documents()["train"]
+        train = list(datamodule.tokenizer_sample())
         train_mb = sum(len(text.encode()) + 1 for text in train) / 1e6
         wall, cpu = time.perf_counter(), time.process_time()
         tokenizer.backend.encode_batch(train, add_special_tokens=False)

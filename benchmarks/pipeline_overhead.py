@@ -68,7 +68,7 @@ def corpus_vocab_size(overrides: list[str], output_dir: Path) -> int:
         cfg = compose(config_name="config", overrides=[*overrides, f"experiment.output_dir={output_dir}"])
     tokenizer = instantiate(cfg.tokenizer)
     datamodule = instantiate(cfg.data, masking=None, batch_size=cfg.training.batch_size)
-    tokenizer.fit(datamodule.documents()["train"])
+    tokenizer.fit(datamodule.tokenizer_sample())
     return tokenizer.vocab_size
 
 

@@ -21,11 +21,12 @@ BENCHMARKS = (
     "mlm_throughput",
     "pipeline_overhead",
     "dataset_memory",
+    "prepare_throughput",
     "loader_throughput",
     "gpu_check",
     "quality",
 )
-TIMEOUT = 300  # generous: the machine may be shared; the five together take about a minute alone
+TIMEOUT = 420  # generous: the machine may be shared; together they take one to two minutes alone
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +115,16 @@ def test_dataset_memory_tiny(tiny_results):
     assert result["rss_growth"] == runs["growth"]
     assert result["target_growth"] == 0.1
     assert "RSS growth 1x -> 10x" in stdout and "MB/s" in stdout
+
+
+def test_prepare_throughput_tiny(tiny_results):
+    stdout, result = finished(tiny_results, "prepare_throughput")
+    runs = result["runs"]
+    assert set(runs) == {"1x", "10x"} and runs["10x"]["text_mb"] > 9 * runs["1x"]["text_mb"]
+    assert runs["10x"]["tokens"] == 10 * runs["1x"]["tokens"]
+    assert all(r["peak_rss_mb"] > 50 and r["preparation_seconds"] > 0 for r in runs.values())
+    assert result["ratio_to_bare_encode"] > 0 and result["target_ratio"] == 0.8
+    assert "peak RSS growth 1x -> 10x" in stdout and "ratio to bertlab's preparation" in stdout
 
 
 def test_loader_throughput_tiny(tiny_results):

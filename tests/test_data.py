@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bertlab.data.chunk_encoding import BadRecords, chunk_documents
 from bertlab.data.corpus import TextCorpus
 from bertlab.data.masking import MaskingPolicy
 from bertlab.data.pretraining import PretrainingDataModule
@@ -26,19 +27,37 @@ def test_token_store_is_one_tensor_plus_offsets_and_memory_mapped(tmp_path):
     assert str(tmp_path / "train.pt") in maps, "the store must be memory-mapped, not read into memory"
 
 
+def test_prepared_shards_are_memory_mapped_and_read_as_one_dataset(tmp_path):
+    corpus = tmp_path / "a.txt"
+    write_corpus(corpus, [f"the fox number {i} runs over the hill near the river" for i in range(300)])
+    datamodule = make_datamodule(tmp_path, corpus, shard_tokens=500, chunk_bytes=2000)
+    tokenizer = fitted_tokenizer(datamodule.tokenizer_sample())
+    folder = datamodule.prepare(tokenizer)
+    datamodule.setup()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["shards"] > 2 and len(manifest["splits"]["train"]["shard_tokens"]) == manifest["shards"]
+    assert str(folder / "train" / "00001.bin") in Path("/proc/self/maps").read_text()
+    dataset = datamodule.datasets["train"]
+    everything = dataset.rows(torch.arange(len(dataset)))  # gathered across every shard
+    one_by_one = torch.stack([dataset.rows(torch.tensor([i]))[0] for i in range(len(dataset))])
+    assert torch.equal(everything, one_by_one) and len(dataset.parts) == manifest["shards"]
+
+
 def write_corpus(path, lines):
     path.write_text("\n".join(lines) + "\n")
 
 
-def make_datamodule(tmp_path, train_file, **kwargs):
+def make_datamodule(tmp_path, train_file, num_proc=1, **kwargs):
     return PretrainingDataModule(
-        TextCorpus(train=str(train_file), **kwargs),
+        TextCorpus(train=str(train_file)),
         val_ratio=0.1,
         test_ratio=0.1,
         cache_dir=str(tmp_path / "cache"),
         seed=0,
         masking=MaskingPolicy(),
         batch_size=4,
+        num_proc=num_proc,
+        **kwargs,
     )
 
 
@@ -52,7 +71,7 @@ def test_blocks_have_static_length_and_start_with_cls(tmp_path):
     corpus = tmp_path / "a.txt"
     write_corpus(corpus, [f"the fox number {i} runs over the hill near the river" for i in range(60)])
     datamodule = make_datamodule(tmp_path, corpus)
-    tokenizer = fitted_tokenizer(datamodule.documents()["train"])
+    tokenizer = fitted_tokenizer(datamodule.tokenizer_sample())
     datamodule.prepare(tokenizer)
     datamodule.setup()
     raw = next(iter(datamodule.train_dataloader()))
@@ -69,13 +88,13 @@ def test_prepared_datasets_are_reused_and_rebuilt_when_inputs_change(tmp_path):
     corpus = tmp_path / "a.txt"
     write_corpus(corpus, [f"a line about owls and foxes {i}" for i in range(40)])
     first = make_datamodule(tmp_path, corpus)
-    tokenizer = fitted_tokenizer(first.documents()["train"])
+    tokenizer = fitted_tokenizer(first.tokenizer_sample())
     folder = first.prepare(tokenizer)
-    stamp = (folder / "train.pt").stat().st_mtime_ns
+    stamp = (folder / "train" / "00000.bin").stat().st_mtime_ns
     time.sleep(0.01)
     again = make_datamodule(tmp_path, corpus)
     assert again.prepare(tokenizer) == folder
-    assert (folder / "train.pt").stat().st_mtime_ns == stamp
+    assert (folder / "train" / "00000.bin").stat().st_mtime_ns == stamp
     write_corpus(corpus, [f"a changed line about bears {i}" for i in range(40)])
     changed = make_datamodule(tmp_path, corpus)
     assert changed.prepare(tokenizer) != folder
@@ -88,9 +107,11 @@ def test_jsonl_text_field_and_explicit_splits(tmp_path):
     (tmp_path / "t.jsonl").write_text("\n".join(records))
     (tmp_path / "v.txt").write_text("one\ntwo\n")
     corpus = TextCorpus(train=str(tmp_path / "t.jsonl"), val=str(tmp_path / "v.txt"), text_field="body")
-    splits = corpus.splits()
-    assert splits["train"][0] == "record 0 about the whale" and splits["val"] == ["one", "two"]
-    assert splits["test"] is None
+    bad = BadRecords()
+    train = [d for c in corpus.chunks(["train"]) for d in chunk_documents(c, "body", False, bad)]
+    val = [d for c in corpus.chunks(["val"]) for d in chunk_documents(c, "body", False, bad)]
+    assert train[0] == "record 0 about the whale" and len(train) == 30 and val == ["one", "two"]
+    assert corpus.given_splits() == {"train", "val"} and not bad.counts
 
 
 def test_every_tokenizer_registers_special_tokens_and_adds_cls_sep():

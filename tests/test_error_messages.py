@@ -61,18 +61,19 @@ def test_too_small_splits_name_the_key_that_fixes_them(tmp_path):
 def test_undecodable_and_binary_text_name_the_file_and_line(tmp_path):
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("first line\ncaf\xe9 au lait\n".encode("latin-1"))
-    with pytest.raises(BertlabError) as caught:
-        pretrain_on(tmp_path, f"data.source.train={bad}")
+    with pytest.raises(BertlabError) as caught:  # data.on_bad_record=skip (the default) counts it instead
+        pretrain_on(tmp_path, f"data.source.train={bad}", "data.on_bad_record=error")
     assert str(caught.value) == (
         f"data.source.train: {bad}:2 is not valid UTF-8 (byte 0xe9 at column 4); re-encode the file as UTF-8 "
-        f"(e.g. iconv -f latin1 -t utf-8)"
+        f"(e.g. iconv -f latin1 -t utf-8); or set data.on_bad_record=skip to skip and count bad records"
     )
     binary = tmp_path / "model.txt"
     binary.write_bytes(b"PK\x03\x04\x00\x00binary")
     with pytest.raises(BertlabError) as caught:
         pretrain_on(tmp_path, f"data.source.train={binary}")
     assert str(caught.value) == (
-        f"data.source.train: {binary}:1 holds a NUL byte: the file is binary, not text; give UTF-8 text files"
+        f"data.source.train: file '{binary}' is not text (it holds NUL bytes: it is binary); give UTF-8 text "
+        f"files (.txt, .jsonl, .csv, .parquet, optionally .gz/.zst/.bz2)"
     )
 
 
@@ -80,9 +81,10 @@ def test_a_broken_json_line_keeps_its_whole_detail(tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text('{"text": "fine"}\n{"text": "tab\tinside"}\n')
     with pytest.raises(BertlabError) as caught:
-        pretrain_on(tmp_path, f"data.source.train={corpus}")
+        pretrain_on(tmp_path, f"data.source.train={corpus}", "data.on_bad_record=error")
     assert str(caught.value) == (
-        f"data.source.train: {corpus}:2 is not valid JSON (Invalid control character at column 14)"
+        f"data.source.train: {corpus}:2 is not valid JSON (Invalid control character at column 14); or set "
+        f"data.on_bad_record=skip to skip and count bad records"
     )
     labelled = tmp_path / "train.jsonl"
     labelled.write_text('{"text": "ok", "label": 1}\n{"text": "ok", "label": }\n')

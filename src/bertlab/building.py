@@ -329,8 +329,8 @@ def run_tokenizer(tokenizer: Any, run_dir: Path, source_dir: Path | None, fit: C
     `fit`; processes started beside it load the main process's file, because `tokenizers` trainers are not
     deterministic across processes and their own fit could give another vocabulary.
     """
-    if not is_main_process():
-        source_dir = wait_for_file(run_dir / TOKENIZER_FILE).parent
+    if not is_main_process() and source_dir is None:  # the main process trains it (on a bounded sample)
+        source_dir = wait_for_file(run_dir / TOKENIZER_FILE, timeout_s=None, what="its tokenizer").parent
     if source_dir is not None:
         tokenizer = type(tokenizer).from_file(
             source_dir / TOKENIZER_FILE, tokenizer.max_length, tokenizer.truncation

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -11,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bertlab.building import (
     RUN_INFO,
+    TOKENIZER_FILE,
     apply_resume,
     build,
     fit_and_test,
@@ -29,6 +31,14 @@ from bertlab.training.distributed import is_main_process
 from bertlab.training.mfu import MFUMonitor, mlm_training_flops_per_token, resolve_peak_flops
 
 log = logging.getLogger(__name__)
+
+
+def _data_errors(texts: Iterator[str]) -> Iterator[str]:
+    """Errors found reading the text while the tokenizer trains are named by their data.* key."""
+    try:
+        yield from texts
+    except BertlabError as error:
+        raise error.in_section("data") from None
 
 
 def pretrain(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float | None:
@@ -50,30 +60,25 @@ def pretrain(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
         peak_flops = resolve_peak_flops(training.peak_tflops, setup.accelerator, setup.precision)
     except BertlabError as error:
         raise error.in_section("training") from None
-    # The text is read only when something needs it: prepared token stores plus a given (or resumed)
-    # vocabulary need none, so a run's memory does not grow with the corpus.
-    fits_tokenizer = is_main_process() and setup.checkpoint_path is None and tokenizer.needs_corpus
-    documents = None
-    if datamodule.prepared is None or fits_tokenizer:
-        try:
-            documents = datamodule.documents()
-        except BertlabError as error:
-            raise error.in_section("data.source") from None
-
+    # The text is read only when something needs it, and streamed: the tokenizer trains on a bounded
+    # sample, the preparation writes memory-mapped shards (bertlab.data.preparation). A prepared folder
+    # (data.prepared) brings its own tokenizer and is only read.
     L.seed_everything(cfg.experiment.seed, workers=True)
     run_dir.mkdir(parents=True, exist_ok=True)
+    source_dir = setup.checkpoint_path.parent.parent if setup.checkpoint_path else None
+    if source_dir is None and datamodule.prepared and (datamodule.prepared / TOKENIZER_FILE).is_file():
+        source_dir = datamodule.prepared  # a +experiment=prepare folder brings its tokenizer
     tokenizer = run_tokenizer(
         tokenizer,
         run_dir,
-        setup.checkpoint_path.parent.parent if setup.checkpoint_path else None,
+        source_dir,
         fit=lambda fresh: fresh.fit(
-            documents["train"] if fits_tokenizer else (),  # () when the vocabulary comes from a file
+            _data_errors(datamodule.tokenizer_sample()) if fresh.needs_corpus else (),
             cache_file=datamodule.tokenizer_cache_file(fresh),
         ),
     )
     try:
-        prepared_dir = datamodule.prepare(tokenizer)
-        documents = None  # the text is in the memory-mapped token stores now
+        prepared_dir = datamodule.prepare(tokenizer, main=is_main_process())
         datamodule.setup("fit")
     except BertlabError as error:
         raise error.in_section("data") from None

@@ -1,7 +1,7 @@
 """The one function that turns a composed config into a finished run in its folder.
 
 launch.py calls it with the folder Hydra chose; tests call it with a temporary one. The task flows
-(pretraining.py, finetuning.py) instantiate the config sections; everything they build takes plain
+(preparing.py, pretraining.py, finetuning.py) instantiate the config sections; everything they build takes plain
 arguments.
 """
 
@@ -13,9 +13,10 @@ from omegaconf import DictConfig
 
 from bertlab.errors import BertlabError
 from bertlab.finetuning import finetune
+from bertlab.preparing import prepare
 from bertlab.pretraining import pretrain
 
-TASKS = {"pretraining": pretrain, "finetuning": finetune}
+TASKS = {"pretraining": pretrain, "finetuning": finetune, "preparation": prepare}
 
 
 def run(cfg: DictConfig, run_dir: str | Path, sweep: str | None = None) -> float | None:

@@ -286,6 +286,17 @@ class RunFolderGuard(Callback):
             return
         experiment, resume = config.experiment, config.training.resume
         run_dir = Path(config.hydra.run.dir)
+        if experiment.kind == "preparation":  # a partial folder is continued, a finished one kept
+            from bertlab.preparing import refuse_finished_preparation
+
+            try:
+                check_run_name(experiment.name)
+                check_writable(run_dir)
+                refuse_finished_preparation(run_dir)
+            except BertlabError as error:
+                _stop(error)
+            record_launch(run_dir, str(config.hydra.output_subdir))
+            return
         try:
             check_run_name(experiment.name)
             if resume.resume_pretraining_name is not None:

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from bertlab.errors import BertlabError
+
+log = logging.getLogger(__name__)
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]
@@ -87,6 +91,7 @@ class TextTokenizer:
         lowercase: bool = True,
         max_length: int = 128,
         truncation: bool = True,
+        train_sample_bytes: int = 500_000_000,
     ) -> None:
         if vocab_size <= len(SPECIAL_TOKENS):
             raise BertlabError(
@@ -96,6 +101,10 @@ class TextTokenizer:
             raise BertlabError(f"must be at least 8 tokens, got {max_length}", "max_length")
         if min_frequency < 1:
             raise BertlabError(f"must be at least 1, got {min_frequency}", "min_frequency")
+        if train_sample_bytes < 1:
+            raise BertlabError(
+                f"must be a positive number of bytes, got {train_sample_bytes}", "train_sample_bytes"
+            )
         if vocab_source != "corpus" and not is_saved_tokenizer(vocab_source):
             raise BertlabError(
                 f"tokenizer file {vocab_source!r} does not exist; give the path of a saved tokenizer.json "
@@ -109,6 +118,7 @@ class TextTokenizer:
         self.lowercase = lowercase
         self.max_length = max_length
         self.truncation = truncation
+        self.train_sample_bytes = train_sample_bytes
         self.special = BERT_TOKENS
         self._tokenizer: Tokenizer | None = None
 
@@ -129,7 +139,13 @@ class TextTokenizer:
 
     def settings_fingerprint(self) -> str:
         """What determines a trained vocabulary besides the text: algorithm and trainer settings."""
-        settings = [type(self).__name__, self.vocab_size_limit, self.min_frequency, self.lowercase]
+        settings = [
+            type(self).__name__,
+            self.vocab_size_limit,
+            self.min_frequency,
+            self.lowercase,
+            self.train_sample_bytes,
+        ]
         return hashlib.sha256(repr(settings).encode()).hexdigest()[:16]
 
     def fit(self, texts: Iterable[str], cache_file: str | Path | None = None) -> None:
@@ -143,7 +159,7 @@ class TextTokenizer:
             tokenizer = Tokenizer.from_file(str(cache_file))
         elif self.needs_corpus:
             tokenizer, trainer = self._pipeline()
-            tokenizer.train_from_iterator(texts, trainer=trainer)
+            tokenizer.train_from_iterator(self.sample(texts), trainer=trainer)
             if cache_file is not None:
                 cache_file = Path(cache_file)
                 cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -161,6 +177,30 @@ class TextTokenizer:
         tokenizer.no_truncation()
         tokenizer.no_padding()
         self._tokenizer = tokenizer
+
+    def sample(self, texts: Iterable[str], report_every_s: float = 30.0) -> Iterator[str]:
+        """The first `train_sample_bytes` of `texts` (UTF-8): a vocabulary needs a sample, not the whole
+        corpus, and the same corpus gives the same sample. Logs its progress."""
+        taken, start = 0, time.monotonic()
+        last = start
+        for text in texts:
+            if taken >= self.train_sample_bytes:
+                break
+            taken += len(text.encode("utf-8"))
+            yield text
+            if time.monotonic() - last >= report_every_s:
+                last = time.monotonic()
+                log.info(
+                    "Tokenizer training sample: %.0f MB of at most %.0f MB read",
+                    taken / 1e6,
+                    self.train_sample_bytes / 1e6,
+                )
+        log.info(
+            "Training the %s vocabulary on %.1f MB of text (%.0f s to read it)",
+            type(self).__name__,
+            taken / 1e6,
+            time.monotonic() - start,
+        )
 
     def _special_tokens(self, tokenizer: Tokenizer) -> SpecialTokens:
         """The first known spelling of the special tokens that the vocabulary has in full."""

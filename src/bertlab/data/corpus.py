@@ -1,35 +1,23 @@
-"""Where raw text comes from: the user's .txt/.jsonl files, or the embedded generated corpus.
+"""Where raw text comes from: the user's files and datasets, or the embedded generated corpus.
 
-A corpus returns its documents per split (val/test may be absent: the datamodule then splits them off the
-training documents) and a fingerprint that changes whenever its content may have changed.
+A corpus yields its text as bounded chunks per split (bertlab.data.text_sources), and a fingerprint that
+changes whenever its content may have changed. A split without inputs of its own (val/test, usually) is
+split off the training documents by bertlab.data.chunk_encoding.SplitRule.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 
 from bertlab.data.embedded_corpus import generate_documents
-from bertlab.data.text_files import json_record, text_lines
+from bertlab.data.text_sources import Chunk, TextInput, read_chunks, resolve_inputs
 from bertlab.errors import BertlabError
 
 SPLITS = ("train", "val", "test")
-
-
-def _as_paths(value: str | Sequence[str] | None, key: str) -> list[Path]:
-    if value is None:
-        return []
-    paths = [Path(value)] if isinstance(value, (str, Path)) else [Path(v) for v in value]
-    for path in paths:
-        if not path.is_file():
-            raise BertlabError(
-                f"file {str(path)!r} does not exist (check the path; it is read as given)", key
-            )
-        if path.suffix not in (".txt", ".jsonl"):
-            raise BertlabError(f"file {str(path)!r} must be .txt or .jsonl, got {path.suffix!r}", key)
-    return paths
+CHUNK_BYTES = 4 << 20  # text per chunk: bounds the memory of each process, big enough to amortise overhead
+EMBEDDED_CHUNK_DOCUMENTS = 2000
 
 
 def _hash(parts: Sequence[object]) -> str:
@@ -37,7 +25,11 @@ def _hash(parts: Sequence[object]) -> str:
 
 
 class TextCorpus:
-    """Documents from text files: .txt (per line or per paragraph) or .jsonl (one record per line)."""
+    """Documents from files, folders, globs or `datasets` datasets (see bertlab.data.text_sources).
+
+    .txt: a document per non-empty line, or per paragraph (`txt_documents`); .jsonl: one record per line;
+    .csv/.parquet/`datasets`: one record per row. `text_field` names the field or column of the text.
+    """
 
     def __init__(
         self,
@@ -49,65 +41,34 @@ class TextCorpus:
     ) -> None:
         if txt_documents not in ("line", "paragraph"):
             raise BertlabError(f"must be 'line' or 'paragraph', got {txt_documents!r}", "txt_documents")
-        self.paths = {
-            split: _as_paths(value, split) for split, value in zip(SPLITS, (train, val, test), strict=True)
+        self.inputs: dict[str, list[TextInput]] = {
+            split: resolve_inputs(value, split)
+            for split, value in zip(SPLITS, (train, val, test), strict=True)
         }
-        if not self.paths["train"]:
+        if not self.inputs["train"]:
             raise BertlabError("no training file given; set it to a path or a list of paths", "train")
         self.text_field = text_field
+        self.paragraphs = txt_documents == "paragraph"
         self.txt_documents = txt_documents
 
+    @property
+    def paths(self) -> dict[str, list[TextInput]]:
+        return self.inputs
+
     def fingerprint(self) -> str:
-        stamps = [
-            (split, str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns)
-            for split, paths in self.paths.items()
-            for path in paths
-        ]
+        stamps = [(split, item.stamp()) for split, items in self.inputs.items() for item in items]
         return _hash([*stamps, self.text_field, self.txt_documents])
 
-    def splits(self) -> dict[str, list[str] | None]:
-        return {split: self._read(paths, split) if paths else None for split, paths in self.paths.items()}
+    def given_splits(self) -> set[str]:
+        return {split for split, items in self.inputs.items() if items}
 
-    def _read(self, paths: list[Path], split: str) -> list[str]:
-        documents: list[str] = []
-        for path in paths:
-            read = self._read_jsonl(path, split) if path.suffix == ".jsonl" else self._read_txt(path, split)
-            if not read:
-                raise BertlabError(f"file {str(path)!r} holds no text", split)
-            documents.extend(read)
-        return documents
+    def total_bytes(self) -> int | None:
+        sizes = [item.size() for items in self.inputs.values() for item in items]
+        return None if None in sizes else sum(sizes)
 
-    def _read_txt(self, path: Path, split: str) -> list[str]:
-        lines = (line for _, line in text_lines(path, split))
-        if self.txt_documents == "paragraph":
-            documents, paragraph = [], []
-            for line in lines:
-                if line.strip():
-                    paragraph.append(line)
-                elif paragraph:
-                    documents.append(" ".join(" ".join(paragraph).split()))
-                    paragraph = []
-            if paragraph:
-                documents.append(" ".join(" ".join(paragraph).split()))
-            return documents
-        return [line.strip() for line in lines if line.strip()]
-
-    def _read_jsonl(self, path: Path, split: str) -> list[str]:
-        documents = []
-        for number, line in text_lines(path, split):
-            if not line.strip():
-                continue
-            record = json_record(path, number, line, split)
-            if not isinstance(record, dict) or self.text_field not in record:
-                raise BertlabError(
-                    f"{path}:{number} has no field {self.text_field!r}; set data.source.text_field "
-                    f"to the field that holds the text",
-                    "text_field",
-                )
-            text = str(record[self.text_field]).strip()
-            if text:
-                documents.append(text)
-        return documents
+    def chunks(self, splits: Sequence[str] = SPLITS, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]:
+        for split in splits:
+            yield from read_chunks(self.inputs[split], split, self.text_field, self.paragraphs, chunk_bytes)
 
 
 class EmbeddedCorpus:
@@ -118,9 +79,22 @@ class EmbeddedCorpus:
             raise BertlabError(f"must be at least 50, got {documents}", "documents")
         self.documents = documents
         self.seed = seed
+        self.text_field = "text"
+        self.paragraphs = False
 
     def fingerprint(self) -> str:
         return _hash(["embedded-v1", self.documents, self.seed])
 
-    def splits(self) -> dict[str, list[str] | None]:
-        return {"train": generate_documents(self.documents, self.seed), "val": None, "test": None}
+    def given_splits(self) -> set[str]:
+        return {"train"}
+
+    def total_bytes(self) -> int | None:
+        return None
+
+    def chunks(self, splits: Sequence[str] = SPLITS, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]:
+        if "train" not in splits:
+            return
+        documents = generate_documents(self.documents, self.seed)
+        for start in range(0, len(documents), EMBEDDED_CHUNK_DOCUMENTS):
+            part = documents[start : start + EMBEDDED_CHUNK_DOCUMENTS]
+            yield Chunk("embedded", "records", part, start + 1, "train", sum(map(len, part)))

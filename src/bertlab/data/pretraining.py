@@ -1,4 +1,4 @@
-"""Pretraining data: documents -> cached token store -> fixed-length blocks -> masked batches.
+"""Pretraining data: corpus -> prepared (cached) token shards -> fixed-length blocks -> masked batches.
 
 Documents are concatenated (each ends with [SEP]) and cut into blocks of max_length - 2 tokens, wrapped in
 [CLS] ... [SEP]: no padding, no attention mask, one static shape.
@@ -6,33 +6,38 @@ Documents are concatenated (each ends with [SEP]) and cut into blocks of max_len
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
-import random
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bertlab.data.batch_masking import BatchMasker
-from bertlab.data.corpus import SPLITS
+from bertlab.data.chunk_encoding import BadRecords, SplitRule, chunk_documents
+from bertlab.data.corpus import CHUNK_BYTES, SPLITS
 from bertlab.data.loader_workers import resolve_num_workers
 from bertlab.data.masking import MaskingPolicy
-from bertlab.data.sampler import BatchKey, epoch_batch_loader, process_share
-from bertlab.data.token_store import (
-    TokenStore,
-    build_token_store,
-    load_token_store,
-    prepare_once,
-    save_token_store,
+from bertlab.data.preparation import (
+    PreparationPlan,
+    encoding_settings,
+    prepare_folder,
+    resolve_num_proc,
+    wait_for_manifest,
 )
+from bertlab.data.sampler import BatchKey, epoch_batch_loader, process_share
+from bertlab.data.shard_store import load_shards, read_manifest
+from bertlab.data.token_store import TokenStore
 from bertlab.errors import BertlabError
 from bertlab.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
-ENCODE_CHUNK = 10_000
+BAD_RECORD_MODES = ("skip", "error")
 
 
 class BlockDataset(Dataset):
@@ -44,17 +49,39 @@ class BlockDataset(Dataset):
     (bertlab.data.batch_masking).
     """
 
-    def __init__(self, store: TokenStore, block_length: int, cls_id: int, sep_id: int) -> None:
+    def __init__(
+        self, store: TokenStore | Sequence[torch.Tensor], block_length: int, cls_id: int, sep_id: int
+    ) -> None:
         self.inner = block_length - 2
-        self.num_blocks = store.ids.numel() // self.inner
-        self.blocks = store.ids[: self.num_blocks * self.inner].view(self.num_blocks, self.inner)
+        shards = [store.ids] if isinstance(store, TokenStore) else list(store)
+        # Each shard is cut into blocks on its own (its last partial block is left out), so a block is
+        # always one contiguous slice of one memory-mapped file.
+        self.parts = [
+            s[: (s.numel() // self.inner) * self.inner].view(-1, self.inner)
+            for s in shards
+            if s.numel() >= self.inner
+        ]
+        counts = torch.tensor([0] + [p.shape[0] for p in self.parts], dtype=torch.int64)
+        self.starts = torch.cumsum(counts, 0)
+        self.num_blocks = int(self.starts[-1])
         self.cls_id, self.sep_id = cls_id, sep_id
 
     def __len__(self) -> int:
         return self.num_blocks
 
+    def rows(self, indices: torch.Tensor) -> torch.Tensor:
+        """Blocks `indices` (global over the shards), gathered with one index_select per shard touched."""
+        if len(self.parts) == 1:
+            return self.parts[0].index_select(0, indices)
+        which = torch.searchsorted(self.starts, indices, right=True) - 1
+        rows = self.parts[0].new_empty((indices.numel(), self.inner))
+        for part in which.unique().tolist():
+            selected = which == part
+            rows[selected] = self.parts[part].index_select(0, indices[selected] - self.starts[part])
+        return rows
+
     def __getitem__(self, key: BatchKey) -> dict[str, Any]:
-        rows = self.blocks.index_select(0, key.indices)
+        rows = self.rows(key.indices)
         input_ids = rows.new_empty((rows.shape[0], self.inner + 2))
         input_ids[:, 0] = self.cls_id
         input_ids[:, 1:-1] = rows
@@ -63,10 +90,12 @@ class BlockDataset(Dataset):
 
 
 class PretrainingDataModule(L.LightningDataModule):
-    """Reads the corpus, prepares (or reuses) the token stores, and serves masked blocks.
+    """Prepares (or reuses) the token stores of a corpus, and serves masked blocks from them.
 
-    The loaders yield unmasked blocks; `on_after_batch_transfer` masks each batch on the model's device.
-    `masking`, `batch_size` and `num_workers` are given at run time (they live in other config sections).
+    Preparation streams the corpus through bertlab.data.preparation into a folder keyed by the corpus,
+    split and tokenizer (or reads `prepared`, a folder written by `+experiment=prepare`). The loaders
+    yield unmasked blocks; `on_after_batch_transfer` masks each batch on the model's device. `masking`,
+    `batch_size` and `num_workers` are given at run time (they live in other config sections).
     """
 
     def __init__(
@@ -80,19 +109,24 @@ class PretrainingDataModule(L.LightningDataModule):
         masking: MaskingPolicy | None = None,
         batch_size: int = 32,
         num_workers: int | str = 0,
+        num_proc: int | str = "auto",
+        on_bad_record: str = "skip",
+        shard_tokens: int = 1 << 25,
+        chunk_bytes: int = CHUNK_BYTES,
     ) -> None:
         super().__init__()
         for key, value in (("val_ratio", val_ratio), ("test_ratio", test_ratio)):
             if not 0.0 <= value < 0.5:
                 raise BertlabError(f"must be in [0, 0.5), got {value}", key)
-        if prepared is not None and not all((Path(prepared) / f"{s}.pt").is_file() for s in SPLITS):
-            raise BertlabError(
-                f"folder {prepared!r} must hold train.pt, val.pt and test.pt (a prepared-dataset folder "
-                f"printed by an earlier run); set data.prepared=null to build them from data.source",
-                "prepared",
-            )
+        if prepared is not None:
+            read_manifest(prepared)
         if batch_size < 1:
             raise BertlabError(f"must be a positive integer, got {batch_size}", "batch_size")
+        if on_bad_record not in BAD_RECORD_MODES:
+            raise BertlabError(f"must be one of {BAD_RECORD_MODES}, got {on_bad_record!r}", "on_bad_record")
+        if shard_tokens < 1:
+            raise BertlabError(f"must be a positive number of tokens, got {shard_tokens}", "shard_tokens")
+        self.num_proc = resolve_num_proc(num_proc)
         self.source = source
         self.val_ratio = val_ratio
         self.test_ratio = test_ratio
@@ -102,33 +136,35 @@ class PretrainingDataModule(L.LightningDataModule):
         self.masking = masking or MaskingPolicy()
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.on_bad_record = on_bad_record
+        self.shard_tokens = shard_tokens
+        self.chunk_bytes = chunk_bytes  # shards close at chunk boundaries: part of the fingerprint
         self.tokenizer: TextTokenizer | None = None
         self.prepared_dir: Path | None = None
         self.datasets: dict[str, BlockDataset] = {}
         self.masker: BatchMasker | None = None
         self.skip_train_batches = 0  # set when resuming mid-epoch
-        self._documents: dict[str, list[str]] | None = None
 
     # -- preparation (once, in the launching process, before the Trainer exists) ------------------------
-    def documents(self) -> dict[str, list[str]]:
-        """Documents per split; val/test split off the training documents by ratio when not given."""
-        if self._documents is None:
-            splits = self.source.splits()
-            train = splits["train"]
-            missing = [s for s in ("val", "test") if splits[s] is None]
-            if missing:
-                train = list(train)
-                random.Random(self.seed).shuffle(train)
-                for split in missing:
-                    count = max(1, round(len(splits["train"]) * getattr(self, f"{split}_ratio")))
-                    splits[split], train = train[:count], train[count:]
-            splits["train"] = train
-            self._documents = splits
-        return self._documents
+    def split_rule(self) -> SplitRule:
+        """Splits without files of their own take their ratio of the training documents, by hash."""
+        given = self.source.given_splits()
+        return SplitRule(
+            0.0 if "val" in given else self.val_ratio, 0.0 if "test" in given else self.test_ratio, self.seed
+        )
+
+    def tokenizer_sample(self) -> Iterator[str]:
+        """The training split's documents in corpus order, read lazily (the tokenizer stops early)."""
+        rule = self.split_rule()
+        bad = BadRecords()  # counted and reported by the preparation itself
+        for chunk in self.source.chunks(("train",)):
+            for text in chunk_documents(chunk, self.source.text_field, self.source.paragraphs, bad):
+                if rule.split_of(text) == "train":
+                    yield text
 
     def splits_fingerprint(self) -> str:
         """Changes whenever the documents of any split may change."""
-        parts = [self.source.fingerprint(), self.val_ratio, self.test_ratio, self.seed]
+        parts = [self.source.fingerprint(), self.val_ratio, self.test_ratio, self.seed, "hash-split-v1"]
         return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:16]
 
     def tokenizer_cache_file(self, tokenizer: TextTokenizer) -> Path:
@@ -140,49 +176,85 @@ class PretrainingDataModule(L.LightningDataModule):
         )
 
     def fingerprint(self, tokenizer: TextTokenizer) -> str:
-        parts = [self.splits_fingerprint(), tokenizer.fingerprint()]
+        parts = [
+            self.splits_fingerprint(),
+            tokenizer.fingerprint(),
+            self.shard_tokens,
+            self.chunk_bytes,
+            self.on_bad_record,
+        ]
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
-    def prepare(self, tokenizer: TextTokenizer) -> Path:
-        """Build the token stores into the cache (or reuse them); returns their folder."""
+    def plan(self, tokenizer: TextTokenizer) -> PreparationPlan:
+        """What preparing this corpus with `tokenizer` means, for bertlab.data.preparation."""
+        return PreparationPlan(
+            fingerprint=self.fingerprint(tokenizer),
+            chunks=functools.partial(self.source.chunks, SPLITS, self.chunk_bytes),
+            total_bytes=self.source.total_bytes(),
+            settings=encoding_settings(
+                tokenizer, self.source.text_field, self.source.paragraphs, self.split_rule()
+            ),
+            shard_tokens=self.shard_tokens,
+            on_bad_record=self.on_bad_record,
+            description={
+                "sources_fingerprint": self.source.fingerprint(),
+                "splits_fingerprint": self.splits_fingerprint(),
+                "tokenizer_settings": tokenizer.settings_fingerprint(),
+                "tokenizer_fingerprint": tokenizer.fingerprint(),
+                "vocab_size": tokenizer.vocab_size,
+                "val_ratio": self.val_ratio,
+                "test_ratio": self.test_ratio,
+                "seed": self.seed,
+                "shard_tokens": self.shard_tokens,
+                "chunk_bytes": self.chunk_bytes,
+            },
+        )
+
+    def write_prepared(self, tokenizer: TextTokenizer, folder: Path) -> dict:
+        """Prepare into `folder` (a preparation run's own folder), continuing an interrupted preparation."""
+        return prepare_folder(self.plan(tokenizer), Path(folder), self.num_proc)
+
+    def prepare(self, tokenizer: TextTokenizer, main: bool = True) -> Path:
+        """Build the token stores into the cache (or reuse them); returns their folder.
+
+        Processes other than the main one (`main=False`) never tokenize: they wait for its manifest.
+        """
         self.tokenizer = tokenizer
         if self.prepared is not None:
             self.prepared_dir = self.prepared
             return self.prepared_dir
         self.prepared_dir = self.cache_dir / self.fingerprint(tokenizer)
-        prepare_once(self.prepared_dir, lambda staging: self._write(tokenizer, staging))
-        self._documents = None  # training reads the memory-mapped stores; the text is not needed again
+        if main:
+            prepare_folder(self.plan(tokenizer), self.prepared_dir, self.num_proc)
+        else:
+            wait_for_manifest(self.prepared_dir)
         return self.prepared_dir
-
-    def _write(self, tokenizer: TextTokenizer, staging: Path) -> dict:
-        counts = {}
-        for split, documents in self.documents().items():
-            encoded: list[list[int]] = []
-            for start in range(0, len(documents), ENCODE_CHUNK):
-                chunk = tokenizer.encode_documents(documents[start : start + ENCODE_CHUNK])
-                encoded.extend([*ids, tokenizer.sep_id] for ids in chunk if ids)
-            store = build_token_store(encoded, tokenizer.vocab_size)
-            save_token_store(store, staging / f"{split}.pt")
-            counts[split] = {"documents": store.num_documents, "tokens": int(store.ids.numel())}
-        return {"splits": counts}
 
     # -- Lightning hooks ------------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.tokenizer is None or self.prepared_dir is None:
             raise RuntimeError("call prepare(tokenizer) before setup()")
         block_length = self.tokenizer.max_length
+        manifest = read_manifest(self.prepared_dir)
+        if manifest["tokenizer_fingerprint"] != self.tokenizer.fingerprint():
+            raise BertlabError(
+                f"folder {str(self.prepared_dir)!r} was prepared with another tokenizer than the run's "
+                f"({manifest['vocab_size']} tokens, the run's has {self.tokenizer.vocab_size}); use the "
+                f"tokenizer it was prepared with (tokenizer.vocab_source=<its tokenizer.json>)",
+                "prepared",
+            )
         for split in SPLITS:
             if split in self.datasets:
                 continue
             dataset = BlockDataset(
-                load_token_store(self.prepared_dir / f"{split}.pt"),
+                load_shards(self.prepared_dir, split, manifest),
                 block_length,
                 self.tokenizer.cls_id,
                 self.tokenizer.sep_id,
             )
             if len(dataset) == 0:
                 # val/test come from their own files, or are split off the training text by ratio
-                from_files = split == "train" or bool(getattr(self.source, "paths", {}).get(split))
+                from_files = split == "train" or split in self.source.given_splits()
                 raise BertlabError(
                     f"the {split} split has fewer than {block_length} tokens (tokenizer.max_length), not one "
                     f"block; {'add text' if from_files else f'add text or raise data.{split}_ratio'}, or "

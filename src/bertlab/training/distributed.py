@@ -6,6 +6,7 @@ function; only the main process may create, guard or write the run folder's shar
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from bertlab.errors import BertlabError
+
+log = logging.getLogger(__name__)
 
 
 def is_main_process() -> bool:
@@ -33,12 +36,30 @@ def is_main_process() -> bool:
     return int(os.environ.get("JSM_NAMESPACE_RANK") or 0) == 0
 
 
-def wait_for_file(path: Path, timeout_s: float = 1800.0, poll_s: float = 0.5) -> Path:
-    """Block until the main process has written `path` (atomically); for processes started beside it."""
-    deadline = time.monotonic() + timeout_s
+def wait_for_file(
+    path: Path,
+    timeout_s: float | None = 1800.0,
+    poll_s: float = 0.5,
+    what: str = "",
+    report_every_s: float = 60.0,
+) -> Path:
+    """Block until the main process has written `path` (atomically); for processes started beside it.
+
+    `timeout_s=None` waits as long as it takes, saying every `report_every_s` what it waits for.
+    """
+    start = last = time.monotonic()
     while not path.is_file():
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if timeout_s is not None and now - start > timeout_s:
             raise TimeoutError(f"waited {timeout_s:.0f} s for the main process to write {path}")
+        if now - last >= report_every_s:
+            last = now
+            log.info(
+                "Waiting %.0f s for the main process to write %s%s",
+                now - start,
+                path,
+                f" ({what})" if what else "",
+            )
         time.sleep(poll_s)
     return path
 

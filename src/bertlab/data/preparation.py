@@ -1,0 +1,313 @@
+"""Text -> token-id shards, streaming: bounded memory, every core, restartable, the same bytes whatever
+the number of processes.
+
+The main process reads bounded chunks (bertlab.data.text_sources) and hands them, in order, to worker
+processes that parse, split and encode them (bertlab.data.chunk_encoding); at most a few chunks per
+worker are in flight, so memory does not grow with the corpus. Results are written in input order into
+shards (bertlab.data.shard_store); a shard is closed after `shard_tokens` tokens and published
+atomically with a record of how many chunks it covers, so a relaunch after a kill skips those chunks and
+ends with the same bytes as an uninterrupted preparation. The manifest is written last.
+"""
+
+from __future__ import annotations
+
+import collections
+import fcntl
+import json
+import logging
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bertlab.atomic_write import atomic_write_text
+from bertlab.data.chunk_encoding import (
+    BadRecords,
+    EncodedChunk,
+    EncodingSettings,
+    encode_chunk,
+    init_worker,
+)
+from bertlab.data.shard_store import (
+    FORMAT_VERSION,
+    MANIFEST,
+    SPLITS,
+    ShardWriter,
+    clear_stores,
+    finished_records,
+    id_dtype,
+)
+from bertlab.data.text_sources import Chunk
+from bertlab.errors import BertlabError
+
+log = logging.getLogger(__name__)
+STATE = "preparation.json"  # what a partial folder is being prepared from (checked by a relaunch)
+
+
+def read_state(folder: Path) -> dict[str, Any]:
+    """What the preparation in `folder` was started with ({} when none was)."""
+    path = Path(folder) / STATE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+IN_FLIGHT_PER_PROCESS = 2
+
+
+def resolve_num_proc(num_proc: int | str) -> int:
+    """`auto`: every core this process may use."""
+    if str(num_proc) == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        value = int(num_proc)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise BertlabError(f"must be a positive number of processes or auto, got {num_proc!r}", "num_proc")
+    return value
+
+
+@dataclass
+class PreparationPlan:
+    """What is prepared and how; its fingerprint keys the cache and guards a relaunch."""
+
+    fingerprint: str
+    chunks: Callable[[], Iterator[Chunk]]  # every chunk of every split, in order
+    total_bytes: int | None  # text bytes of all inputs, when known (for the ETA)
+    settings: EncodingSettings
+    shard_tokens: int
+    on_bad_record: str
+    description: dict[str, Any]  # sources, tokenizer, settings: copied into the manifest
+
+
+class Progress:
+    """A bar (tokens/s, MB/s, ETA) on a terminal; otherwise a log line every `every_s` seconds."""
+
+    def __init__(self, total_bytes: int | None, every_s: float = 30.0) -> None:
+        self.total = total_bytes
+        self.bytes = self.tokens = 0
+        self.start = self.last = time.monotonic()
+        self.every_s = every_s
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total_bytes, unit="B", unit_scale=True, desc="Preparing", dynamic_ncols=True
+            )
+
+    def update(self, raw_bytes: int, tokens: int, counted: bool = True) -> None:
+        self.bytes += raw_bytes
+        self.tokens += tokens if counted else 0
+        now = time.monotonic()
+        rate = self.tokens / max(now - self.start, 1e-9)
+        if self.bar is not None:
+            self.bar.update(raw_bytes)
+            self.bar.set_postfix_str(f"{rate / 1e6:.2f} M tokens/s", refresh=False)
+        elif now - self.last >= self.every_s:
+            self.last = now
+            log.info("Preparing: %s", self.line(now))
+
+    def line(self, now: float | None = None) -> str:
+        elapsed = max((now or time.monotonic()) - self.start, 1e-9)
+        mb_s = self.bytes / elapsed / 1e6
+        text = (
+            f"{self.bytes / 1e6:,.0f} MB read, {self.tokens / elapsed / 1e6:.2f} M tokens/s, {mb_s:.1f} MB/s"
+        )
+        if self.total:
+            left = max(self.total - self.bytes, 0) / max(self.bytes / elapsed, 1e-9)
+            text += f", {100 * self.bytes / self.total:.0f} %, ETA {left / 60:.1f} min"
+        return text
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """One preparation per folder at a time (two runs preparing the same cached data, for instance)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("Waiting for another process that is preparing %s", folder)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _encoded(chunks: Iterable[Chunk], num_proc: int, settings: EncodingSettings) -> Iterator[EncodedChunk]:
+    """Encoded chunks in input order; num_proc worker processes, a few chunks each in flight."""
+    if num_proc == 1:  # in this process; `tokenizers` uses its own threads on every core
+        init_worker(settings, single_threaded=False)
+        yield from map(encode_chunk, chunks)
+        return
+    # fork: a spawned worker would import the launching script again (Hydra, Lightning: seconds each).
+    # TOKENIZERS_PARALLELISM is set across the fork so `tokenizers` in the children starts single-threaded
+    # instead of warning that it was forked after using its thread pool.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    saved = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        pool = multiprocessing.get_context(method).Pool(
+            num_proc, initializer=init_worker, initargs=(settings, True)
+        )
+    finally:
+        if saved is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM")
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = saved
+    with pool:
+        pending: collections.deque = collections.deque()
+        for chunk in chunks:
+            pending.append(pool.apply_async(encode_chunk, (chunk,)))
+            if len(pending) >= num_proc * IN_FLIGHT_PER_PROCESS:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def _raise_bad(encoded: EncodedChunk) -> None:
+    raise BertlabError(
+        f"{encoded.bad.describe_first()}; or set data.on_bad_record=skip to skip and count bad records",
+        f"source.{encoded.split}",
+    )
+
+
+def prepare_folder(plan: PreparationPlan, folder: Path, num_proc: int) -> dict[str, Any]:
+    """Prepare into `folder` (continuing a preparation interrupted there); returns the manifest."""
+    with folder_lock(folder):
+        if (folder / MANIFEST).is_file():
+            log.info("Reusing prepared datasets in %s", folder)
+            return json.loads((folder / MANIFEST).read_text())
+        return _prepare(plan, folder, num_proc)
+
+
+def _prepare(plan: PreparationPlan, folder: Path, num_proc: int) -> dict[str, Any]:
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {"fingerprint": plan.fingerprint, "format": FORMAT_VERSION, **plan.description}
+    state_file = folder / STATE
+    if not state_file.is_file() or json.loads(state_file.read_text()) != state:
+        if state_file.is_file():
+            log.warning("%s held a preparation of other inputs or settings: starting it over", folder)
+        clear_stores(folder)
+        atomic_write_text(state_file, json.dumps(state))
+    records = finished_records(folder)
+    skip = records[-1]["chunks_end"] if records else 0
+    if records:
+        log.info("Continuing the preparation in %s after its %d finished shard(s)", folder, len(records))
+    else:
+        log.info("Preparing datasets into %s with %d process(es)", folder, num_proc)
+    progress = Progress(plan.total_bytes)
+    started = time.monotonic()
+    chunks_done = 0
+    bad = BadRecords()
+    for record in records:
+        bad.merge(BadRecords.from_dict(record["bad_records"]))
+
+    def remaining() -> Iterator[Chunk]:
+        nonlocal chunks_done
+        for chunk in plan.chunks():
+            chunks_done += 1
+            if chunks_done <= skip:
+                progress.update(chunk.raw_bytes, 0, counted=False)
+                continue
+            yield chunk
+
+    writer: ShardWriter | None = None
+    shard_bad = BadRecords()
+    chunks_written = skip
+    try:
+        for encoded in _encoded(remaining(), num_proc, plan.settings):
+            chunks_written += 1
+            if encoded.bad.counts:
+                if plan.on_bad_record == "error":
+                    _raise_bad(encoded)
+                shard_bad.merge(encoded.bad)
+            writer = writer or ShardWriter(folder, len(records))
+            for split in SPLITS:
+                writer.append(split, encoded.ids[split], encoded.lengths[split])
+            progress.update(encoded.raw_bytes, encoded.tokens)
+            if writer.tokens >= plan.shard_tokens:
+                records.append(
+                    writer.publish({"chunks_end": chunks_written, "bad_records": shard_bad.as_dict()})
+                )
+                bad.merge(shard_bad)
+                writer, shard_bad = None, BadRecords()
+        if writer is not None or not records:
+            writer = writer or ShardWriter(folder, len(records))
+            records.append(writer.publish({"chunks_end": chunks_written, "bad_records": shard_bad.as_dict()}))
+            bad.merge(shard_bad)
+            writer = None
+    finally:
+        progress.close()
+        if writer is not None:
+            writer.discard()
+    manifest = _manifest(plan, records, bad)
+    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    seconds = time.monotonic() - started
+    tokens = sum(s["tokens"] for s in manifest["splits"].values())
+    log.info(
+        "Prepared %s tokens in %d shard(s) in %.1f s (%s); %d bad record(s) skipped",
+        f"{tokens:,}",
+        len(records),
+        seconds,
+        progress.line(),
+        bad.total(),
+    )
+    for source, firsts in bad.first.items():
+        log.warning("%s: %s skipped; first: %s", source, bad.counts[source], "; ".join(firsts))
+    return manifest
+
+
+def _manifest(plan: PreparationPlan, records: list[dict[str, Any]], bad: BadRecords) -> dict[str, Any]:
+    splits = {}
+    for split in SPLITS:
+        shard_tokens = [r["splits"][split]["tokens"] for r in records]
+        splits[split] = {
+            "documents": sum(r["splits"][split]["documents"] for r in records),
+            "tokens": sum(shard_tokens),
+            "shard_tokens": shard_tokens,
+        }
+    return {
+        "format": FORMAT_VERSION,
+        "fingerprint": plan.fingerprint,
+        "dtype": plan.settings.dtype,
+        "shards": len(records),
+        "splits": splits,
+        "bad_records": {"total": bad.total(), "per_file": bad.as_dict()},
+        **plan.description,
+    }
+
+
+def wait_for_manifest(folder: Path, report_every_s: float = 60.0, poll_s: float = 1.0) -> None:
+    """For processes beside the main one: wait until it has finished preparing `folder`, saying so."""
+    start = last = time.monotonic()
+    while not (folder / MANIFEST).is_file():
+        now = time.monotonic()
+        if now - last >= report_every_s:
+            last = now
+            done = len(list((folder / "shards").glob("*.json"))) if (folder / "shards").is_dir() else 0
+            log.info(
+                "Waiting %.0f s for the main process to finish preparing %s (%d shard(s) so far)",
+                now - start,
+                folder,
+                done,
+            )
+        time.sleep(poll_s)
+
+
+def encoding_settings(tokenizer: Any, text_field: str, paragraphs: bool, rule: Any) -> EncodingSettings:
+    return EncodingSettings(
+        tokenizer_json=tokenizer.backend.to_str(),
+        sep_id=tokenizer.sep_id,
+        dtype=id_dtype(tokenizer.vocab_size),
+        text_field=text_field,
+        paragraphs=paragraphs,
+        rule=rule,
+    )

@@ -1,0 +1,225 @@
+"""Streaming data preparation: the same bytes whatever the number of processes, restartable after a kill,
+the input formats people have, bad records counted or refused, a prepared folder that pretraining reads."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bertlab.data.corpus import TextCorpus
+from bertlab.data.pretraining import PretrainingDataModule
+from bertlab.errors import BertlabError
+from bertlab.run import run
+from bertlab.tokenizer import WordPieceTokenizer
+from tests.conftest import ROOT, compose_config, snapshot
+
+WORDS = [
+    "the",
+    "fox",
+    "owl",
+    "river",
+    "hill",
+    "runs",
+    "over",
+    "near",
+    "bear",
+    "whale",
+    "eats",
+    "fish",
+    "green",
+    "small",
+    "old",
+]
+
+
+def sentences(count: int, seed: int = 0) -> list[str]:
+    return [
+        " ".join(WORDS[(i * 7 + j * seed + j * j) % len(WORDS)] for j in range(4 + i % 9)) + f" {i}"
+        for i in range(count)
+    ]
+
+
+def tokenizer() -> WordPieceTokenizer:
+    fitted = WordPieceTokenizer(vocab_size=200, min_frequency=1, max_length=16)
+    fitted.fit(sentences(200))
+    return fitted
+
+
+def datamodule(tmp_path, train, **kwargs) -> PretrainingDataModule:
+    source = {k: kwargs.pop(k) for k in ("text_field", "txt_documents", "val") if k in kwargs}
+    return PretrainingDataModule(
+        TextCorpus(train=train, **source),
+        val_ratio=0.1,
+        test_ratio=0.1,
+        cache_dir=str(tmp_path / "cache"),
+        **{"num_proc": 1, **kwargs},
+    )
+
+
+def stores(folder) -> dict[str, bytes]:
+    """The token stores and the manifest: what must not depend on how the preparation ran."""
+    files = snapshot(folder)
+    return {
+        k: v
+        for k, v in files.items()
+        if k.split("/")[0] in ("train", "val", "test", "shards", "manifest.json")
+    }
+
+
+def test_one_or_two_processes_write_byte_identical_stores(tmp_path):
+    (tmp_path / "a.txt").write_text("\n".join(sentences(3000)) + "\n")
+    fitted = tokenizer()
+    folders = {}
+    for num_proc in (1, 2):
+        data = datamodule(
+            tmp_path / str(num_proc),
+            str(tmp_path / "a.txt"),
+            num_proc=num_proc,
+            chunk_bytes=8000,
+            shard_tokens=6000,
+        )
+        folders[num_proc] = data.prepare(fitted)
+    one, two = stores(folders[1]), stores(folders[2])
+    manifest = json.loads(one["manifest.json"])
+    assert manifest["shards"] >= 3 and all(manifest["splits"][s]["documents"] > 100 for s in ("val", "test"))
+    assert one == two
+
+
+def test_a_killed_preparation_continues_to_the_same_bytes(tmp_path, caplog):
+    corpus = tmp_path / "big.txt"
+    corpus.write_text("\n".join(sentences(40000, seed=3)) + "\n")
+    common = [
+        "+experiment=prepare",
+        f"data.source.train={corpus}",
+        "tokenizer.vocab_size=300",
+        "data.num_proc=1",
+        "data.shard_tokens=20000",
+        "+data.chunk_bytes=30000",
+    ]
+    whole, killed = tmp_path / "preparation" / "whole", tmp_path / "preparation" / "killed"
+    run(compose_config([*common, "experiment.name=whole"], tmp_path), whole)
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    argv = [
+        sys.executable,
+        str(ROOT / "launch.py"),
+        f"experiment.output_dir={tmp_path}",
+        *common,
+        "experiment.name=killed",
+    ]
+    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (killed / "shards" / "00002.json").is_file() and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "manifest.json").exists(), "the preparation finished before it could be killed"
+    with pytest.raises(BertlabError, match=r"not a finished prepared dataset.*relaunch the same preparation"):
+        PretrainingDataModule(TextCorpus(train=str(corpus)), prepared=str(killed))
+    caplog.set_level(logging.INFO)
+    run(compose_config([*common, "experiment.name=killed"], tmp_path), killed)  # the relaunch
+    assert "Continuing the preparation" in caplog.text and "starting it over" not in caplog.text
+    assert stores(killed) == stores(whole)
+    assert json.loads((whole / "manifest.json").read_text())["shards"] > 3
+    with pytest.raises(BertlabError, match="already holds a finished prepared dataset"):
+        run(compose_config([*common, "experiment.name=whole"], tmp_path), whole)
+
+
+def test_compressed_jsonl_parquet_csv_and_datasets_folders_prepare(tmp_path):
+    texts = sentences(400)
+    with gzip.open(tmp_path / "a.jsonl.gz", "wt") as handle:
+        handle.writelines(json.dumps({"body": t, "id": i}) + "\n" for i, t in enumerate(texts))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyarrow import csv
+
+    table = pa.table({"body": texts, "id": list(range(len(texts)))})
+    pq.write_table(table, tmp_path / "a.parquet")
+    csv.write_csv(table, tmp_path / "a.csv")
+    (tmp_path / "a.csv.bz2").write_bytes(bz2.compress((tmp_path / "a.csv").read_bytes()))
+    (tmp_path / "a.csv").unlink()
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_dict({"body": texts}).save_to_disk(str(tmp_path / "saved"))
+    fitted = tokenizer()
+    counts = {}
+    for name in ("a.jsonl.gz", "a.parquet", "a.csv.bz2", "saved"):
+        data = datamodule(tmp_path / name.replace(".", "_"), str(tmp_path / name), text_field="body")
+        manifest = json.loads((data.prepare(fitted) / "manifest.json").read_text())
+        counts[name] = {s: manifest["splits"][s]["tokens"] for s in ("train", "val", "test")}
+        assert sum(manifest["splits"][s]["documents"] for s in counts[name]) == len(texts), name
+        assert manifest["bad_records"]["total"] == 0, name
+    assert len({json.dumps(c) for c in counts.values()}) == 1  # the same documents, whatever the format
+
+
+def test_bad_records_are_counted_or_refused_naming_file_and_line(tmp_path):
+    good = [json.dumps({"text": t}) for t in sentences(50)]
+    lines = [*good[:10], "{broken json", *good[10:20], '{"text": ""}', *good[20:]]
+    raw = "\n".join(lines).encode() + b"\n" + b'{"text": "caf\xe9 latin-1"}\n'
+    (tmp_path / "web.jsonl").write_bytes(raw)
+    fitted = tokenizer()
+    manifest = json.loads(
+        (
+            datamodule(tmp_path / "skip", str(tmp_path / "web.jsonl")).prepare(fitted) / "manifest.json"
+        ).read_text()
+    )
+    report = manifest["bad_records"]["per_file"][str(tmp_path / "web.jsonl")]
+    assert report["counts"] == {"broken_json": 1, "empty": 1, "undecodable": 1}
+    assert report["first"][0].startswith(f"{tmp_path / 'web.jsonl'}:11: broken_json")
+    assert sum(manifest["splits"][s]["documents"] for s in ("train", "val", "test")) == 50
+    with pytest.raises(
+        BertlabError, match=r"source\.train: .*web\.jsonl:11 is not valid JSON .*data\.on_bad_record=skip"
+    ):
+        datamodule(tmp_path / "error", str(tmp_path / "web.jsonl"), on_bad_record="error").prepare(fitted)
+    (tmp_path / "bad.txt").write_bytes(b"a fine line\nnot \xff utf-8\nanother fine line\n")
+    with pytest.raises(BertlabError, match=r"bad\.txt:2 is not valid UTF-8 \(byte 0xff at column 5\)"):
+        datamodule(tmp_path / "error2", str(tmp_path / "bad.txt"), on_bad_record="error").prepare(fitted)
+    (tmp_path / "image.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 10)
+    with pytest.raises(BertlabError, match=r"image\.txt' is not text \(it holds NUL bytes"):
+        datamodule(tmp_path / "binary", str(tmp_path / "image.txt")).prepare(fitted)
+
+
+def test_globs_folders_and_paragraphs(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "b.txt.gz").write_bytes(gzip.compress(b"first para\nstill first\n\nsecond para\n"))
+    (tmp_path / "docs" / "a.txt").write_text("third\n")
+    corpus = TextCorpus(train=str(tmp_path / "docs"), txt_documents="paragraph")
+    assert [i.location.rsplit("/", 1)[1] for i in corpus.inputs["train"]] == ["a.txt", "b.txt.gz"]
+    assert [i.location for i in TextCorpus(train=str(tmp_path / "docs" / "*.gz")).inputs["train"]] == [
+        str(tmp_path / "docs" / "b.txt.gz")
+    ]
+    data = PretrainingDataModule(
+        corpus, val_ratio=0.0, test_ratio=0.0, cache_dir=str(tmp_path / "c"), num_proc=1
+    )
+    assert list(data.tokenizer_sample()) == ["third", "first para still first", "second para"]
+
+
+def test_pretraining_trains_on_a_prepared_folder_with_its_tokenizer(tmp_path):
+    (tmp_path / "a.txt").write_text("\n".join(sentences(3000)) + "\n")
+    prepared = tmp_path / "preparation" / "corpus"
+    run(
+        compose_config(
+            ["+experiment=prepare", f"data.source.train={tmp_path / 'a.txt'}", "experiment.name=corpus"],
+            tmp_path,
+        ),
+        prepared,
+    )
+    run_dir = tmp_path / "pretraining" / "smoke"
+    overrides = [
+        "+experiment=smoke",
+        f"data.prepared={prepared}",
+        "training.max_steps=4",
+        "logging.log_eval=false",
+    ]
+    run(compose_config(overrides, tmp_path), run_dir)
+    assert (run_dir / "tokenizer.json").read_bytes() == (prepared / "tokenizer.json").read_bytes()
+    assert json.loads((run_dir / "run.json").read_text())["prepared_data"] == str(prepared)
+    assert (run_dir / "checkpoints" / "model.ckpt").is_file()
