@@ -216,12 +216,13 @@ class LaunchFootprint:
     first_created: Path | None  # the highest folder this launch creates; None when the run folder existed
     log_size: int | None  # run.log's size before the launch; None when there was none
     config_subdir: str  # where Hydra writes this launch's composed config
+    clear_outputs: bool = True  # False for a preparation, whose finished shards a relaunch continues from
 
 
 _launch: LaunchFootprint | None = None  # set by RunFolderGuard; launch.py and its callbacks share a process
 
 
-def record_launch(run_dir: Path, config_subdir: str) -> None:
+def record_launch(run_dir: Path, config_subdir: str, clear_outputs: bool = True) -> None:
     global _launch
     run_dir = Path(run_dir).absolute()
     first_created = None
@@ -230,7 +231,11 @@ def record_launch(run_dir: Path, config_subdir: str) -> None:
         first_created, folder = folder, folder.parent
     log_file = run_dir / RUN_LOG
     _launch = LaunchFootprint(
-        run_dir, first_created, log_file.stat().st_size if log_file.is_file() else None, config_subdir
+        run_dir,
+        first_created,
+        log_file.stat().st_size if log_file.is_file() else None,
+        config_subdir,
+        clear_outputs,
     )
 
 
@@ -260,7 +265,7 @@ def undo_launch(run_dir: Path) -> None:
     elif log_file.is_file():
         with log_file.open("r+b") as handle:
             handle.truncate(footprint.log_size)
-    if not checkpoints_of(run_dir):
+    if footprint.clear_outputs and not checkpoints_of(run_dir):
         clear_unfinished_attempt(run_dir)
 
 
@@ -295,7 +300,7 @@ class RunFolderGuard(Callback):
                 refuse_finished_preparation(run_dir)
             except BertlabError as error:
                 _stop(error)
-            record_launch(run_dir, str(config.hydra.output_subdir))
+            record_launch(run_dir, str(config.hydra.output_subdir), clear_outputs=False)
             return
         try:
             check_run_name(experiment.name)

@@ -76,6 +76,7 @@ def build_trainer(
         else val_check_interval * accumulate_grad_batches,
         check_val_every_n_epoch=1 if val_check_interval is None else None,
         limit_val_batches=limit_val_batches if validate else 0,
+        limit_test_batches=limit_val_batches,  # a prepared corpus's test split can be millions of blocks
         num_sanity_val_steps=0,
         log_every_n_steps=log_every_n_steps,
         enable_progress_bar=progress_bar,
