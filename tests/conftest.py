@@ -99,6 +99,20 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def right_padded(tokenizer, texts: list[str]):
+    """Right-padded ids and attention mask from bertlab's tokenizer, as a model sees a padded batch."""
+    import torch
+
+    encoded = tokenizer.encode_sequences(texts)
+    width = max(len(ids) for ids in encoded)
+    input_ids = torch.full((len(encoded), width), tokenizer.pad_id)
+    mask = torch.zeros(len(encoded), width, dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        mask[row, : len(ids)] = 1
+    return input_ids, mask
+
+
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under `folder` with its bytes, to prove nothing changed."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -88,21 +88,18 @@ def test_a_broken_json_line_keeps_its_whole_detail(tmp_path):
     )
     labelled = tmp_path / "train.jsonl"
     labelled.write_text('{"text": "ok", "label": 1}\n{"text": "ok", "label": }\n')
-    cfg = compose_config(
-        [
-            "+experiment=finetune",
-            "pretrained_experiment=none",
-            "data=classification",
-            f"data.source.train={labelled}",
-        ],
-        tmp_path,
+    message = finetune_refusal(
+        tmp_path, "pretrained_experiment=none", "data=classification", f"data.source.train={labelled}"
     )
+    assert message == f"data.source.train: {labelled}:2 is not valid JSON (Expecting value at column 25)"
+
+
+def finetune_refusal(tmp_path, *overrides: str) -> str:
+    """The message of the BertlabError a finetune composed with `overrides` stops with."""
+    cfg = compose_config(["+experiment=finetune", *overrides], tmp_path)
     with pytest.raises(BertlabError) as caught:
-        run(cfg, tmp_path / "finetuning" / "bad")
-    assert (
-        str(caught.value)
-        == f"data.source.train: {labelled}:2 is not valid JSON (Expecting value at column 25)"
-    )
+        run(cfg, tmp_path / "finetuning" / "finetune")
+    return str(caught.value)
 
 
 class NotATensor:
@@ -116,17 +113,9 @@ def test_unreadable_pretrained_checkpoints_blame_pretrained_experiment_checkpoin
     messages = {}
     for path in (truncated, pickled):
         (tmp_path / "pretraining" / "source" / "checkpoints").mkdir(parents=True, exist_ok=True)
-        cfg = compose_config(
-            [
-                "+experiment=finetune",
-                "pretrained_experiment.name=source",
-                f"pretrained_experiment.checkpoint={path}",
-            ],
-            tmp_path,
+        messages[path] = finetune_refusal(
+            tmp_path, "pretrained_experiment.name=source", f"pretrained_experiment.checkpoint={path}"
         )
-        with pytest.raises(BertlabError) as caught:
-            run(cfg, tmp_path / "finetuning" / "finetune")
-        messages[path] = str(caught.value)
     assert messages[truncated] == (
         f"pretrained_experiment.checkpoint: checkpoint '{truncated}' cannot be read (RuntimeError: "
         f"PytorchStreamReader failed reading zip archive: failed finding central directory); it is truncated, "

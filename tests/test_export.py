@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from bertlab.errors import BertlabError
 from bertlab.export import export_hf, load_model, main
-from tests.conftest import compose_config
+from tests.conftest import compose_config, right_padded
 
 transformers = pytest.importorskip("transformers")
 
@@ -25,22 +25,10 @@ TEXTS = [
 ]
 
 
-def batch(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids and attention mask from bertlab's tokenizer."""
-    encoded = tokenizer.encode_sequences(texts)
-    width = max(len(ids) for ids in encoded)
-    input_ids = torch.full((len(encoded), width), tokenizer.pad_id)
-    mask = torch.zeros(len(encoded), width, dtype=torch.long)
-    for row, ids in enumerate(encoded):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        mask[row, : len(ids)] = 1
-    return input_ids, mask
-
-
 def assert_same_logits(run_dir: Path, exported: Path) -> None:
     backbone, head, tokenizer = load_model(run_dir)
     hf = transformers.BertForMaskedLM.from_pretrained(exported).eval()
-    input_ids, mask = batch(tokenizer, TEXTS)
+    input_ids, mask = right_padded(tokenizer, TEXTS)
     with torch.no_grad():
         ours = head(backbone(input_ids, mask))
         theirs = hf(input_ids=input_ids, attention_mask=mask).logits

@@ -20,8 +20,7 @@ from bertlab.export import export_hf, load_model
 from bertlab.hf_import import load_weights, read_hf_model
 from bertlab.model.encoder import Encoder
 from bertlab.model.mlm_head import MLMHead
-from bertlab.tokenizer import TextTokenizer
-from tests.conftest import launch, read_csv
+from tests.conftest import launch, read_csv, right_padded
 
 transformers = pytest.importorskip("transformers")
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers  # noqa: E402
@@ -116,17 +115,6 @@ def save_model(folder: Path, model_type: str, **config) -> Path:
 def hf_folders(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("hf")
     return {kind: save_model(root / kind, kind) for kind in ("bert", "roberta")}
-
-
-def right_padded(tokenizer: TextTokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    encoded = tokenizer.encode_sequences(texts)
-    width = max(len(ids) for ids in encoded)
-    input_ids = torch.full((len(encoded), width), tokenizer.pad_id)
-    mask = torch.zeros(len(encoded), width, dtype=torch.long)
-    for row, ids in enumerate(encoded):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        mask[row, : len(ids)] = 1
-    return input_ids, mask
 
 
 def assert_same_logits(backbone, head, tokenizer, hf_model) -> None:

@@ -127,6 +127,20 @@ def test_fp16_scaler_unscales_before_clipping_and_matches_a_hand_written_loop():
         torch.testing.assert_close(lightning_weights[name], value, atol=1e-5, rtol=1e-5)
 
 
+def pretrain(tmp_path, *overrides: str) -> tuple[dict, list[float]]:
+    """A fast pretraining run through run(); its run.json and its validation losses."""
+    run_dir = tmp_path / "pretraining" / "precision"
+    run(
+        compose_config(["+experiment=pretrain", "experiment.name=precision", *FAST, *overrides], tmp_path),
+        run_dir,
+    )
+    evaluation = read_csv(run_dir / "metrics/eval/metrics.csv")
+    val = [float(row["loss"]) for row in evaluation if row["stage"] == "val"]
+    losses = [float(row["loss"]) for row in read_csv(run_dir / "metrics/train/metrics.csv")]
+    assert all(loss == loss and loss < 20 for loss in losses), losses  # finite
+    return json.loads((run_dir / "run.json").read_text()), val
+
+
 @pytest.mark.parametrize(
     ("precision", "extra"),
     [
@@ -137,21 +151,14 @@ def test_fp16_scaler_unscales_before_clipping_and_matches_a_hand_written_loop():
     ],
 )
 def test_pretraining_runs_and_learns_in_each_precision(tmp_path, precision, extra):
-    overrides = [
-        "+experiment=pretrain",
-        "experiment.name=precision",
-        *FAST,
+    info, val = pretrain(
+        tmp_path,
         "training.max_steps=8",
         "training.val_check_interval=4",
         f"training.precision={precision}",
         *extra,
-    ]
-    run_dir = tmp_path / "pretraining" / "precision"
-    run(compose_config(overrides, tmp_path), run_dir)
-    assert json.loads((run_dir / "run.json").read_text())["precision"] == precision
-    losses = [float(row["loss"]) for row in read_csv(run_dir / "metrics/train/metrics.csv")]
-    assert all(loss == loss and loss < 20 for loss in losses), losses  # finite
-    val = [float(r["loss"]) for r in read_csv(run_dir / "metrics/eval/metrics.csv") if r["stage"] == "val"]
+    )
+    assert info["precision"] == precision
     assert val[-1] < val[0], val
 
 
@@ -160,16 +167,6 @@ def test_pretraining_runs_and_learns_in_each_precision(tmp_path, precision, extr
 def test_pretraining_on_cuda_with_fused_adamw_and_clipping(tmp_path, precision):
     if precision == "bf16-mixed" and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bf16")
-    overrides = [
-        "+experiment=pretrain",
-        "experiment.name=cuda",
-        *FAST,
-        "training.accelerator=gpu",
-        f"training.precision={precision}",
-    ]
-    run_dir = tmp_path / "pretraining" / "cuda"
-    run(compose_config(overrides, tmp_path), run_dir)
-    info = json.loads((run_dir / "run.json").read_text())
+    info, val = pretrain(tmp_path, "training.accelerator=gpu", f"training.precision={precision}")
     assert (info["accelerator"], info["precision"]) == ("gpu", precision)
-    val = [float(r["loss"]) for r in read_csv(run_dir / "metrics/eval/metrics.csv") if r["stage"] == "val"]
     assert val[-1] < val[0] - 0.5, val

@@ -96,14 +96,7 @@ class RunSetup:
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
     """The checkpoint to resume from, or None for a fresh run; refuses what cannot work (run_folder.py)."""
     experiment, resume = cfg.experiment, cfg.training.resume
-    source_dir, checkpoint = resume_source(
-        experiment.output_dir,
-        experiment.kind,
-        experiment.name,
-        resume.is_resume,
-        resume.resume_pretraining_name,
-        resume.checkpoint_path,
-    )
+    source_dir, checkpoint = resume_source(experiment, resume)
     if not is_main_process():  # other DDP processes start after the main one has claimed the folder
         return checkpoint if checkpoint is not None and checkpoint.is_file() else None
     return claim_run_folder(run_dir, source_dir, checkpoint)

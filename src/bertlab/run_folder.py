@@ -169,20 +169,15 @@ def claim_run_folder(run_dir: Path, source_dir: Path | None, checkpoint: Path | 
     return checkpoint
 
 
-def resume_source(
-    output_dir: str | Path,
-    kind: str,
-    name: str,
-    is_resume: bool,
-    resume_name: str | None,
-    checkpoint_path: str,
-) -> tuple[Path | None, Path | None]:
-    """The run a resume continues (`resume_name`, or this run) and its checkpoint file; (None, None) for a
-    fresh run."""
-    if not is_resume:
+def resume_source(experiment: Any, resume: Any) -> tuple[Path | None, Path | None]:
+    """The run a resume continues (`resume.resume_pretraining_name`, or this run) and its checkpoint file,
+    from the `experiment` and `training.resume` config sections; (None, None) for a fresh run."""
+    if not resume.is_resume:
         return None, None
-    source_dir = Path(output_dir) / kind / (resume_name or name)
-    return source_dir, source_dir / checkpoint_path
+    source_dir = (
+        Path(experiment.output_dir) / experiment.kind / (resume.resume_pretraining_name or experiment.name)
+    )
+    return source_dir, source_dir / resume.checkpoint_path
 
 
 def check_writable(run_dir: Path) -> None:
@@ -307,14 +302,7 @@ class RunFolderGuard(Callback):
             if resume.resume_pretraining_name is not None:
                 check_run_name(resume.resume_pretraining_name, "training.resume.resume_pretraining_name")
             check_writable(run_dir)
-            source_dir, checkpoint = resume_source(
-                experiment.output_dir,
-                experiment.kind,
-                experiment.name,
-                resume.is_resume,
-                resume.resume_pretraining_name,
-                resume.checkpoint_path,
-            )
+            source_dir, checkpoint = resume_source(experiment, resume)
             resumes_in_place = claim_run_folder(run_dir, source_dir, checkpoint) is not None and (
                 Path(source_dir or "").resolve() == run_dir.resolve()
             )
