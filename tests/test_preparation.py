@@ -223,3 +223,46 @@ def test_pretraining_trains_on_a_prepared_folder_with_its_tokenizer(tmp_path):
     assert (run_dir / "tokenizer.json").read_bytes() == (prepared / "tokenizer.json").read_bytes()
     assert json.loads((run_dir / "run.json").read_text())["prepared_data"] == str(prepared)
     assert (run_dir / "checkpoints" / "model.ckpt").is_file()
+
+
+PREPARE_UNDER_IGNORED_SIGTERM = """
+import signal, sys
+signal.signal(signal.SIGTERM, lambda *_: None)  # as submitit's job environment does
+from bertlab.errors import BertlabError
+from tests.test_preparation import datamodule, tokenizer
+from pathlib import Path
+tmp, train, mode = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+try:
+    datamodule(tmp, train, num_proc=2, on_bad_record=mode, chunk_bytes=2048).prepare(tokenizer())
+    print("prepared")
+except BertlabError as error:
+    print("refused:", error)
+"""
+
+
+@pytest.mark.parametrize("mode", ["skip", "error"])
+def test_two_process_preparation_ends_when_the_parent_ignores_sigterm(tmp_path, mode):
+    """Pool workers once inherited a handler that ignores SIGTERM (submitit's), and the pool's shutdown,
+    which stops them with SIGTERM, then waited forever: a sweep on submitit hung at its preparation."""
+    lines = sentences(600)
+    (tmp_path / "a.txt").write_bytes(
+        "\n".join(lines[:500]).encode() + b"\nnot \xff utf-8\n" + "\n".join(lines[500:]).encode()
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            PREPARE_UNDER_IGNORED_SIGTERM,
+            str(tmp_path / mode),
+            str(tmp_path / "a.txt"),
+            mode,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("refused: source.train: " if mode == "error" else "prepared"), (
+        result.stdout
+    )

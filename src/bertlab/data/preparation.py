@@ -17,6 +17,7 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -155,14 +156,14 @@ def _encoded(chunks: Iterable[Chunk], num_proc: int, settings: EncodingSettings)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
         pool = multiprocessing.get_context(method).Pool(
-            num_proc, initializer=init_worker, initargs=(settings, True)
+            num_proc, initializer=start_worker, initargs=(settings,)
         )
     finally:
         if saved is None:
             os.environ.pop("TOKENIZERS_PARALLELISM")
         else:
             os.environ["TOKENIZERS_PARALLELISM"] = saved
-    with pool:
+    try:
         pending: collections.deque = collections.deque()
         for chunk in chunks:
             pending.append(pool.apply_async(encode_chunk, (chunk,)))
@@ -170,6 +171,24 @@ def _encoded(chunks: Iterable[Chunk], num_proc: int, settings: EncodingSettings)
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+    except BaseException:  # an error, Ctrl-C, or the consumer stopped early
+        pool.terminate()
+        pool.join()
+        raise
+    pool.close()  # the workers take their sentinel and exit
+    pool.join()
+
+
+def start_worker(settings: EncodingSettings) -> None:
+    """A pool worker: default signal handling, then the tokenizer.
+
+    A forked worker inherits its parent's Python signal handlers: a training run's graceful-stop handler,
+    or submitit's, which ignores SIGTERM. `Pool.terminate()` stops workers with SIGTERM, so with an
+    inherited handler it waited forever. Ctrl-C is the parent's to handle; it then terminates the pool.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    init_worker(settings, single_threaded=True)
 
 
 def _raise_bad(encoded: EncodedChunk) -> None:
