@@ -111,7 +111,7 @@ def compose_bertlab_config(size: Size, overrides: tuple[str, ...] = ()):
     """The run config launch.py would compose for this size (architecture=bert_mini plus overrides)."""
     from hydra import compose, initialize_config_dir
 
-    from bertlab.config.schema import register_schemas
+    from bertlab.hydra_glue import register as register_schemas
 
     register_schemas()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from bertlab.building import TOKENIZER_FILE, build
 from bertlab.data.preparation import read_state
 from bertlab.data.shard_store import MANIFEST, clear_stores
 from bertlab.errors import BertlabError
-from bertlab.run_folder import check_run_name
+from bertlab.hydra_glue import build
+from bertlab.run_folder import TOKENIZER_FILE, check_run_name
 from bertlab.training.distributed import is_main_process
 
 log = logging.getLogger(__name__)

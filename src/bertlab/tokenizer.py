@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from bertlab.atomic_write import replacing_path
 from bertlab.errors import BertlabError
 
 log = logging.getLogger(__name__)
@@ -163,9 +163,8 @@ class TextTokenizer:
             if cache_file is not None:
                 cache_file = Path(cache_file)
                 cache_file.parent.mkdir(parents=True, exist_ok=True)
-                temporary = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
-                tokenizer.save(str(temporary))
-                os.replace(temporary, cache_file)
+                with replacing_path(cache_file) as temporary:
+                    tokenizer.save(str(temporary))
         else:
             tokenizer = read_saved_tokenizer(self.vocab_source)
         self.special = self._special_tokens(tokenizer)
@@ -228,10 +227,8 @@ class TextTokenizer:
 
     def save(self, path: str | Path) -> None:
         """Write atomically: other processes of a multi-process run may be waiting to read it."""
-        path = Path(path)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        self.backend.save(str(temporary))
-        os.replace(temporary, path)
+        with replacing_path(path) as temporary:
+            self.backend.save(str(temporary))
 
     def fingerprint(self) -> str:
         """Content hash of the trained tokenizer: prepared datasets are cached under it."""
