@@ -18,7 +18,14 @@ from tests.conftest import launch, read_csv
 
 ATTENTION = ("sdpa", "eager", "local")
 POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "none")
-PRESETS = ("bert_tiny", "bert_mini", "bert_small", "bert_medium", "modern_tiny", "modern_small")  # not bert_base
+PRESETS = (
+    "bert_tiny",
+    "bert_mini",
+    "bert_small",
+    "bert_medium",
+    "modern_tiny",
+    "modern_small",
+)  # not bert_base
 # Short runs: one fixed validation batch before and after training, a small test split.
 SHORT = [
     "data.source.documents=300",

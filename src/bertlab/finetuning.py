@@ -68,7 +68,7 @@ def finetune(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
 
 class Finetuning:
     """Backbone (architecture, tokenizer and weights) from a pretraining run or a Hugging Face folder, a
-    classification head, labelled data; writes labels.json, results.json and predictions.csv."""
+    classification head, labelled data; writes the label vocabulary and the test results and predictions."""
 
     reports_mfu = False
 
@@ -182,7 +182,7 @@ class Finetuning:
         )
 
     def after_test(self, trainer: L.Trainer, built: TaskRun) -> None:
-        """results.json and predictions.csv, with the linear baseline's figures beside the model's."""
+        """The test results and predictions, with the linear baseline's figures beside the model's."""
         baseline = None
         if self.cfg.training.baseline:
             examples = self.examples
@@ -203,8 +203,8 @@ def write_test_outputs(
     labels: list,
     baseline: dict[str, float] | None = None,
 ) -> None:
-    """results.json (test figures of the best checkpoint, and the linear baseline's beside them) and
-    predictions.csv (one row per test example)."""
+    """RESULTS_FILE (test figures of the best checkpoint, and the linear baseline's beside them) and
+    PREDICTIONS_FILE (one row per test example)."""
     results: dict[str, Any] = {
         key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("test/")
     }

@@ -3,8 +3,8 @@
     task.check()                 everything that validates input, before any file is written
     plan_run(...)                claim the run folder, resolve the resume once, optimizer factories, devices
     task.build(plan)             tokenizer, data and model: what is different about the task
-    fit_and_test(...)            restore, loggers, Trainer, run.json, baseline validation, fit, test
-    task.after_test(trainer)     task outputs of a finished run (finetuning: results.json, predictions.csv)
+    fit_and_test(...)            restore, loggers, Trainer, run info, baseline validation, fit, test
+    task.after_test(trainer)     task outputs of a finished run (finetuning: results, predictions)
 
 pretraining.py and finetuning.py are the two `Task`s. This module and the tasks are the only library code
 that reads the composed config; they hand plain values to everything they build (training/, data/,
@@ -86,7 +86,7 @@ class TaskRun:
     datamodule: Any
     train_columns: list[str]
     eval_columns: list[str]
-    info: dict[str, Any]  # task-specific run.json entries
+    info: dict[str, Any]  # task-specific entries of the run-info file
     callbacks: list[L.Callback] = field(default_factory=list)
 
 
@@ -256,7 +256,7 @@ def make_trainer(cfg: DictConfig, plan: RunPlan, built: TaskRun) -> L.Trainer:
 
 
 def write_run_info(plan: RunPlan, trainer: L.Trainer, training: DictConfig, info: dict[str, Any]) -> None:
-    """run.json: what `auto` settings resolved to, and where the data and the start came from."""
+    """The run-info file: what `auto` settings resolved to, and where the data and the start came from."""
     if not is_main_process():
         return
     resume = plan.resume

@@ -111,7 +111,7 @@ def build_node(node: Any, section: str, **runtime: Any) -> Any:
 
 
 def plain(node: Any) -> Any:
-    """A config node as plain, resolved containers (for checkpoints, W&B and run.json)."""
+    """A config node as plain, resolved containers (for checkpoints, W&B and the run-info file)."""
     return OmegaConf.to_container(node, resolve=True)
 
 

@@ -2,7 +2,7 @@
 `data.prepared=<folder>`.
 
 The folder is the run folder (runs/preparation/<name>/): the composed config (.hydra/), run.log,
-tokenizer.json, the token shards and manifest.json (written last: counts per split, bad records,
+the tokenizer file, the token shards and manifest.json (written last: counts per split, bad records,
 fingerprints of the sources and the tokenizer). A relaunch of an interrupted preparation continues it
 with the same tokenizer; a finished folder is never overwritten.
 """

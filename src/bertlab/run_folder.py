@@ -297,7 +297,7 @@ def checkpoint_payload(task: str, config: dict[str, Any], world_size: int, **ext
 
 
 def tokenizer_file(run_dir: Path) -> Path:
-    """The run's tokenizer.json; a folder without one is not a complete run."""
+    """The run's tokenizer file; a folder without one is not a complete run."""
     path = Path(run_dir) / TOKENIZER_FILE
     if not path.is_file():
         raise BertlabError(f"{str(path)!r} is missing; the run folder is incomplete", "run_dir")

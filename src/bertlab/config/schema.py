@@ -12,6 +12,8 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from bertlab.run_folder import LAST_CHECKPOINT
+
 
 @dataclass
 class ExperimentConfig:
@@ -57,7 +59,7 @@ class CheckpointConfig:
 class ResumeConfig:
     is_resume: bool = False
     resume_pretraining_name: str | None = None
-    checkpoint_path: str = "checkpoints/model.ckpt"
+    checkpoint_path: str = str(LAST_CHECKPOINT)
     strict: bool = True
     load_only_model_state: bool = False
     allow_config_changes: bool = False

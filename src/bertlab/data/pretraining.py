@@ -34,6 +34,7 @@ from bertlab.data.shard_store import load_shards, read_manifest
 from bertlab.data.split_datamodule import SplitDataModule
 from bertlab.data.token_store import TokenStore
 from bertlab.errors import BertlabError
+from bertlab.run_folder import TOKENIZER_FILE
 from bertlab.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -229,7 +230,7 @@ class PretrainingDataModule(SplitDataModule):
             raise BertlabError(
                 f"folder {str(self.prepared_dir)!r} was prepared with another tokenizer than the run's "
                 f"({manifest['vocab_size']} tokens, the run's has {self.tokenizer.vocab_size}); use the "
-                f"tokenizer it was prepared with (tokenizer.vocab_source=<its tokenizer.json>)",
+                f"tokenizer it was prepared with (tokenizer.vocab_source=<its {TOKENIZER_FILE}>)",
                 "prepared",
             )
         for split in SPLITS:

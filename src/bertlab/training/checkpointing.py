@@ -1,5 +1,5 @@
-"""Checkpoint files: written atomically, under the names run_folder.py gives them (`model.ckpt` and
-`best-model.ckpt`, the names the tool bertlab replaced used)."""
+"""Checkpoint files: written atomically, under the names run_folder.py gives them (LAST_CHECKPOINT and
+BEST_CHECKPOINT, the names the tool bertlab replaced used, which its users know)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 def checkpoint_callbacks(
     directory: Path, every_n_steps: int, monitor: str | None, mode: str
 ) -> list[ModelCheckpoint]:
-    """`model.ckpt` every `every_n_steps` steps, and `best-model.ckpt` by `monitor` after validations."""
+    """The last checkpoint every `every_n_steps` steps, and the best one by `monitor` after validations."""
     callbacks = [
         ModelCheckpoint(
             dirpath=directory,

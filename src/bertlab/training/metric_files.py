@@ -1,4 +1,4 @@
-"""The run folder's metric files: metrics/train/metrics.csv and metrics/eval/metrics.csv.
+"""The run folder's metric files: run_folder.TRAIN_METRICS and run_folder.EVAL_METRICS.
 
 A Lightning logger that routes each logged metric by its prefix (train/, val/, test/) to a CSV with a
 fixed header, appending one row per logging step and flushing it at once, so a crash loses at most the
