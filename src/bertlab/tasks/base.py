@@ -49,6 +49,16 @@ class BackboneWithHead(L.LightningModule):
         self.log("step", float(self.global_step))
         self.log("epoch", float(self.current_epoch))
 
+    def _log_evaluation(self, stage: str) -> None:
+        """Log the `stage` ("val" or "test") metrics accumulated over the epoch, and reset them."""
+        raise NotImplementedError
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_evaluation("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_evaluation("test")
+
     def parameter_group_options(self) -> dict[str, Any]:
         """Keyword arguments of training.parameter_groups (learning rates per layer, for instance)."""
         return {}

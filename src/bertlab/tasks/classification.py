@@ -87,18 +87,16 @@ class SequenceClassifier(BackboneWithHead):
     def on_test_epoch_start(self) -> None:
         self.predictions = []
 
-    def _log_evaluation(self, stage: str, loss: MeanMetric, metrics: MetricCollection) -> None:
+    def _log_evaluation(self, stage: str) -> None:
+        loss, metrics = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_metrics")
         self._log_evaluation_position()
         self.log(f"{stage}/loss", loss.compute(), prog_bar=stage == "val")
         self.log_dict(metrics.compute(), prog_bar=stage == "val")
         loss.reset()
         metrics.reset()
 
-    def on_validation_epoch_end(self) -> None:
-        self._log_evaluation("val", self.val_loss, self.val_metrics)
-
     def on_test_epoch_end(self) -> None:
-        self._log_evaluation("test", self.test_loss, self.test_metrics)
+        super().on_test_epoch_end()
         if self.trainer.world_size > 1:  # every process joins the gather, even with no test batches
             self.predictions = self._gather_predictions()
 

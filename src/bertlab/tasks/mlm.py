@@ -74,7 +74,8 @@ class MaskedLanguageModel(BackboneWithHead):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.test_loss, self.test_accuracy)
 
-    def _log_evaluation(self, stage: str, loss_metric: MeanMetric, accuracy: MeanMetric) -> None:
+    def _log_evaluation(self, stage: str) -> None:
+        loss_metric, accuracy = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_accuracy")
         loss = loss_metric.compute()
         self._log_evaluation_position()
         self.log(f"{stage}/loss", loss, prog_bar=stage == "val")
@@ -82,9 +83,3 @@ class MaskedLanguageModel(BackboneWithHead):
         self.log(f"{stage}/accuracy", accuracy.compute())
         loss_metric.reset()
         accuracy.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_evaluation("val", self.val_loss, self.val_accuracy)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_evaluation("test", self.test_loss, self.test_accuracy)
