@@ -15,11 +15,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from bertlab.config.schema import register_schemas
+from bertlab import hydra_glue
 from bertlab.errors import BertlabError
-from bertlab.run_folder import undo_launch
 
-register_schemas()
+hydra_glue.register()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -33,7 +32,7 @@ def main(cfg: DictConfig) -> float | None:
     try:
         return run(cfg, run_dir)
     except BertlabError as error:  # input the user can fix: one line naming the key, nothing left behind
-        undo_launch(run_dir)
+        hydra_glue.undo_launch(run_dir)
         print(f"Error: {error}", file=sys.stderr)
     except PermissionError as error:
         print(f"Error: {error.filename!r}: permission denied ({error.strerror})", file=sys.stderr)

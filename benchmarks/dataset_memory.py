@@ -84,7 +84,7 @@ def compose(overrides: list[str], output_dir: Path):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from bertlab.config.schema import register_schemas
+    from bertlab.hydra_glue import register as register_schemas
 
     register_schemas()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

@@ -11,12 +11,13 @@ Arms are timed in one process, in interleaved rounds (A B A B ...) after warm-up
 the median of its rounds' tokens/s (input tokens, no padding exists). Compare ratios, not absolute numbers.
 
     python benchmarks/mlm_throughput.py                      # fp32 and bf16 autocast, bertlab vs HF
-    python benchmarks/mlm_throughput.py --variants           # also prototype model changes (see VARIANTS)
+    python benchmarks/mlm_throughput.py --variants           # also bertlab with other settings (VARIANTS)
     python benchmarks/mlm_throughput.py --profile            # torch.profiler breakdown of bertlab's step
     python benchmarks/mlm_throughput.py --tiny               # seconds: tiny sizes, 2 rounds (for tests)
 
-The prototypes (--variants) change model *instances* inside this file only (attention kernel, dropout-mask
-source, fused AdamW), to measure what a change in src/bertlab/model would gain.
+The variants (--variants) build bertlab with config overrides (VARIANTS), to measure what a setting gains.
+The cheap dropout masks and fused AdamW once prototyped here are now the library's defaults
+(bertlab.model.dropout, training.optimizer.fused).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -111,7 +111,7 @@ def compose_bertlab_config(size: Size, overrides: tuple[str, ...] = ()):
     """The run config launch.py would compose for this size (architecture=bert_mini plus overrides)."""
     from hydra import compose, initialize_config_dir
 
-    from bertlab.config.schema import register_schemas
+    from bertlab.hydra_glue import register as register_schemas
 
     register_schemas()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -149,11 +149,13 @@ def optimizer_settings(cfg) -> dict[str, Any]:
 
 
 def grouped_parameters(model: nn.Module) -> list[dict[str, Any]]:
-    """bertlab's grouping (no weight decay on biases and norms), applied to either model."""
+    """bertlab's rule (no weight decay on biases and norms), applied to the HF model."""
+    from bertlab.training.parameter_groups import no_weight_decay
+
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            (no_decay if parameter.ndim < 2 or "norm" in name.lower() else decay).append(parameter)
+            (no_decay if no_weight_decay(name, parameter) else decay).append(parameter)
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -183,8 +185,6 @@ def build_bertlab(
     size: Size,
     name: str = "bertlab",
     overrides: tuple[str, ...] = (),
-    fused_adamw: bool = False,
-    cheap_dropout: bool = False,
     seed: int = 0,
 ) -> Arm:
     """bertlab's backbone + head as a run builds them, stepped through MaskedLanguageModel._loss."""
@@ -196,12 +196,9 @@ def build_bertlab(
     torch.manual_seed(seed)
     backbone = instantiate(cfg.architecture, vocab_size=size.vocab_size, pad_token_id=0)
     head = instantiate(cfg.mlm_head.module, hidden_size=backbone.hidden_size, vocab_size=size.vocab_size)
-    settings = optimizer_settings(cfg)
-    if fused_adamw:
-        settings["fused"] = True
-    task = MaskedLanguageModel(backbone, head, functools.partial(torch.optim.AdamW, **settings))
-    if cheap_dropout:
-        use_cheap_dropout(task)
+    task = MaskedLanguageModel(
+        backbone, head, functools.partial(torch.optim.AdamW, **optimizer_settings(cfg))
+    )
     task.train()
     optimizer = task.configure_optimizers()
     return Arm(name, task, optimizer, lambda batch: task._loss(batch)[0])
@@ -241,39 +238,13 @@ def build_hf(size: Size, attn_implementation: str = "sdpa", seed: int = 0) -> Ar
 
 # -- "same model mathematically": copy bertlab's weights into HF and compare loss and gradients --------------
 def copy_bertlab_into_hf(bertlab: nn.Module, hf: nn.Module, num_layers: int) -> None:
-    """HF's weights := bertlab's (fused QKV split into query/key/value; HF's token-type vector := 0)."""
-    src = dict(bertlab.named_parameters())
-    dst = dict(hf.named_parameters())
-    pairs = {
-        "bert.embeddings.word_embeddings.weight": "backbone.word_embeddings.weight",
-        "bert.embeddings.position_embeddings.weight": "backbone.position_embeddings.embedding.weight",
-        "bert.embeddings.LayerNorm.weight": "backbone.embedding_norm.weight",
-        "bert.embeddings.LayerNorm.bias": "backbone.embedding_norm.bias",
-        "cls.predictions.transform.dense.weight": "head.transform.weight",
-        "cls.predictions.transform.dense.bias": "head.transform.bias",
-        "cls.predictions.transform.LayerNorm.weight": "head.norm.weight",
-        "cls.predictions.transform.LayerNorm.bias": "head.norm.bias",
-        "cls.predictions.bias": "head.decoder.bias",
-    }
-    for i in range(num_layers):
-        h, b = f"bert.encoder.layer.{i}.", f"backbone.layers.{i}."
-        for kind in ("weight", "bias"):
-            pairs[f"{h}attention.output.dense.{kind}"] = f"{b}attention.out.{kind}"
-            pairs[f"{h}attention.output.LayerNorm.{kind}"] = f"{b}attention_norm.{kind}"
-            pairs[f"{h}intermediate.dense.{kind}"] = f"{b}feed_forward.up.{kind}"
-            pairs[f"{h}output.dense.{kind}"] = f"{b}feed_forward.down.{kind}"
-            pairs[f"{h}output.LayerNorm.{kind}"] = f"{b}feed_forward_norm.{kind}"
-    with torch.no_grad():
-        for hf_name, bertlab_name in pairs.items():
-            if hf_name in dst:  # HF ties cls.predictions.bias and decoder.bias: one of them is listed
-                dst[hf_name].copy_(src[bertlab_name])
-        for i in range(num_layers):
-            q, k, v = src[f"backbone.layers.{i}.attention.qkv.weight"].chunk(3, dim=0)
-            qb, kb, vb = src[f"backbone.layers.{i}.attention.qkv.bias"].chunk(3, dim=0)
-            for part, w, bias in (("query", q, qb), ("key", k, kb), ("value", v, vb)):
-                dst[f"bert.encoder.layer.{i}.attention.self.{part}.weight"].copy_(w)
-                dst[f"bert.encoder.layer.{i}.attention.self.{part}.bias"].copy_(bias)
-        dst["bert.embeddings.token_type_embeddings.weight"].zero_()
+    """HF's weights := bertlab's, through the exporter's name table (bertlab.model.hf_format)."""
+    from bertlab.model.hf_format import BERT, to_hf
+
+    state = to_hf(bertlab.state_dict(), BERT, num_layers, fused=True, pad_token_id=0)
+    missing, unexpected = hf.load_state_dict(state, strict=False)
+    if unexpected or any(not key.endswith("position_ids") for key in missing):
+        raise RuntimeError(f"name table mismatch: missing {missing}, unexpected {unexpected}")
 
 
 def check_equivalence(size: Size, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -300,77 +271,9 @@ def check_equivalence(size: Size, batch: dict[str, torch.Tensor]) -> dict[str, A
 
 
 # -- prototypes of model changes (instances only; src/bertlab/model is untouched) ---------------------------
-class _KeepScale(torch.autograd.Function):
-    """x * keep / (1 - p), saving only the boolean mask (as native dropout does)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
-        ctx.save_for_backward(keep)
-        ctx.scale = scale
-        return torch.where(keep, x * scale, 0.0)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (keep,) = ctx.saved_tensors
-        return torch.where(keep, grad * ctx.scale, 0.0), None, None
-
-
-def cheap_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Dropout whose keep-mask comes from 16-bit slices of 64-bit integer draws (one RNG call per 4).
-
-    Keep probability 1 - round(p * 65536) / 65536 (p=0.1: 0.899994), seeded by torch's generator like
-    F.dropout; about 4x cheaper than F.dropout's Bernoulli draws on CPU.
-    """
-    if p <= 0.0:
-        return x
-    count = x.numel()
-    bits = torch.empty((count + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
-    lanes = bits.view(torch.int16)[:count].view(x.shape)
-    threshold = -32768 + round(p * 65536)
-    return _KeepScale.apply(x, lanes >= threshold, 1.0 / (1.0 - p))
-
-
-class CheapDropout(nn.Module):
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return cheap_dropout(x, self.p) if self.training else x
-
-
-def eager_attention_cheap_dropout(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout_p: float
-) -> torch.Tensor:
-    """bertlab's eager kernel with the cheap dropout on the attention probabilities."""
-    scores = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))
-    if mask is not None:
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    probs = torch.softmax(scores, dim=-1)
-    if dropout_p > 0.0:
-        probs = cheap_dropout(probs, dropout_p)
-    return torch.matmul(probs, v)
-
-
-def use_cheap_dropout(model: nn.Module) -> None:
-    """Swap every nn.Dropout for CheapDropout and every attention kernel for the eager cheap-dropout one."""
-    for parent in list(model.modules()):
-        for child_name, child in list(parent.named_children()):
-            if isinstance(child, nn.Dropout):
-                setattr(parent, child_name, CheapDropout(child.p))
-        if hasattr(parent, "kernel") and hasattr(parent, "attention_dropout"):
-            parent.kernel = eager_attention_cheap_dropout
-
-
 # name -> (builder keyword arguments, what it prototypes)
 VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
     "bertlab-eager": ({"overrides": ("architecture.attention=eager",)}, "architecture.attention=eager"),
-    "bertlab-fusedadamw": ({"fused_adamw": True}, "torch.optim.AdamW(fused=True)"),
-    "bertlab-cheapdrop": ({"cheap_dropout": True}, "int-bits dropout masks + eager attention"),
-    "bertlab-cheapdrop-fused": (
-        {"cheap_dropout": True, "fused_adamw": True},
-        "int-bits dropout + eager attention + fused AdamW",
-    ),
 }
 
 

@@ -10,8 +10,8 @@ import torch
 
 from bertlab.data.sampler import EpochShuffleSampler
 from bertlab.errors import BertlabError
+from bertlab.run_folder import read_checkpoint
 from bertlab.training.distributed import is_main_process, refuse_relaunch_in_sweep, relaunches_processes
-from bertlab.training.resume import load_checkpoint
 from tests.conftest import FAST, launch, read_csv
 
 DDP = ["training.accelerator=cpu", "training.devices=2", "training.strategy=ddp"]
@@ -79,7 +79,7 @@ def test_two_process_ddp_writes_one_run_folder(tmp_path):
     info = json.loads((run_dir / "run.json").read_text())
     assert info["world_size"] == 2 and info["global_batch_size"] == 16
     for name in ("best-model", "model"):
-        checkpoint = load_checkpoint(run_dir / "checkpoints" / f"{name}.ckpt")
+        checkpoint = read_checkpoint(run_dir / "checkpoints" / f"{name}.ckpt")
         assert checkpoint["global_step"] == 8
         assert all(torch.isfinite(value).all() for value in checkpoint["state_dict"].values())
     leftovers = [p.name for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
@@ -100,8 +100,8 @@ def test_multirun_with_relaunching_ddp_fails_before_any_job(tmp_path):
 def test_sweep_guard_lets_slurm_start_the_ddp_processes(tmp_path, launcher, refused):
     from hydra import compose, initialize_config_dir
 
-    from bertlab.config.schema import register_schemas
-    from bertlab.run_folder import RunFolderGuard
+    from bertlab.hydra_glue import RunFolderGuard
+    from bertlab.hydra_glue import register as register_schemas
     from tests.conftest import CONF
 
     register_schemas()
@@ -148,14 +148,14 @@ def test_sigterm_to_the_main_process_stops_both_at_one_step_and_the_run_resumes(
     process.send_signal(signal.SIGTERM)  # the main process only: the other learns it at the step's end
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
-    step = load_checkpoint(run_dir / "checkpoints/model.ckpt")["global_step"]
+    step = read_checkpoint(run_dir / "checkpoints/model.ckpt")["global_step"]
     assert 5 <= step < 30
     assert int(read_csv(run_dir / "metrics/train/metrics.csv")[-1]["step"]) == step
 
     launch([*run, "training.resume.is_resume=true"], tmp_path)
     steps = [int(row["step"]) for row in read_csv(run_dir / "metrics/train/metrics.csv")]
     assert steps == list(range(1, 31))
-    assert load_checkpoint(run_dir / "checkpoints/model.ckpt")["global_step"] == 30
+    assert read_checkpoint(run_dir / "checkpoints/model.ckpt")["global_step"] == 30
 
 
 def test_ddp_finetuning_gathers_every_test_prediction(pretrained_run):
@@ -215,4 +215,4 @@ def test_tasks_started_by_slurm_join_one_run_without_relaunching(tmp_path):
         "hydra.yaml",
         "overrides.yaml",
     ]
-    assert load_checkpoint(run_dir / "checkpoints/model.ckpt")["global_step"] == 4
+    assert read_checkpoint(run_dir / "checkpoints/model.ckpt")["global_step"] == 4

@@ -104,7 +104,8 @@ def test_frozen_backbone_stays_bitwise_equal_to_the_pretrained_weights(pretraine
     assert float(head_before[-1]["loss"]) < float(head_before[0]["loss"])
 
 
-def test_unfrozen_finetune_starts_from_the_pretrained_weights(pretrained_run):
+def test_load_backbone_loads_every_pretrained_backbone_weight(pretrained_run):
+    """What a finetune without freezing starts from (pretrained.load_backbone), checked without training."""
     from bertlab.model.encoder import Encoder
     from bertlab.pretrained import load_backbone, pretrained_checkpoint
 

@@ -14,12 +14,12 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from bertlab.hydra_glue import SweepSummary
 from bertlab.reporting.plots import plot_run, run_figures, write_run_plots
 from bertlab.reporting.sweep_summary import (
     DIED_ERROR,
     FIXED_COLUMNS,
     RECORD_FILE,
-    SweepSummary,
     error_text,
     final_metrics,
     read_records,

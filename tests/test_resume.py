@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 
-import bertlab.building
+import bertlab.flow
 from bertlab.errors import BertlabError
 from bertlab.run import run
 from tests.conftest import FAST, compose_config, read_csv, snapshot
@@ -30,14 +30,14 @@ class SignalAtStep(L.Callback):
 
 
 def interrupt_at(monkeypatch, step: int) -> None:
-    original = bertlab.building.build_trainer
+    original = bertlab.flow.build_trainer
 
     def with_signal(*args, **kwargs):
         trainer = original(*args, **kwargs)
         trainer.callbacks.append(SignalAtStep(step))
         return trainer
 
-    monkeypatch.setattr(bertlab.building, "build_trainer", with_signal)
+    monkeypatch.setattr(bertlab.flow, "build_trainer", with_signal)
 
 
 def weights(run_dir):

@@ -1,26 +1,58 @@
 """Publishing a file all at once: written beside its target under a private name, then renamed.
 
 A reader (another process, or a relaunch after a kill) sees either the old file or the whole new one,
-never a partial write.
+never a partial write. Every file bertlab publishes for others to read goes through `replacing_path`
+(writers that want a path: torch.save, tokenizers) or `replacing` (writers that want an open handle).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 
 def temporary_path(path: str | Path) -> Path:
-    """A hidden name beside `path`, private to this process (same folder, so the rename is atomic)."""
+    """A hidden name beside `path`, private to this process and call (same folder: the rename is atomic)."""
     path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+@contextmanager
+def replacing_path(path: str | Path, fsync: bool = False) -> Iterator[Path]:
+    """A private path to write; it replaces `path` when the block ends without an error.
+
+    `fsync`: flush the file to disk before the rename, so that a power cut leaves the old or new file.
+    Unlike mkstemp's private (0600) files it gets the usual umask permissions: run folders are shared.
+    """
+    path = Path(path)
+    temporary = temporary_path(path)
+    try:
+        yield temporary
+        if fsync:
+            with temporary.open("rb") as handle:
+                os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+@contextmanager
+def replacing(path: str | Path, text: bool = False, fsync: bool = False) -> Iterator[IO[Any]]:
+    """An open file (text with newline='' for csv, or binary) that replaces `path` once closed."""
+    with (
+        replacing_path(path, fsync=fsync) as temporary,
+        temporary.open("x" if text else "xb", newline="" if text else None) as handle,
+    ):
+        yield handle
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    temporary = temporary_path(path)
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    with replacing(path) as handle:
+        handle.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -2,7 +2,8 @@
 
     python -m bertlab.evaluate runs/finetuning/<name> --data new.jsonl [--text-field f] [--label-field f]
 
-Writes results.json and predictions.csv into <run>/evaluations/<file stem>[-N]/ (a new folder each time).
+Writes the test outputs (results, predictions; names in run_folder.py) into
+<run>/evaluations/<file stem>[-N]/, a new folder each time.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
 from bertlab.data.classification import LabelledSequenceDataset, PadToLongest
@@ -22,28 +22,32 @@ from bertlab.data.labelled import read_labelled_file
 from bertlab.data.token_store import build_token_store
 from bertlab.errors import BertlabError
 from bertlab.finetuning import write_test_outputs
-from bertlab.run_folder import LABELS_FILE, RESULTS_FILE
+from bertlab.hydra_glue import build_node
+from bertlab.run_folder import (
+    BEST_CHECKPOINT,
+    EVALUATIONS_DIR,
+    RESULTS_FILE,
+    read_labels,
+    read_saved_run,
+    tokenizer_file,
+    write_json,
+)
 from bertlab.tasks.classification import SequenceClassifier
 from bertlab.tokenizer import TextTokenizer
-from bertlab.training.checkpointing import BEST_NAME
-from bertlab.training.resume import load_checkpoint
 
 
 def evaluate(
     run_dir: Path, data: Path, text_field: str | None, label_field: str | None, checkpoint: str
 ) -> Path:
     """Test the run's model on `data`; returns the folder the results were written to."""
-    path = run_dir / checkpoint if checkpoint != "best" else run_dir / "checkpoints" / f"{BEST_NAME}.ckpt"
+    path = run_dir / (checkpoint if checkpoint != "best" else BEST_CHECKPOINT)
     if not path.is_file():
         raise BertlabError(
             f"checkpoint {str(path)!r} does not exist; is {str(run_dir)!r} a finetuning run?", "run"
         )
-    state = load_checkpoint(path, "checkpoint")
-    saved = state.get("bertlab", {})
-    if saved.get("task") != "classification":
-        raise BertlabError(f"{str(path)!r} is not a finetuning (classification) checkpoint", "run")
-    config = saved["config"]
-    labels = json.loads((run_dir / LABELS_FILE).read_text())
+    saved = read_saved_run(path, "checkpoint", task="classification")
+    config = saved.config
+    labels = read_labels(run_dir)
     text_field = text_field or config["data"]["text_field"]
     label_field = label_field or config["data"]["label_field"]
     examples = read_labelled_file(data, text_field, label_field, "data")
@@ -54,14 +58,19 @@ def evaluate(
         )
 
     tokenizer = TextTokenizer.from_file(
-        run_dir / "tokenizer.json", config["tokenizer"]["max_length"], config["tokenizer"]["truncation"]
+        tokenizer_file(run_dir), config["tokenizer"]["max_length"], config["tokenizer"]["truncation"]
     )
-    backbone = instantiate(saved["backbone"], vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id)
-    head = instantiate(
-        config["classification_head"], hidden_size=backbone.hidden_size, num_labels=len(labels)
+    backbone = build_node(
+        saved.backbone, "architecture", vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id
+    )
+    head = build_node(
+        config["classification_head"],
+        "classification_head",
+        hidden_size=backbone.hidden_size,
+        num_labels=len(labels),
     )
     model = SequenceClassifier(backbone, head, len(labels), optimizer=torch.optim.AdamW)
-    model.load_state_dict(state["state_dict"])
+    model.load_state_dict(saved.state_dict)
 
     index = {str(label): i for i, label in enumerate(labels)}
     store = build_token_store(
@@ -72,7 +81,7 @@ def evaluate(
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False)
     trainer.test(model, dataloaders=loader, verbose=False)
 
-    base = run_dir / "evaluations" / data.stem
+    base = run_dir / EVALUATIONS_DIR / data.stem
     target, number = base, 1
     while target.exists():
         number += 1
@@ -81,7 +90,7 @@ def evaluate(
     write_test_outputs(target, model, trainer, labels)
     results = json.loads((target / RESULTS_FILE).read_text())
     results.update({"checkpoint": str(path), "data": str(data)})
-    (target / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    write_json(target / RESULTS_FILE, results)
     return target
 
 

@@ -4,8 +4,8 @@
     bertlab-export runs/pretraining/<name> --to hf [OUT_DIR]      (OUT_DIR defaults to <run>/hf)
     python -m bertlab.export runs/pretraining/<name> --to hf [OUT_DIR]
 
-The run folder gives the weights (checkpoints/best-model.ckpt, else checkpoints/model.ckpt), the resolved
-config stored in the checkpoint (or .hydra/config.yaml) and tokenizer.json. The output holds config.json,
+The run folder gives the weights (the best checkpoint, else the last), the resolved config stored in the
+checkpoint (or .hydra/config.yaml) and the tokenizer (run_folder.read_saved_run, tokenizer_file). The output holds config.json,
 model.safetensors and the tokenizer files for `PreTrainedTokenizerFast` / `AutoTokenizer`.
 
 Hugging Face BERT expresses only original-BERT choices (learned absolute positions, post-norm LayerNorm,
@@ -26,16 +26,15 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 
 from bertlab.errors import BertlabError
 from bertlab.model.encoder import Encoder
 from bertlab.model.hf_format import BERT, FORMATS, HFFormat, to_hf
+from bertlab.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, read_saved_run, tokenizer_file
 from bertlab.tokenizer import TextTokenizer
-from bertlab.training.resume import load_checkpoint
 
-CHECKPOINTS = ("checkpoints/best-model.ckpt", "checkpoints/model.ckpt")
+CHECKPOINTS = (BEST_CHECKPOINT, LAST_CHECKPOINT)
 ENCODER = "bertlab.model.encoder.Encoder"
 MLM_HEAD = "bertlab.model.mlm_head.MLMHead"
 
@@ -107,23 +106,11 @@ def read_run(run_dir: str | Path, checkpoint: str | Path | None = None) -> RunAr
     if not run_dir.is_dir():
         raise BertlabError(f"run folder {str(run_dir)!r} does not exist", "run_dir")
     path = find_checkpoint(run_dir, Path(checkpoint) if checkpoint is not None else None)
-    saved = load_checkpoint(path, "checkpoint")
-    config = saved.get("bertlab", {}).get("config")
-    hydra_config = run_dir / ".hydra" / "config.yaml"
-    if not config and hydra_config.is_file():
-        config = OmegaConf.to_container(OmegaConf.load(hydra_config), resolve=True)
-    if not config or "architecture" not in config:
-        raise BertlabError(
-            f"checkpoint {str(path)!r} records no run config and {str(hydra_config)!r} is missing",
-            "checkpoint",
-        )
-    tokenizer_file = run_dir / "tokenizer.json"
-    if not tokenizer_file.is_file():
-        raise BertlabError(f"{str(tokenizer_file)!r} is missing; the run folder is incomplete", "run_dir")
-    state_dict = saved.get("state_dict", {})
-    if "backbone.word_embeddings.weight" not in state_dict:
+    saved = read_saved_run(path, "checkpoint", run_dir=run_dir)
+    tokenizer = tokenizer_file(run_dir)
+    if "backbone.word_embeddings.weight" not in saved.state_dict:
         raise BertlabError(f"checkpoint {str(path)!r} holds no bertlab MLM weights", "checkpoint")
-    return RunArtifacts(run_dir, path, config, state_dict, tokenizer_file)
+    return RunArtifacts(run_dir, path, saved.config, saved.state_dict, tokenizer)
 
 
 def load_model(
@@ -277,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         "--checkpoint",
         type=Path,
         default=None,
-        help="checkpoint relative to RUN_DIR (default: checkpoints/best-model.ckpt, else checkpoints/model.ckpt)",
+        help=f"checkpoint relative to RUN_DIR (default: {BEST_CHECKPOINT}, else {LAST_CHECKPOINT})",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     args = parser.parse_intermixed_args(argv)

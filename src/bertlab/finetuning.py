@@ -8,7 +8,6 @@ same kind of model from random initialisation instead.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,27 +17,24 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from bertlab.baseline import linear_baseline
-from bertlab.building import (
-    apply_resume,
-    build,
-    build_node,
-    fit_and_test,
-    make_loggers,
-    make_trainer,
-    maybe_compile,
-    run_tokenizer,
-    setup_run,
-    write_run_info,
-)
 from bertlab.config.checks import check_finetuning
 from bertlab.errors import BertlabError
+from bertlab.flow import RunPlan, TaskRun, run_tokenizer, run_training
 from bertlab.hf_import import finetuning_source
+from bertlab.hydra_glue import build, build_node, plain
 from bertlab.pretrained import inherit_architecture, load_backbone, pretrained_checkpoint
-from bertlab.run_folder import LABELS_FILE, PREDICTIONS_FILE, RESULTS_FILE
+from bertlab.run_folder import (
+    BEST_CHECKPOINT,
+    LABELS_FILE,
+    PREDICTIONS_FILE,
+    RESULTS_FILE,
+    SavedRun,
+    read_saved_run,
+    write_json,
+)
 from bertlab.tasks.classification import EVAL_COLUMNS, TRAIN_COLUMNS, SequenceClassifier
 from bertlab.training.distributed import is_main_process
 from bertlab.training.freezing import FreezeSchedule
-from bertlab.training.resume import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +47,7 @@ def architecture_config(
     With a pretrained run, the architecture is that run's; only keys set on the command line (non-null in
     conf/architecture/from_pretrained.yaml) override it. Without one, the config's own values.
     """
-    requested = OmegaConf.to_container(cfg.architecture, resolve=True)
+    requested = plain(cfg.architecture)
     if pretrained is None:
         return OmegaConf.create({key: value for key, value in requested.items() if value is not None}), {}
     merged, overrides = inherit_architecture(pretrained, requested)
@@ -67,130 +63,137 @@ def architecture_config(
 
 def finetune(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float | None:
     """Finetune per `cfg` into `run_dir`; returns the best monitored validation value (for sweepers)."""
-    check_finetuning(cfg)
-    training = cfg.training
+    return run_training(cfg, run_dir, sweep, Finetuning(cfg, run_dir))
 
-    # Everything that validates input runs before any file is written.
-    source = cfg.pretrained_experiment
-    pretrained_path = pretrained_config = None
-    hf = finetuning_source(cfg)  # pretrained_experiment.hf_path: a Hugging Face folder instead of a run
-    if hf is not None:
-        pretrained_config = {"architecture": hf.model.architecture}
-        pretrained_state = {"state_dict": hf.state_dict}
-    elif source.name is not None:
-        pretrained_path = pretrained_checkpoint(cfg.experiment.output_dir, source.name, source.checkpoint)
-        pretrained_state = load_checkpoint(pretrained_path, "pretrained_experiment.checkpoint")
-        pretrained_config = pretrained_state.get("bertlab", {}).get("config")
-        if not pretrained_config or "architecture" not in pretrained_config:
+
+class Finetuning:
+    """Backbone (architecture, tokenizer and weights) from a pretraining run or a Hugging Face folder, a
+    classification head, labelled data; writes the label vocabulary and the test results and predictions."""
+
+    reports_mfu = False
+
+    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+        self.cfg, self.run_dir = cfg, run_dir
+
+    def check(self) -> None:
+        cfg, training = self.cfg, self.cfg.training
+        check_finetuning(cfg)
+        source = cfg.pretrained_experiment
+        self.pretrained: SavedRun | None = None
+        self.hf = finetuning_source(cfg)  # pretrained_experiment.hf_path: a Hugging Face folder instead
+        if self.hf is not None:
+            pretrained_architecture = self.hf.model.architecture
+        elif source.name is not None:
+            path = pretrained_checkpoint(cfg.experiment.output_dir, source.name, source.checkpoint)
+            self.pretrained = read_saved_run(path, "pretrained_experiment.checkpoint")
+            pretrained_architecture = self.pretrained.config["architecture"]
+        else:
+            pretrained_architecture = None
+        self.architecture, self.architecture_overrides = architecture_config(cfg, pretrained_architecture)
+        self.tokenizer = build(cfg, "tokenizer")
+        max_positions = self.architecture.get("max_position_embeddings", 512)
+        if self.tokenizer.max_length > max_positions:
             raise BertlabError(
-                f"checkpoint {str(pretrained_path)!r} holds no bertlab config; it was not written by a bertlab "
-                f"pretraining run",
-                "pretrained_experiment.checkpoint",
+                f"{self.tokenizer.max_length} exceeds the backbone's max_position_embeddings={max_positions}",
+                "tokenizer.max_length",
             )
-    architecture, architecture_overrides = architecture_config(
-        cfg, pretrained_config["architecture"] if pretrained_config else None
-    )
-    tokenizer = build(cfg, "tokenizer")
-    max_positions = architecture.get("max_position_embeddings", 512)
-    if tokenizer.max_length > max_positions:
-        raise BertlabError(
-            f"{tokenizer.max_length} exceeds the backbone's max_position_embeddings={max_positions}",
-            "tokenizer.max_length",
+        self.datamodule = build(cfg, "data", batch_size=training.batch_size, num_workers=training.num_workers)
+        with torch.device("meta"):
+            build_node(self.architecture, "architecture", vocab_size=self.tokenizer.vocab_size_limit)
+        try:
+            self.examples = self.datamodule.examples()
+        except BertlabError as error:
+            raise (
+                error.in_section("data.source") if error.key in ("train", "val", "test") else error
+            ) from None
+
+    def build(self, plan: RunPlan) -> TaskRun:
+        cfg, run_dir, datamodule, training = self.cfg, self.run_dir, self.datamodule, self.cfg.training
+        pretrained_path = self.pretrained.checkpoint if self.pretrained else None
+        source_run = pretrained_path.parent.parent if pretrained_path else plan.resume.source_dir
+        tokenizer = run_tokenizer(
+            self.tokenizer,
+            run_dir,
+            source_run,
+            fit=lambda fresh: fresh.fit([text for text, _ in self.examples["train"]]),
         )
-    datamodule = build(cfg, "data", batch_size=training.batch_size, num_workers=training.num_workers)
-    with torch.device("meta"):
-        build_node(architecture, "architecture", vocab_size=tokenizer.vocab_size_limit)
-    setup = setup_run(cfg, run_dir, sweep)
-    try:
-        examples = datamodule.examples()
-    except BertlabError as error:
-        raise error.in_section("data.source") if error.key in ("train", "val", "test") else error from None
+        if is_main_process():
+            write_json(run_dir / LABELS_FILE, datamodule.labels)
+        prepared_dir = datamodule.prepare(tokenizer)
+        datamodule.setup("fit")
 
-    L.seed_everything(cfg.experiment.seed, workers=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    source_run = pretrained_path or setup.checkpoint_path  # .../<run>/checkpoints/<name>.ckpt
-    tokenizer = run_tokenizer(
-        tokenizer,
-        run_dir,
-        source_run.parent.parent if source_run else None,
-        fit=lambda fresh: fresh.fit([text for text, _ in examples["train"]]),
-    )
-    if is_main_process():
-        (run_dir / LABELS_FILE).write_text(json.dumps(datamodule.labels, indent=2) + "\n")
-    prepared_dir = datamodule.prepare(tokenizer)
-    datamodule.setup("fit")
-
-    backbone = build_node(
-        architecture, "architecture", vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id
-    )
-    if pretrained_config is not None and setup.checkpoint_path is None:
-        load_backbone(backbone, pretrained_state["state_dict"], pretrained_path or hf.model.folder)
-        log.info("Backbone loaded from %s", pretrained_path or hf.model.folder)
-    head = build(
-        cfg, "classification_head", hidden_size=backbone.hidden_size, num_labels=datamodule.num_labels
-    )
-    freeze = training.freeze
-    try:
-        freezing = FreezeSchedule(
+        backbone = build_node(
+            self.architecture, "architecture", vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id
+        )
+        if plan.resume.checkpoint is None and (self.pretrained or self.hf):
+            weights, origin = (
+                (self.pretrained.state_dict, pretrained_path)
+                if self.pretrained
+                else (self.hf.state_dict, self.hf.model.folder)
+            )
+            load_backbone(backbone, weights, origin)
+            log.info("Backbone loaded from %s", origin)
+        head = build(
+            cfg, "classification_head", hidden_size=backbone.hidden_size, num_labels=datamodule.num_labels
+        )
+        freeze = training.freeze
+        try:
+            freezing = FreezeSchedule(
+                backbone,
+                backbone.num_layers,
+                embeddings=freeze.embeddings,
+                layers=freeze.layers,
+                backbone_frozen=freeze.backbone,
+                unfreeze_after_epochs=freeze.unfreeze_after_epochs,
+            )
+        except BertlabError as error:
+            raise error.in_section("training.freeze") from None
+        model = SequenceClassifier(
             backbone,
-            backbone.num_layers,
-            embeddings=freeze.embeddings,
-            layers=freeze.layers,
-            backbone_frozen=freeze.backbone,
-            unfreeze_after_epochs=freeze.unfreeze_after_epochs,
+            head,
+            datamodule.num_labels,
+            plan.optimizer,
+            plan.scheduler,
+            head_lr=training.head_lr,
+            layerwise_lr_decay=training.layerwise_lr_decay,
+            run_config=plain(cfg),
+            backbone_config=plain(self.architecture),
         )
-    except BertlabError as error:
-        raise error.in_section("training.freeze") from None
-    run_config = OmegaConf.to_container(cfg, resolve=True)
-    model = SequenceClassifier(
-        backbone,
-        head,
-        datamodule.num_labels,
-        setup.optimizer,
-        setup.scheduler,
-        head_lr=training.head_lr,
-        layerwise_lr_decay=training.layerwise_lr_decay,
-        run_config=run_config,
-        backbone_config=OmegaConf.to_container(architecture),
-    )
-    resumed_from = str(setup.checkpoint_path) if setup.checkpoint_path else None
-    fit_checkpoint, step = apply_resume(cfg, setup, model, datamodule)
-    loggers = make_loggers(cfg, run_dir, TRAIN_COLUMNS, EVAL_COLUMNS, setup, step)
-    maybe_compile(model, training.compile)
-    trainer, _ = make_trainer(cfg, run_dir, setup, loggers, datamodule, step)
-    write_run_info(
-        run_dir,
-        trainer,
-        cfg,
-        {
-            "task": "classification",
-            "accelerator": setup.accelerator,
-            "precision": setup.precision,
-            "pretrained_from": {"run": str(pretrained_path.parent.parent), "checkpoint": str(pretrained_path)}
-            if pretrained_path
-            else {"hf_source": hf.model.record()}
-            if hf
-            else None,
-            "architecture": OmegaConf.to_container(architecture),
-            "architecture_overrides": architecture_overrides,
-            "prepared_data": str(prepared_dir),
-            "labels": datamodule.labels,
-            "examples": {split: len(dataset) for split, dataset in datamodule.datasets.items()},
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "resumed_from": resumed_from,
-            "resumed_at_step": step if fit_checkpoint else None,
-        },
-    )
-    trainer.callbacks.append(freezing)
-    best, finished = fit_and_test(cfg, run_dir, trainer, model, datamodule, fit_checkpoint, setup.sweep)
-    if finished and cfg.logging.log_eval and trainer.is_global_zero:
+        if pretrained_path:
+            pretrained_from = {"run": str(pretrained_path.parent.parent), "checkpoint": str(pretrained_path)}
+        else:
+            pretrained_from = {"hf_source": self.hf.model.record()} if self.hf else None
+        return TaskRun(
+            model,
+            datamodule,
+            train_columns=TRAIN_COLUMNS,
+            eval_columns=EVAL_COLUMNS,
+            info={
+                "task": "classification",
+                "pretrained_from": pretrained_from,
+                "architecture": plain(self.architecture),
+                "architecture_overrides": self.architecture_overrides,
+                "prepared_data": str(prepared_dir),
+                "labels": datamodule.labels,
+                "examples": {split: len(dataset) for split, dataset in datamodule.datasets.items()},
+                "parameters": sum(p.numel() for p in model.parameters()),
+            },
+            callbacks=[freezing],
+        )
+
+    def after_test(self, trainer: L.Trainer, built: TaskRun) -> None:
+        """The test results and predictions, with the linear baseline's figures beside the model's."""
         baseline = None
-        if training.baseline:
+        if self.cfg.training.baseline:
+            examples = self.examples
             baseline = linear_baseline(
-                examples["train"], examples["val"], examples["test"], datamodule.labels, cfg.experiment.seed
+                examples["train"],
+                examples["val"],
+                examples["test"],
+                self.datamodule.labels,
+                self.cfg.experiment.seed,
             )
-        write_test_outputs(run_dir, model, trainer, datamodule.labels, baseline)
-    return best
+        write_test_outputs(self.run_dir, built.model, trainer, self.datamodule.labels, baseline)
 
 
 def write_test_outputs(
@@ -200,12 +203,12 @@ def write_test_outputs(
     labels: list,
     baseline: dict[str, float] | None = None,
 ) -> None:
-    """results.json (test figures of the best checkpoint, and the linear baseline's beside them) and
-    predictions.csv (one row per test example)."""
+    """RESULTS_FILE (test figures of the best checkpoint, and the linear baseline's beside them) and
+    PREDICTIONS_FILE (one row per test example)."""
     results: dict[str, Any] = {
         key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("test/")
     }
-    results.setdefault("checkpoint", "checkpoints/best-model.ckpt")
+    results.setdefault("checkpoint", str(BEST_CHECKPOINT))
     if baseline is not None:
         results["baseline"] = {"model": "tfidf_1-2gram_logistic_regression", **baseline}
         log.info(
@@ -218,7 +221,7 @@ def write_test_outputs(
             baseline["C"],
             baseline["seconds"],
         )
-    (run_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    write_json(run_dir / RESULTS_FILE, results)
     write_predictions(run_dir / PREDICTIONS_FILE, model.predictions, labels)
 
 

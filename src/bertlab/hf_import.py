@@ -4,7 +4,7 @@
     python launch.py +experiment=finetune pretrained_experiment.hf_path=<folder>
 
 The folder is read as given (no network): config.json, model.safetensors or pytorch_model.bin (sharded ones
-through their index), tokenizer.json or vocab.txt. Its config becomes an explicit bertlab architecture, so the
+through their index), its tokenizer file or vocab.txt. Its config becomes an explicit bertlab architecture, so the
 run's checkpoints are self-contained and export, finetuning and resume treat the run like any other; the
 weights map through the name table that export uses (model/hf_format.py). A model_type or a setting bertlab's
 encoder cannot reproduce exactly is refused before anything is written, naming it.
@@ -113,7 +113,7 @@ class HFModel:
         return digest.hexdigest()
 
     def record(self) -> dict[str, Any]:
-        """What run.json and the checkpoints keep of the source: where, which format, which weights exactly."""
+        """What the run-info file and the checkpoints keep of the source: where, which format, which weights exactly."""
         return {
             "path": str(self.folder.resolve()),
             "model_type": self.format.model_type,

@@ -2,7 +2,7 @@
 `data.prepared=<folder>`.
 
 The folder is the run folder (runs/preparation/<name>/): the composed config (.hydra/), run.log,
-tokenizer.json, the token shards and manifest.json (written last: counts per split, bad records,
+the tokenizer file, the token shards and manifest.json (written last: counts per split, bad records,
 fingerprints of the sources and the tokenizer). A relaunch of an interrupted preparation continues it
 with the same tokenizer; a finished folder is never overwritten.
 """
@@ -15,11 +15,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from bertlab.building import TOKENIZER_FILE, build
 from bertlab.data.preparation import read_state
 from bertlab.data.shard_store import MANIFEST, clear_stores
 from bertlab.errors import BertlabError
-from bertlab.run_folder import check_run_name
+from bertlab.hydra_glue import build
+from bertlab.run_folder import TOKENIZER_FILE, check_run_name
 from bertlab.training.distributed import is_main_process
 
 log = logging.getLogger(__name__)

@@ -10,24 +10,24 @@ import torch
 from torch import nn
 
 from bertlab.errors import BertlabError
-from bertlab.training.checkpointing import BEST_NAME, LAST_NAME
+from bertlab.run_folder import BEST_CHECKPOINT, CHECKPOINTS_DIR, LAST_CHECKPOINT
 
 # Keys that change what the weights compute with but not which weights exist.
 WEIGHT_NEUTRAL = {"dropout", "attention_dropout", "attention", "local_window", "global_every"}
-CHECKPOINTS = {"best": f"checkpoints/{BEST_NAME}.ckpt", "last": f"checkpoints/{LAST_NAME}.ckpt"}
+CHECKPOINTS = {"best": BEST_CHECKPOINT, "last": LAST_CHECKPOINT}
 
 
 def existing_runs(pretraining_root: Path) -> list[str]:
     if not pretraining_root.is_dir():
         return []
-    return sorted(p.name for p in pretraining_root.iterdir() if (p / "checkpoints").is_dir())
+    return sorted(p.name for p in pretraining_root.iterdir() if (p / CHECKPOINTS_DIR).is_dir())
 
 
 def pretrained_checkpoint(output_dir: str | Path, name: str, checkpoint: str) -> Path:
     """The checkpoint file of pretraining run `name`: best, last, or a path (absolute or in the run folder)."""
     root = Path(output_dir) / "pretraining"
     run_dir = root / name
-    if not (run_dir / "checkpoints").is_dir():
+    if not (run_dir / CHECKPOINTS_DIR).is_dir():
         runs = existing_runs(root)
         raise BertlabError(
             f"no pretraining run {name!r} in {str(root)!r}; runs there: {runs or 'none'}. Pretrain one with "
@@ -38,7 +38,7 @@ def pretrained_checkpoint(output_dir: str | Path, name: str, checkpoint: str) ->
     if not path.is_absolute() and checkpoint not in CHECKPOINTS:
         path = run_dir / path
     if not path.is_file():
-        available = sorted(str(p.relative_to(run_dir)) for p in (run_dir / "checkpoints").glob("*.ckpt"))
+        available = sorted(str(p.relative_to(run_dir)) for p in (run_dir / CHECKPOINTS_DIR).glob("*.ckpt"))
         raise BertlabError(
             f"checkpoint {str(path)!r} does not exist; the run has {available or 'no checkpoints'}",
             "pretrained_experiment.checkpoint",

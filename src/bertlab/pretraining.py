@@ -1,4 +1,9 @@
-"""Masked-language-model pretraining: from a composed config to a finished run folder."""
+"""Masked-language-model pretraining: what is different about it (flow.py runs the rest).
+
+The text is read only when something needs it, and streamed: the tokenizer trains on a bounded sample,
+the preparation writes memory-mapped shards (bertlab.data.preparation). A prepared folder (data.prepared)
+brings its own tokenizer and is only read.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +13,17 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from bertlab.building import (
-    RUN_INFO,
-    TOKENIZER_FILE,
-    apply_resume,
-    build,
-    fit_and_test,
-    make_loggers,
-    make_trainer,
-    maybe_compile,
-    run_tokenizer,
-    setup_run,
-    write_run_info,
-)
 from bertlab.config.checks import check_pretraining
 from bertlab.errors import BertlabError
+from bertlab.flow import RunPlan, TaskRun, run_tokenizer, run_training
 from bertlab.hf_import import load_weights, pretraining_source
+from bertlab.hydra_glue import build, plain
+from bertlab.run_folder import RUN_INFO_FILE, TOKENIZER_FILE
 from bertlab.tasks.mlm import EVAL_COLUMNS, TRAIN_COLUMNS, MaskedLanguageModel
 from bertlab.training.distributed import is_main_process
-from bertlab.training.mfu import MFUMonitor, mlm_training_flops_per_token, resolve_peak_flops
+from bertlab.training.mfu import MFUMonitor, mlm_training_flops_per_token
 
 log = logging.getLogger(__name__)
 
@@ -43,90 +38,90 @@ def _data_errors(texts: Iterator[str]) -> Iterator[str]:
 
 def pretrain(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float | None:
     """Pretrain per `cfg` into `run_dir`; returns the best monitored validation value (for sweepers)."""
-    hf = pretraining_source(cfg)  # architecture=from_hf: cfg now holds the imported model's settings
-    check_pretraining(cfg)
-    training = cfg.training
+    return run_training(cfg, run_dir, sweep, Pretraining(cfg, run_dir))
 
-    # Everything that validates input runs before any file is written.
-    tokenizer = build(cfg, "tokenizer")
-    masking = build(cfg, "mlm_head.masking")
-    datamodule = build(
-        cfg, "data", masking=masking, batch_size=training.batch_size, num_workers=training.num_workers
-    )
-    with torch.device("meta"):
-        build(cfg, "architecture", vocab_size=tokenizer.vocab_size_limit)
-    setup = setup_run(cfg, run_dir, sweep)
-    try:
-        peak_flops = resolve_peak_flops(training.peak_tflops, setup.accelerator, setup.precision)
-    except BertlabError as error:
-        raise error.in_section("training") from None
-    # The text is read only when something needs it, and streamed: the tokenizer trains on a bounded
-    # sample, the preparation writes memory-mapped shards (bertlab.data.preparation). A prepared folder
-    # (data.prepared) brings its own tokenizer and is only read.
-    L.seed_everything(cfg.experiment.seed, workers=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    source_dir = setup.checkpoint_path.parent.parent if setup.checkpoint_path else None
-    if source_dir is None and datamodule.prepared and (datamodule.prepared / TOKENIZER_FILE).is_file():
-        source_dir = datamodule.prepared  # a +experiment=prepare folder brings its tokenizer
-    tokenizer = run_tokenizer(
-        tokenizer,
-        run_dir,
-        source_dir,
-        fit=lambda fresh: fresh.fit(
-            _data_errors(datamodule.tokenizer_sample()) if fresh.needs_corpus else (),
-            cache_file=datamodule.tokenizer_cache_file(fresh),
-        ),
-    )
-    try:
-        prepared_dir = datamodule.prepare(tokenizer, main=is_main_process())
-        datamodule.setup("fit")
-    except BertlabError as error:
-        raise error.in_section("data") from None
 
-    backbone = build(cfg, "architecture", vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id)
-    head = build(cfg, "mlm_head.module", hidden_size=backbone.hidden_size, vocab_size=tokenizer.vocab_size)
-    if hf is not None and hf.state_dict is not None:
-        head.tie_to(backbone.word_embeddings)
-        load_weights(backbone, head, hf.state_dict, hf.model.folder)
-    model = MaskedLanguageModel(
-        backbone, head, setup.optimizer, setup.scheduler, run_config=OmegaConf.to_container(cfg, resolve=True)
-    )
-    resumed_from = str(setup.checkpoint_path) if setup.checkpoint_path else None
-    fit_checkpoint, step = apply_resume(cfg, setup, model, datamodule)
-    # MFU only where the device's peak is known: no column at all otherwise (not a guess).
-    train_columns = [*TRAIN_COLUMNS, "mfu"] if peak_flops else TRAIN_COLUMNS
-    loggers = make_loggers(cfg, run_dir, train_columns, EVAL_COLUMNS, setup, step)
-    maybe_compile(model, training.compile)
-    trainer, _ = make_trainer(cfg, run_dir, setup, loggers, datamodule, step)
-    flops_per_token = mlm_training_flops_per_token(
-        backbone.hidden_size,
-        backbone.num_layers,
-        cfg.architecture.intermediate_size,
-        tokenizer.max_length,
-        tokenizer.vocab_size,
-        datamodule.masker.num_predictions,
-        gated=cfg.architecture.activation != "gelu",
-    )
-    if peak_flops:
-        trainer.callbacks.append(MFUMonitor(flops_per_token, peak_flops, run_dir / RUN_INFO))
-    write_run_info(
-        run_dir,
-        trainer,
-        cfg,
-        {
-            "task": "mlm",
-            "accelerator": setup.accelerator,
-            "precision": setup.precision,
-            "prepared_data": str(prepared_dir),
-            "vocab_size": tokenizer.vocab_size,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "num_workers": datamodule.resolved_num_workers("cuda" if setup.accelerator == "gpu" else "cpu"),
-            "training_flops_per_token": flops_per_token,
-            "peak_tflops": peak_flops / 1e12 if peak_flops else None,
-            "resumed_from": resumed_from,
-            "resumed_at_step": step if fit_checkpoint else None,
-            "hf_source": OmegaConf.to_container(cfg.hf_source) if hf is not None else None,
-        },
-    )
-    best, _ = fit_and_test(cfg, run_dir, trainer, model, datamodule, fit_checkpoint, setup.sweep)
-    return best
+class Pretraining:
+    """Tokenizer fitted on the corpus (or taken from the resumed run / prepared folder), masked blocks,
+    backbone + MLM head (optionally seeded from a Hugging Face model), MFU where the peak is known."""
+
+    reports_mfu = True
+
+    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+        self.cfg, self.run_dir = cfg, run_dir
+
+    def check(self) -> None:
+        cfg, training = self.cfg, self.cfg.training
+        self.hf = pretraining_source(cfg)  # architecture=from_hf: cfg now holds the imported model's settings
+        check_pretraining(cfg)
+        self.tokenizer = build(cfg, "tokenizer")
+        masking = build(cfg, "mlm_head.masking")
+        self.datamodule = build(
+            cfg, "data", masking=masking, batch_size=training.batch_size, num_workers=training.num_workers
+        )
+        with torch.device("meta"):
+            build(cfg, "architecture", vocab_size=self.tokenizer.vocab_size_limit)
+
+    def build(self, plan: RunPlan) -> TaskRun:
+        cfg, run_dir, datamodule = self.cfg, self.run_dir, self.datamodule
+        peak_flops = plan.peak_flops
+        source_dir = plan.resume.source_dir
+        if source_dir is None and datamodule.prepared and (datamodule.prepared / TOKENIZER_FILE).is_file():
+            source_dir = datamodule.prepared  # a +experiment=prepare folder brings its tokenizer
+        tokenizer = run_tokenizer(
+            self.tokenizer,
+            run_dir,
+            source_dir,
+            fit=lambda fresh: fresh.fit(
+                _data_errors(datamodule.tokenizer_sample()) if fresh.needs_corpus else (),
+                cache_file=datamodule.tokenizer_cache_file(fresh),
+            ),
+        )
+        try:
+            prepared_dir = datamodule.prepare(tokenizer, main=is_main_process())
+            datamodule.setup("fit")
+        except BertlabError as error:
+            raise error.in_section("data") from None
+
+        backbone = build(cfg, "architecture", vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id)
+        head = build(
+            cfg, "mlm_head.module", hidden_size=backbone.hidden_size, vocab_size=tokenizer.vocab_size
+        )
+        if self.hf is not None and self.hf.state_dict is not None:
+            head.tie_to(backbone.word_embeddings)
+            load_weights(backbone, head, self.hf.state_dict, self.hf.model.folder)
+        model = MaskedLanguageModel(backbone, head, plan.optimizer, plan.scheduler, run_config=plain(cfg))
+        flops_per_token = mlm_training_flops_per_token(
+            backbone.hidden_size,
+            backbone.num_layers,
+            cfg.architecture.intermediate_size,
+            tokenizer.max_length,
+            tokenizer.vocab_size,
+            datamodule.masker.num_predictions,
+            gated=cfg.architecture.activation != "gelu",
+        )
+        # MFU only where the device's peak is known: no column at all otherwise (not a guess).
+        return TaskRun(
+            model,
+            datamodule,
+            train_columns=[*TRAIN_COLUMNS, "mfu"] if peak_flops else TRAIN_COLUMNS,
+            eval_columns=EVAL_COLUMNS,
+            info={
+                "task": "mlm",
+                "prepared_data": str(prepared_dir),
+                "vocab_size": tokenizer.vocab_size,
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "num_workers": datamodule.resolved_num_workers(
+                    "cuda" if plan.accelerator == "gpu" else "cpu"
+                ),
+                "training_flops_per_token": flops_per_token,
+                "peak_tflops": peak_flops / 1e12 if peak_flops else None,
+                "hf_source": plain(cfg.hf_source) if self.hf is not None else None,
+            },
+            callbacks=[MFUMonitor(flops_per_token, peak_flops, run_dir / RUN_INFO_FILE)]
+            if peak_flops
+            else [],
+        )
+
+    def after_test(self, trainer: L.Trainer, built: TaskRun) -> None:
+        """The test figures are in the metric files; nothing else to write."""

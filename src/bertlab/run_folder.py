@@ -1,55 +1,65 @@
-"""The experiment folder: what marks it as holding a run, and the guard that never overwrites one.
+"""The run folder: its layout (every artifact's name, defined here once), reading a finished run, and the
+guard that never overwrites one.
 
-Hydra creates job folders with exist_ok=True and writes .hydra/ and the log into them before the task
-runs, so the guard is a Hydra callback that checks before any of that (on_run_start / on_multirun_start)
-and records what existed, so that a launch stopped later by a check can be undone (`undo_launch`).
-The run function checks again for callers that bypass launch.py.
+Writers (the flows, training/, reporting/) and readers (resume, finetune, evaluate, export) take the
+names from here; `read_checkpoint` is the one place a checkpoint is loaded (always `weights_only=True`)
+and `read_saved_run` the one reading of its `bertlab` payload, so every reader fails with the same
+messages. Hydra's part of the guard (checking before Hydra writes .hydra/) is in hydra_glue.py.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import re
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, open_dict, read_write
-
 from bertlab.errors import BertlabError
-from bertlab.training.checkpointing import LAST_NAME
-from bertlab.training.distributed import is_main_process, refuse_relaunch_in_sweep
-from bertlab.training.loggers import WANDB_ID_FILE
 
 log = logging.getLogger(__name__)
 
-# What a run writes once it has passed its checks. A folder holding only .hydra/ and run.log is a launch
-# that stopped at a config error: the corrected command may reuse it.
-RUN_MARKERS = ("checkpoints", "metrics", "tokenizer.json", "run.json")
+# -- layout: <experiment.output_dir>/<experiment.kind>/<experiment.name>/ ---------------------------------
+CHECKPOINTS_DIR = Path("checkpoints")
+BEST_CHECKPOINT = CHECKPOINTS_DIR / "best-model.ckpt"  # by training.checkpoint.monitor
+LAST_CHECKPOINT = CHECKPOINTS_DIR / "model.ckpt"  # every training.checkpoint.every_n_steps; resumed from
+TOKENIZER_FILE = "tokenizer.json"
+RUN_INFO_FILE = "run.json"  # what `auto` settings resolved to, where data and weights came from
+METRICS_FILE = "metrics.csv"
+TRAIN_METRICS = Path("metrics", "train", METRICS_FILE)  # training/metric_files.py writes, reporting/ reads
+EVAL_METRICS = Path("metrics", "eval", METRICS_FILE)
+PLOTS_DIR = "plots"
 # A finetuning run's test outputs (finetuning.py writes them; evaluate.py and the sweep summary read them).
 LABELS_FILE = "labels.json"
 RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.csv"
+EVALUATIONS_DIR = "evaluations"  # evaluate.py: one subfolder per evaluated file
+WANDB_DIR = "wandb"
+WANDB_ID_FILE = "wandb-run-id.txt"  # written when the run starts, so a resume continues the W&B run
+RUN_LOG = "run.log"  # Hydra's job log (conf/hydra/job_logging/bertlab.yaml)
+HYDRA_CONFIG = Path(".hydra", "config.yaml")  # the composed config Hydra saves
+
+# What a run writes once it has passed its checks. A folder holding only .hydra/ and run.log is a launch
+# that stopped at a config error: the corrected command may reuse it.
+RUN_MARKERS = (str(CHECKPOINTS_DIR), str(TRAIN_METRICS.parts[0]), TOKENIZER_FILE, RUN_INFO_FILE)
 # Everything an attempt writes into its folder besides Hydra's .hydra/ and run.log.
 ATTEMPT_OUTPUTS = (
     *RUN_MARKERS,
-    "plots",
-    "labels.json",
-    "results.json",
-    "predictions.csv",
-    "wandb",
+    PLOTS_DIR,
+    LABELS_FILE,
+    RESULTS_FILE,
+    PREDICTIONS_FILE,
+    WANDB_DIR,
     WANDB_ID_FILE,
 )
-RUN_LOG = "run.log"  # Hydra's job log (conf/hydra/job_logging/bertlab.yaml)
 JOB_NAME_LIMIT = 100
-# The metric tables every run writes (training/metric_files.py) and the reports read (reporting/).
-TRAIN_METRICS = Path("metrics/train/metrics.csv")
-EVAL_METRICS = Path("metrics/eval/metrics.csv")
+# The task a checkpoint's payload names, and the kind of run that writes it.
+TASK_RUNS = {"mlm": "pretraining", "classification": "finetuning"}
 
 
 def job_folder_name(number: int, overrides: str) -> str:
@@ -67,7 +77,7 @@ def run_artifacts(run_dir: Path, markers: tuple[str, ...] = RUN_MARKERS) -> list
 
 def checkpoints_of(run_dir: Path) -> list[Path]:
     """The complete checkpoint files of a run (a write in progress is a hidden .tmp file, not listed)."""
-    return sorted((Path(run_dir) / "checkpoints").glob("*.ckpt"))
+    return sorted((Path(run_dir) / CHECKPOINTS_DIR).glob("*.ckpt"))
 
 
 def check_run_name(name: object, key: str = "experiment.name") -> None:
@@ -114,7 +124,7 @@ def refuse_existing_run(run_dir: Path) -> None:
     if not found:
         return
     resume_hint = "training.resume.is_resume=true"
-    if not (Path(run_dir) / "checkpoints" / f"{LAST_NAME}.ckpt").is_file():
+    if not (Path(run_dir) / LAST_CHECKPOINT).is_file():
         resume_hint += f" training.resume.checkpoint_path={found[0]}"
     raise BertlabError(
         f"run folder {str(run_dir)!r} already holds a run ({', '.join(found)}); nothing was changed. "
@@ -203,143 +213,105 @@ def check_writable(run_dir: Path) -> None:
         ) from None
 
 
-@dataclass
-class LaunchFootprint:
-    """What a launch through launch.py found before Hydra wrote into the run folder, to undo it on refusal."""
+# -- reading a run --------------------------------------------------------------------------------------
+def read_checkpoint(path: Path, key: str | None = "training.resume.checkpoint_path") -> dict[str, Any]:
+    """Loads safely (weights_only) and memory-mapped; a file that cannot be read gets one clear error.
 
-    run_dir: Path
-    first_created: Path | None  # the highest folder this launch creates; None when the run folder existed
-    log_size: int | None  # run.log's size before the launch; None when there was none
-    config_subdir: str  # where Hydra writes this launch's composed config
-    clear_outputs: bool = True  # False for a preparation, whose finished shards a relaunch continues from
+    `key` is the setting that named the file, so that the message says what to change.
+    """
+    import torch  # here: the Hydra callbacks import this module and must stay cheap
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        fix = f"; point {key} at another checkpoint" if key else ""
+        raise BertlabError(f"checkpoint {str(path)!r} {unreadable_reason(error)}{fix}", key) from None
 
 
-_launch: LaunchFootprint | None = None  # set by RunFolderGuard; launch.py and its callbacks share a process
+def unreadable_reason(error: Exception) -> str:
+    """Why torch could not load a file, in one line (torch's own text is long, repeated and has escapes)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if refused:
+        return (
+            f"holds a Python object ({refused.group(1)}) that a safe load (weights_only) refuses to run; "
+            f"bertlab checkpoints hold only tensors and plain values, so it was not written by bertlab"
+        )
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    first = first.split(". ")[0].rstrip(".")
+    return f"cannot be read ({type(error).__name__}: {first}); it is truncated, corrupt or not a checkpoint"
 
 
-def record_launch(run_dir: Path, config_subdir: str, clear_outputs: bool = True) -> None:
-    global _launch
-    run_dir = Path(run_dir).absolute()
-    first_created = None
-    folder = run_dir
-    while not folder.exists():
-        first_created, folder = folder, folder.parent
-    log_file = run_dir / RUN_LOG
-    _launch = LaunchFootprint(
-        run_dir,
-        first_created,
-        log_file.stat().st_size if log_file.is_file() else None,
-        config_subdir,
-        clear_outputs,
+@dataclass(frozen=True)
+class SavedRun:
+    """A checkpoint and what its `bertlab` payload says about the run that wrote it."""
+
+    checkpoint: Path
+    task: str | None  # "mlm" | "classification"
+    config: dict[str, Any]  # the run's resolved config
+    world_size: int  # processes that shared each step (a resume's data position depends on it)
+    backbone: dict[str, Any]  # the architecture actually built (a finetune's is inherited); {} for MLM
+    state: dict[str, Any]  # the whole checkpoint: state_dict, global_step, ...
+
+    @property
+    def state_dict(self) -> dict[str, Any]:
+        return self.state.get("state_dict", {})
+
+
+def read_saved_run(path: Path, key: str, task: str | None = None, run_dir: Path | None = None) -> SavedRun:
+    """The checkpoint at `path` and its run config; `task` ("mlm", "classification") is required if given.
+
+    Checkpoints written before the config was stored in them fall back on `run_dir`'s .hydra/config.yaml.
+    """
+    state = read_checkpoint(path, key)
+    payload = state.get("bertlab") or {}
+    config = payload.get("config")
+    if not config and run_dir is not None and (run_dir / HYDRA_CONFIG).is_file():
+        from omegaconf import OmegaConf
+
+        config = OmegaConf.to_container(OmegaConf.load(run_dir / HYDRA_CONFIG), resolve=True)
+    writer = f"a bertlab {TASK_RUNS[task]} run" if task else "bertlab"
+    if not config or "architecture" not in config:
+        raise BertlabError(
+            f"checkpoint {str(path)!r} holds no bertlab run config; it was not written by {writer}", key
+        )
+    if task is not None and payload.get("task", task) != task:
+        raise BertlabError(
+            f"checkpoint {str(path)!r} was written by a {TASK_RUNS.get(payload['task'], payload['task'])} "
+            f"run, not by {writer}",
+            key,
+        )
+    return SavedRun(
+        path,
+        payload.get("task"),
+        config,
+        int(payload.get("world_size", 1)),
+        dict(payload.get("backbone") or {}),
+        state,
     )
 
 
-def undo_launch(run_dir: Path) -> None:
-    """Remove what a launch stopped by a check wrote, leaving every earlier file as it was.
-
-    A folder the launch created goes entirely. In a folder that existed: this launch's config and log
-    lines go, and, when no checkpoint exists, the attempt's outputs too (the run can be launched again).
-    """
-    footprint = _launch
-    run_dir = Path(run_dir).absolute()
-    if footprint is None or footprint.run_dir != run_dir or not run_dir.is_dir():
-        return
-    if footprint.first_created is not None:
-        shutil.rmtree(run_dir)
-        folder = run_dir.parent
-        while folder != footprint.first_created.parent and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-            folder = folder.parent
-        return
-    config = run_dir / footprint.config_subdir
-    if config.is_dir():
-        shutil.rmtree(config)
-    log_file = run_dir / RUN_LOG
-    if footprint.log_size is None:
-        log_file.unlink(missing_ok=True)
-    elif log_file.is_file():
-        with log_file.open("r+b") as handle:
-            handle.truncate(footprint.log_size)
-    if footprint.clear_outputs and not checkpoints_of(run_dir):
-        clear_unfinished_attempt(run_dir)
+def checkpoint_payload(task: str, config: dict[str, Any], world_size: int, **extra: Any) -> dict[str, Any]:
+    """The `bertlab` entry a LightningModule adds to its checkpoints; `read_saved_run` reads it."""
+    return {"task": task, "config": config, "world_size": world_size, **extra}
 
 
-def _stop(error: BertlabError) -> None:
-    """Hydra turns exceptions raised in callbacks into warnings; SystemExit is not one of them."""
-    print(f"Error: {error}", file=sys.stderr)
-    raise SystemExit(2)
+def tokenizer_file(run_dir: Path) -> Path:
+    """The run's tokenizer file; a folder without one is not a complete run."""
+    path = Path(run_dir) / TOKENIZER_FILE
+    if not path.is_file():
+        raise BertlabError(f"{str(path)!r} is missing; the run folder is incomplete", "run_dir")
+    return path
 
 
-class RunFolderGuard(Callback):
-    """Checks a launch's run folder (or sweep folder) before Hydra writes into it.
+def read_labels(run_dir: Path) -> list:
+    """The label vocabulary a finetuning run trained with (ids index into it)."""
+    path = Path(run_dir) / LABELS_FILE
+    if not path.is_file():
+        raise BertlabError(f"{str(path)!r} is missing; is {str(run_dir)!r} a finetuning run?", "run")
+    return json.loads(path.read_text())
 
-    A folder holding a checkpoint is never overwritten; one whose attempt never reached a checkpoint is
-    cleared and started again; a resume's composed config goes beside the run's own (.hydra/resume-N).
-    """
 
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if not is_main_process():
-            # A process started beside the main one (SLURM task, torchrun): the main one checks and creates
-            # the folder and writes .hydra/ (a resume's into .hydra/resume-N); this one writes no config.
-            with read_write(config.hydra), open_dict(config.hydra):
-                config.hydra.output_subdir = None
-            return
-        experiment, resume = config.experiment, config.training.resume
-        run_dir = Path(config.hydra.run.dir)
-        if experiment.kind == "preparation":  # a partial folder is continued, a finished one kept
-            from bertlab.preparing import refuse_finished_preparation
-
-            try:
-                check_run_name(experiment.name)
-                check_writable(run_dir)
-                refuse_finished_preparation(run_dir)
-            except BertlabError as error:
-                _stop(error)
-            record_launch(run_dir, str(config.hydra.output_subdir), clear_outputs=False)
-            return
-        try:
-            check_run_name(experiment.name)
-            if resume.resume_pretraining_name is not None:
-                check_run_name(resume.resume_pretraining_name, "training.resume.resume_pretraining_name")
-            check_writable(run_dir)
-            source_dir, checkpoint = resume_source(experiment, resume)
-            resumes_in_place = claim_run_folder(run_dir, source_dir, checkpoint) is not None and (
-                Path(source_dir or "").resolve() == run_dir.resolve()
-            )
-        except BertlabError as error:
-            _stop(error)
-        subdir = str(config.hydra.output_subdir)
-        if resumes_in_place and (run_dir / ".hydra").is_dir():
-            # Keep the run's original composed config; the resumed launch's goes beside it.
-            number = len(list((run_dir / ".hydra").glob("resume-*"))) + 1
-            subdir = f".hydra/resume-{number}"
-            with read_write(config.hydra), open_dict(config.hydra):
-                config.hydra.output_subdir = subdir
-        elif not resumes_in_place and run_dir.is_dir():
-            # A new attempt in a folder without a checkpoint: the earlier attempt's config and log go too.
-            shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
-            (run_dir / RUN_LOG).unlink(missing_ok=True)
-        record_launch(run_dir, subdir)
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        training = config.training
-        try:
-            check_run_name(config.experiment.name)
-        except BertlabError as error:
-            _stop(error)
-        # Checked again in each job, for values swept per job. A SLURM launcher starts one task per device
-        # itself: no re-launch happens there, though this submitting host sees no SLURM environment.
-        if "SlurmLauncher" not in str(config.hydra.launcher.get("_target_", "")):
-            try:
-                refuse_relaunch_in_sweep(
-                    training.strategy, training.devices, training.num_nodes, training.accelerator
-                )
-            except BertlabError as error:
-                _stop(error)
-        sweep_dir = Path(config.hydra.sweep.dir)
-        if sweep_dir.exists() and any(sweep_dir.iterdir()):
-            _stop(
-                BertlabError(
-                    f"sweep folder {str(sweep_dir)!r} already exists; set experiment.name to a new name"
-                )
-            )
+def write_json(path: Path, value: Any) -> None:
+    """The run folder's JSON files: indented, one trailing newline."""
+    Path(path).write_text(json.dumps(value, indent=2) + "\n")

@@ -2,7 +2,7 @@
 
 Each algorithm is a subclass chosen by `_target_` in conf/tokenizer/. All of them register the same special
 tokens as special (never split, never masked) and add [CLS] ... [SEP] through a post-processor, so the saved
-tokenizer.json works as is for MLM and with `PreTrainedTokenizerFast`.
+tokenizer file (run_folder.TOKENIZER_FILE) works as is for MLM and with `PreTrainedTokenizerFast`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,9 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from bertlab.atomic_write import replacing_path
 from bertlab.errors import BertlabError
+from bertlab.run_folder import TOKENIZER_FILE
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +49,17 @@ class SpecialTokens:
 BERT_TOKENS = SpecialTokens(PAD, UNK, CLS, SEP, MASK, pair=f"{CLS} $A {SEP} $B:1 {SEP}:1")
 ROBERTA_TOKENS = SpecialTokens("<pad>", "<unk>", "<s>", "</s>", "<mask>", pair="<s> $A </s> </s> $B </s>")
 SPECIAL_TOKEN_SETS = (BERT_TOKENS, ROBERTA_TOKENS)
-HF_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+HF_TOKENIZER_FILES = (TOKENIZER_FILE, "vocab.txt")  # Hugging Face folders use the same name
 
 
 def read_saved_tokenizer(source: str | Path) -> Tokenizer:
-    """A saved tokenizer.json, or the vocabulary of a Hugging Face model folder: its tokenizer.json, else
+    """A saved tokenizer file, or the vocabulary of a Hugging Face model folder: its tokenizer file, else
     its BERT vocab.txt (with BERT's normalisation and the folder's do_lower_case, as transformers builds it)."""
     source = Path(source)
     if source.is_file():
         return Tokenizer.from_file(str(source))
-    if (source / "tokenizer.json").is_file():
-        return Tokenizer.from_file(str(source / "tokenizer.json"))
+    if (source / TOKENIZER_FILE).is_file():
+        return Tokenizer.from_file(str(source / TOKENIZER_FILE))
     settings_file = source / "tokenizer_config.json"
     settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
     tokenizer = Tokenizer(models.WordPiece.from_file(str(source / "vocab.txt"), unk_token=UNK))
@@ -107,8 +108,8 @@ class TextTokenizer:
             )
         if vocab_source != "corpus" and not is_saved_tokenizer(vocab_source):
             raise BertlabError(
-                f"tokenizer file {vocab_source!r} does not exist; give the path of a saved tokenizer.json "
-                f"(for instance runs/pretraining/<name>/tokenizer.json), a Hugging Face model folder with "
+                f"tokenizer file {vocab_source!r} does not exist; give the path of a saved {TOKENIZER_FILE} "
+                f"(for instance runs/pretraining/<name>/{TOKENIZER_FILE}), a Hugging Face model folder with "
                 f"{' or '.join(HF_TOKENIZER_FILES)}, or 'corpus' to train one",
                 "vocab_source",
             )
@@ -163,9 +164,8 @@ class TextTokenizer:
             if cache_file is not None:
                 cache_file = Path(cache_file)
                 cache_file.parent.mkdir(parents=True, exist_ok=True)
-                temporary = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
-                tokenizer.save(str(temporary))
-                os.replace(temporary, cache_file)
+                with replacing_path(cache_file) as temporary:
+                    tokenizer.save(str(temporary))
         else:
             tokenizer = read_saved_tokenizer(self.vocab_source)
         self.special = self._special_tokens(tokenizer)
@@ -215,7 +215,7 @@ class TextTokenizer:
 
     @classmethod
     def from_file(cls, path: str | Path, max_length: int = 128, truncation: bool = True) -> TextTokenizer:
-        """A fitted tokenizer from a saved tokenizer.json (a run folder's, for instance)."""
+        """A fitted tokenizer from a saved tokenizer file (a run folder's, for instance)."""
         tokenizer = cls(vocab_source=str(path), max_length=max_length, truncation=truncation)
         tokenizer.fit(())
         return tokenizer
@@ -228,10 +228,8 @@ class TextTokenizer:
 
     def save(self, path: str | Path) -> None:
         """Write atomically: other processes of a multi-process run may be waiting to read it."""
-        path = Path(path)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        self.backend.save(str(temporary))
-        os.replace(temporary, path)
+        with replacing_path(path) as temporary:
+            self.backend.save(str(temporary))
 
     def fingerprint(self) -> str:
         """Content hash of the trained tokenizer: prepared datasets are cached under it."""

@@ -77,16 +77,20 @@ def check_common(cfg: DictConfig) -> None:
         )
 
 
-def check_pretraining(cfg: DictConfig) -> None:
+def _check_task(cfg: DictConfig, kind: str, runs: str, monitors: tuple[str, ...]) -> None:
+    """The common checks, the experiment kind and the metrics a task can pick its best checkpoint by."""
     check_common(cfg)
-    if cfg.experiment.kind != "pretraining":
+    if cfg.experiment.kind != kind:
         raise BertlabError(
-            f"must be 'pretraining' for MLM runs, got {cfg.experiment.kind!r}", "experiment.kind"
+            f"must be {kind!r} for {runs} runs, got {cfg.experiment.kind!r}", "experiment.kind"
         )
     monitor = cfg.training.checkpoint.monitor
-    allowed = ("val/loss", "val/perplexity", "val/accuracy")
-    if monitor not in allowed:
-        raise BertlabError(f"must be one of {list(allowed)}, got {monitor!r}", "training.checkpoint.monitor")
+    if monitor not in monitors:
+        raise BertlabError(f"must be one of {list(monitors)}, got {monitor!r}", "training.checkpoint.monitor")
+
+
+def check_pretraining(cfg: DictConfig) -> None:
+    _check_task(cfg, "pretraining", "MLM", ("val/loss", "val/perplexity", "val/accuracy"))
     max_length, max_positions = cfg.tokenizer.max_length, cfg.architecture.max_position_embeddings
     if max_length > max_positions:
         raise BertlabError(
@@ -104,15 +108,7 @@ def check_pretraining(cfg: DictConfig) -> None:
 
 
 def check_finetuning(cfg: DictConfig) -> None:
-    check_common(cfg)
-    if cfg.experiment.kind != "finetuning":
-        raise BertlabError(
-            f"must be 'finetuning' for classification runs, got {cfg.experiment.kind!r}", "experiment.kind"
-        )
-    monitor = cfg.training.checkpoint.monitor
-    allowed = ("val/macro_f1", "val/accuracy", "val/loss")
-    if monitor not in allowed:
-        raise BertlabError(f"must be one of {list(allowed)}, got {monitor!r}", "training.checkpoint.monitor")
+    _check_task(cfg, "finetuning", "classification", ("val/macro_f1", "val/accuracy", "val/loss"))
     decay = cfg.training.layerwise_lr_decay
     if not 0.0 < decay <= 1.0:
         raise BertlabError(f"must be in (0, 1], got {decay}", "training.layerwise_lr_decay")

@@ -1,6 +1,6 @@
 """Structured-config schemas for the sections without `_target_`.
 
-They are merged under the YAML files, so a wrong type ("training.max_steps=many") fails at launch with
+hydra_glue.register() stores them; they are merged under the YAML files, so a wrong type ("training.max_steps=many") fails at launch with
 Hydra's message naming the key, and an unknown key fails as it does for any struct node. Sections with a
 `_target_` (tokenizer, architecture, heads, data) are checked by instantiating them.
 """
@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from bertlab.run_folder import LAST_CHECKPOINT
 
 
 @dataclass
@@ -58,7 +59,7 @@ class CheckpointConfig:
 class ResumeConfig:
     is_resume: bool = False
     resume_pretraining_name: str | None = None
-    checkpoint_path: str = "checkpoints/model.ckpt"
+    checkpoint_path: str = str(LAST_CHECKPOINT)
     strict: bool = True
     load_only_model_state: bool = False
     allow_config_changes: bool = False
@@ -124,18 +125,3 @@ class RunConfig:
     pretrained_experiment: Any = None
     training: Any = MISSING
     data: Any = MISSING
-
-
-def register_schemas() -> None:
-    """Make the schemas (and the resolvers) available to conf/ (idempotent)."""
-    from bertlab.config.resolvers import register_resolvers
-
-    register_resolvers()
-    store = ConfigStore.instance()
-    store.store(name="run_schema", node=RunConfig)
-    store.store(group="logging", name="logging_schema", node=LoggingConfig)
-    store.store(group="training", name="training_schema", node=TrainingConfig)
-    store.store(group="training", name="finetune_training_schema", node=FinetuneTrainingConfig)
-    store.store(
-        group="pretrained_experiment", name="pretrained_experiment_schema", node=PretrainedExperimentConfig
-    )

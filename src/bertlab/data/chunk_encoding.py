@@ -215,7 +215,7 @@ class EncodedChunk:
 class EncodingSettings:
     """What a worker needs besides the chunk; sent once per process."""
 
-    tokenizer_json: str
+    serialized_tokenizer: str
     sep_id: int
     dtype: str  # numpy dtype of the stored ids
     text_field: str
@@ -234,7 +234,7 @@ def init_worker(settings: EncodingSettings, single_threaded: bool) -> None:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
     from tokenizers import Tokenizer
 
-    _worker = (Tokenizer.from_str(settings.tokenizer_json), settings)
+    _worker = (Tokenizer.from_str(settings.serialized_tokenizer), settings)
 
 
 def _flatten(encoded: list[list[int]], sep_id: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:

@@ -11,13 +11,13 @@ import logging
 import random
 from pathlib import Path
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bertlab.data.corpus import SPLITS
 from bertlab.data.labelled import Example, label_vocabulary
 from bertlab.data.sampler import epoch_loader, process_share
+from bertlab.data.split_datamodule import SplitDataModule
 from bertlab.data.token_store import (
     TokenStore,
     build_token_store,
@@ -66,7 +66,7 @@ class PadToLongest:
         }
 
 
-class ClassificationDataModule(L.LightningDataModule):
+class ClassificationDataModule(SplitDataModule):
     """Reads labelled examples, prepares (or reuses) token stores with the run's tokenizer, serves batches."""
 
     def __init__(
@@ -81,24 +81,13 @@ class ClassificationDataModule(L.LightningDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
     ) -> None:
-        super().__init__()
-        for key, value in (("val_ratio", val_ratio), ("test_ratio", test_ratio)):
-            if not 0.0 < value < 0.5:
-                raise BertlabError(f"must be in (0, 0.5), got {value}", key)
+        super().__init__(val_ratio, test_ratio, seed, batch_size, num_workers, empty_splits=False)
         self.source = source
         self.text_field = text_field
         self.label_field = label_field
-        self.val_ratio = val_ratio
-        self.test_ratio = test_ratio
         self.cache_dir = Path(cache_dir)
-        self.seed = seed
-        self.batch_size = batch_size
-        self.num_workers = num_workers
         self.labels: list[str | int] = []
         self.tokenizer: TextTokenizer | None = None
-        self.prepared_dir: Path | None = None
-        self.datasets: dict[str, LabelledSequenceDataset] = {}
-        self.skip_train_batches = 0
         self._examples: dict[str, list[Example]] | None = None
 
     def examples(self) -> dict[str, list[Example]]:
@@ -186,12 +175,3 @@ class ClassificationDataModule(L.LightningDataModule):
             rank=rank,
             world_size=world_size,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

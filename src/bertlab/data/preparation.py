@@ -323,7 +323,7 @@ def wait_for_manifest(folder: Path, report_every_s: float = 60.0, poll_s: float 
 
 def encoding_settings(tokenizer: Any, text_field: str, paragraphs: bool, rule: Any) -> EncodingSettings:
     return EncodingSettings(
-        tokenizer_json=tokenizer.backend.to_str(),
+        serialized_tokenizer=tokenizer.backend.to_str(),
         sep_id=tokenizer.sep_id,
         dtype=id_dtype(tokenizer.vocab_size),
         text_field=text_field,

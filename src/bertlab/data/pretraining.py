@@ -14,7 +14,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -32,8 +31,10 @@ from bertlab.data.preparation import (
 )
 from bertlab.data.sampler import BatchKey, epoch_batch_loader, process_share
 from bertlab.data.shard_store import load_shards, read_manifest
+from bertlab.data.split_datamodule import SplitDataModule
 from bertlab.data.token_store import TokenStore
 from bertlab.errors import BertlabError
+from bertlab.run_folder import TOKENIZER_FILE
 from bertlab.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class BlockDataset(Dataset):
         return {"input_ids": input_ids, "epoch": key.epoch, "batch_index": key.batch_index}
 
 
-class PretrainingDataModule(L.LightningDataModule):
+class PretrainingDataModule(SplitDataModule):
     """Prepares (or reuses) the token stores of a corpus, and serves masked blocks from them.
 
     Preparation streams the corpus through bertlab.data.preparation into a folder keyed by the corpus,
@@ -114,10 +115,7 @@ class PretrainingDataModule(L.LightningDataModule):
         shard_tokens: int = 1 << 25,
         chunk_bytes: int = CHUNK_BYTES,
     ) -> None:
-        super().__init__()
-        for key, value in (("val_ratio", val_ratio), ("test_ratio", test_ratio)):
-            if not 0.0 <= value < 0.5:
-                raise BertlabError(f"must be in [0, 0.5), got {value}", key)
+        super().__init__(val_ratio, test_ratio, seed, batch_size, num_workers, empty_splits=True)
         if prepared is not None:
             read_manifest(prepared)
         if batch_size < 1:
@@ -128,22 +126,14 @@ class PretrainingDataModule(L.LightningDataModule):
             raise BertlabError(f"must be a positive number of tokens, got {shard_tokens}", "shard_tokens")
         self.num_proc = resolve_num_proc(num_proc)
         self.source = source
-        self.val_ratio = val_ratio
-        self.test_ratio = test_ratio
         self.cache_dir = Path(cache_dir)
         self.prepared = Path(prepared) if prepared is not None else None
-        self.seed = seed
         self.masking = masking or MaskingPolicy()
-        self.batch_size = batch_size
-        self.num_workers = num_workers
         self.on_bad_record = on_bad_record
         self.shard_tokens = shard_tokens
         self.chunk_bytes = chunk_bytes  # shards close at chunk boundaries: part of the fingerprint
         self.tokenizer: TextTokenizer | None = None
-        self.prepared_dir: Path | None = None
-        self.datasets: dict[str, BlockDataset] = {}
         self.masker: BatchMasker | None = None
-        self.skip_train_batches = 0  # set when resuming mid-epoch
 
     # -- preparation (once, in the launching process, before the Trainer exists) ------------------------
     def split_rule(self) -> SplitRule:
@@ -240,7 +230,7 @@ class PretrainingDataModule(L.LightningDataModule):
             raise BertlabError(
                 f"folder {str(self.prepared_dir)!r} was prepared with another tokenizer than the run's "
                 f"({manifest['vocab_size']} tokens, the run's has {self.tokenizer.vocab_size}); use the "
-                f"tokenizer it was prepared with (tokenizer.vocab_source=<its tokenizer.json>)",
+                f"tokenizer it was prepared with (tokenizer.vocab_source=<its {TOKENIZER_FILE}>)",
                 "prepared",
             )
         for split in SPLITS:
@@ -304,12 +294,3 @@ class PretrainingDataModule(L.LightningDataModule):
     def batches_per_epoch(self, world_size: int = 1) -> int:
         """Training batches each of `world_size` processes runs per epoch."""
         return len(self.datasets["train"]) // world_size // self.batch_size
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

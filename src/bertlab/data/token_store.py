@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from bertlab.atomic_write import replacing_path
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
@@ -48,10 +50,8 @@ def build_token_store(documents: list[list[int]], vocab_size: int) -> TokenStore
 
 
 def save_token_store(store: TokenStore, path: str | Path) -> None:
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"format": FORMAT_VERSION, "ids": store.ids, "offsets": store.offsets}, temporary)
-    os.replace(temporary, path)
+    with replacing_path(path) as temporary:
+        torch.save({"format": FORMAT_VERSION, "ids": store.ids, "offsets": store.offsets}, temporary)
 
 
 def load_token_store(path: str | Path) -> TokenStore:

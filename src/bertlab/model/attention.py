@@ -61,9 +61,6 @@ def eager_attention(
     return torch.matmul(probs, v)
 
 
-ATTENTION_KERNELS: dict[str, AttentionKernel] = {"sdpa": sdpa_attention, "eager": eager_attention}
-
-
 @dataclass(frozen=True)
 class AttentionStyle:
     """A value of `architecture.attention`: the kernel, and whether (some) layers see only a window."""

@@ -12,14 +12,11 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
-import secrets
 import textwrap
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from bertlab.atomic_write import replacing
 from bertlab.run_folder import EVAL_METRICS, TRAIN_METRICS
 from bertlab.training.distributed import is_main_process
 
@@ -122,21 +119,6 @@ def _figure(
     if legend:
         axes.legend()
     return figure
-
-
-@contextmanager
-def replacing(path: Path, text: bool = False) -> Iterator[IO[Any]]:
-    """A new file beside `path` that replaces `path` once completely written: never a half-written file.
-
-    Unlike mkstemp's private (0600) files it gets the usual umask permissions: a sweep folder is shared.
-    """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        with temporary.open("x" if text else "xb", newline="" if text else None) as handle:
-            yield handle
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def save_figure(figure: Figure, path: Path) -> Path:

@@ -21,21 +21,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hydra.core.utils import JobReturn, JobStatus
-from hydra.experimental.callback import Callback
-from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
-
+from bertlab.atomic_write import replacing
 from bertlab.reporting.plots import (
     STEP_LABEL,
     curve,
     read_rows,
-    replacing,
     save_figure,
     to_float,
 )
 from bertlab.run_folder import EVAL_METRICS, RESULTS_FILE, TRAIN_METRICS
-from bertlab.training.distributed import is_main_process
 
 try:
     import fcntl
@@ -318,61 +312,3 @@ def write_sweep_summary(sweep_dir: Path, sweep_ended: bool = False) -> tuple[Pat
             writer.writerows(rows)
         figure = save_figure(summary_figure(sweep_dir, records), sweep_dir / SUMMARY_PNG)
     return table, figure
-
-
-def _in_multirun(config: DictConfig) -> bool:
-    return OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN
-
-
-def _record(config: DictConfig, status: str, **outcome: Any) -> None:
-    """Write this job's record and rebuild the sweep's summary."""
-    record_job(
-        Path(config.hydra.runtime.output_dir),
-        job=config.hydra.job.num,
-        status=status,
-        overrides=list(config.hydra.overrides.task),
-        monitor=str(OmegaConf.select(config, "training.checkpoint.monitor", default="")),
-        mode=str(OmegaConf.select(config, "training.checkpoint.mode", default="min")),
-        **outcome,
-    )
-    write_sweep_summary(Path(config.hydra.sweep.dir))
-
-
-def _interrupted(outcome: Any) -> bool:
-    return any(cls.__name__ == INTERRUPTION for cls in type(outcome).__mro__)
-
-
-class SweepSummary(Callback):
-    """Records each sweep job as it starts and ends and keeps the sweep's summary.csv and summary.png
-    up to date."""
-
-    def on_job_start(self, config: DictConfig, *, task_function: Any, **kwargs: Any) -> None:
-        # Hydra's run_job has set hydra.job.num and hydra.runtime.output_dir and created the folder.
-        if not _in_multirun(config) or not is_main_process():
-            return
-        try:
-            _record(config, RUNNING)
-        except Exception as error:
-            log.warning("could not update the sweep summary: %s: %s", type(error).__name__, error)
-
-    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if not _in_multirun(config) or not is_main_process():
-            return
-        try:
-            # job_return.return_value would re-raise a failed job's exception; _return_value holds it.
-            outcome = job_return._return_value
-            if job_return.status == JobStatus.COMPLETED:
-                _record(config, COMPLETED, value=outcome)
-            else:
-                status = INTERRUPTED if _interrupted(outcome) else FAILED
-                _record(config, status, error=outcome or "the job did not complete")
-        except Exception as error:
-            log.warning("could not update the sweep summary: %s: %s", type(error).__name__, error)
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if not is_main_process():
-            return
-        try:
-            write_sweep_summary(Path(config.hydra.sweep.dir), sweep_ended=True)
-        except Exception as error:
-            log.warning("could not write the sweep summary: %s: %s", type(error).__name__, error)

@@ -5,25 +5,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from bertlab.training.parameter_groups import optimizer_and_schedule
+from bertlab.tasks.base import BackboneWithHead
 
 TRAIN_COLUMNS = ["loss", "lr"]
 EVAL_COLUMNS = ["loss", "accuracy", "macro_f1"]
 
 
-class SequenceClassifier(L.LightningModule):
+class SequenceClassifier(BackboneWithHead):
     """Trains `backbone` + `head` on labelled sequences.
 
     Learning rates (see training/parameter_groups.py): the head at `head_lr` (default: the optimizer's lr),
     backbone parameters decayed by `layerwise_lr_decay` per layer below the head, embeddings the most.
     """
+
+    task = "classification"
 
     def __init__(
         self,
@@ -37,14 +38,9 @@ class SequenceClassifier(L.LightningModule):
         run_config: dict[str, Any] | None = None,
         backbone_config: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
+        super().__init__(backbone, head, optimizer, scheduler, run_config)
         self.head_lr = head_lr
         self.layerwise_lr_decay = layerwise_lr_decay
-        self.run_config = run_config or {}
         self.backbone_config = backbone_config or {}
         metrics = MetricCollection(
             {
@@ -62,10 +58,7 @@ class SequenceClassifier(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch["input_ids"], batch["attention_mask"])
         loss = F.cross_entropy(logits.float(), batch["labels"])
-        self.log("step", float(self.global_step + 1), on_step=True, on_epoch=False)
-        self.log("epoch", float(self.current_epoch), on_step=True, on_epoch=False)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
-        self.log("train/lr", self.optimizers().param_groups[-1]["lr"], on_step=True, on_epoch=False)
+        self._log_training(loss, lr_group=-1)  # the head's group: the last
         return loss
 
     def _evaluate(
@@ -94,19 +87,16 @@ class SequenceClassifier(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self.predictions = []
 
-    def _log_evaluation(self, stage: str, loss: MeanMetric, metrics: MetricCollection) -> None:
-        self.log("step", float(self.global_step))
-        self.log("epoch", float(self.current_epoch))
+    def _log_evaluation(self, stage: str) -> None:
+        loss, metrics = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_metrics")
+        self._log_evaluation_position()
         self.log(f"{stage}/loss", loss.compute(), prog_bar=stage == "val")
         self.log_dict(metrics.compute(), prog_bar=stage == "val")
         loss.reset()
         metrics.reset()
 
-    def on_validation_epoch_end(self) -> None:
-        self._log_evaluation("val", self.val_loss, self.val_metrics)
-
     def on_test_epoch_end(self) -> None:
-        self._log_evaluation("test", self.test_loss, self.test_metrics)
+        super().on_test_epoch_end()
         if self.trainer.world_size > 1:  # every process joins the gather, even with no test batches
             self.predictions = self._gather_predictions()
 
@@ -121,21 +111,10 @@ class SequenceClassifier(L.LightningModule):
         order = merged["index"].argsort()
         return [{key: value[order] for key, value in merged.items()}]
 
-    def configure_optimizers(self) -> Any:
-        return optimizer_and_schedule(
-            self.optimizer_factory,
-            self.scheduler_factory,
-            self.backbone,
-            self.head,
-            lambda: int(self.trainer.estimated_stepping_batches),
-            layerwise_lr_decay=self.layerwise_lr_decay,
-            head_lr=self.head_lr,
-        )
+    def parameter_group_options(self) -> dict[str, Any]:
+        return {"layerwise_lr_decay": self.layerwise_lr_decay, "head_lr": self.head_lr}
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["bertlab"] = {
-            "task": "classification",
-            "config": self.run_config,
-            "world_size": self.trainer.world_size,  # a resume's data position depends on it
-            "backbone": self.backbone_config,  # the architecture actually built (inherited from pretraining)
-        }
+    def checkpoint_extras(self) -> dict[str, Any]:
+        return {
+            "backbone": self.backbone_config
+        }  # the architecture actually built (inherited from pretraining)

@@ -6,27 +6,23 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
 from bertlab.data.masking import IGNORE_INDEX
+from bertlab.tasks.base import BackboneWithHead
 from bertlab.tasks.throughput import TokenRate
-from bertlab.training.parameter_groups import optimizer_and_schedule
 
 TRAIN_COLUMNS = ["loss", "lr", "tokens_per_s"]
 EVAL_COLUMNS = ["loss", "perplexity", "accuracy"]
 
 
-class MaskedLanguageModel(L.LightningModule):
-    """Trains `backbone` and `head` to recover masked tokens.
+class MaskedLanguageModel(BackboneWithHead):
+    """Trains `backbone` and `head` (tied to the word embeddings) to recover masked tokens."""
 
-    `optimizer` and `scheduler` are factories (Hydra `_partial_` objects): parameters and the step count
-    are bound here. `run_config` (the resolved, plain config) is stored in checkpoints so that a checkpoint
-    says how to rebuild its model; nothing else from the config is pickled.
-    """
+    task = "mlm"
 
     def __init__(
         self,
@@ -36,13 +32,8 @@ class MaskedLanguageModel(L.LightningModule):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         run_config: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
+        super().__init__(backbone, head, optimizer, scheduler, run_config)
         self.head.tie_to(backbone.word_embeddings)
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.run_config = run_config or {}
         self.token_rate = TokenRate()
         self.val_loss, self.val_accuracy = MeanMetric(), MeanMetric()
         self.test_loss, self.test_accuracy = MeanMetric(), MeanMetric()
@@ -63,10 +54,7 @@ class MaskedLanguageModel(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _ = self._loss(batch)
-        self.log("step", float(self.global_step + 1), on_step=True, on_epoch=False)
-        self.log("epoch", float(self.current_epoch), on_step=True, on_epoch=False)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        self._log_training(loss, lr_group=0)
         rate = self.token_rate.update(batch["input_ids"].numel() * self.trainer.world_size)
         self.log("train/tokens_per_s", rate, on_step=True, on_epoch=False, rank_zero_only=True)
         return loss
@@ -86,34 +74,12 @@ class MaskedLanguageModel(L.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.test_loss, self.test_accuracy)
 
-    def _log_evaluation(self, stage: str, loss_metric: MeanMetric, accuracy: MeanMetric) -> None:
+    def _log_evaluation(self, stage: str) -> None:
+        loss_metric, accuracy = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_accuracy")
         loss = loss_metric.compute()
-        self.log("step", float(self.global_step))
-        self.log("epoch", float(self.current_epoch))
+        self._log_evaluation_position()
         self.log(f"{stage}/loss", loss, prog_bar=stage == "val")
         self.log(f"{stage}/perplexity", torch.exp(loss.clamp(max=math.log(1e9))))
         self.log(f"{stage}/accuracy", accuracy.compute())
         loss_metric.reset()
         accuracy.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_evaluation("val", self.val_loss, self.val_accuracy)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_evaluation("test", self.test_loss, self.test_accuracy)
-
-    def configure_optimizers(self) -> Any:
-        return optimizer_and_schedule(
-            self.optimizer_factory,
-            self.scheduler_factory,
-            self.backbone,
-            self.head,
-            lambda: int(self.trainer.estimated_stepping_batches),
-        )
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["bertlab"] = {
-            "task": "mlm",
-            "config": self.run_config,
-            "world_size": self.trainer.world_size,  # a resume's data position depends on it
-        }

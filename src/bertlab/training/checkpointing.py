@@ -1,8 +1,8 @@
-"""Checkpoint files: written atomically, named as users of the old tool know them."""
+"""Checkpoint files: written atomically, under the names run_folder.py gives them (LAST_CHECKPOINT and
+BEST_CHECKPOINT, the names the tool bertlab replaced used, which its users know)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +10,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-BEST_NAME = "best-model"
-LAST_NAME = "model"
+from bertlab.atomic_write import replacing
+from bertlab.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -25,22 +25,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(temporary, "wb") as handle:
+        with replacing(path, fsync=True) as handle:
             torch.save(checkpoint, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
 
 
 def checkpoint_callbacks(
     directory: Path, every_n_steps: int, monitor: str | None, mode: str
 ) -> list[ModelCheckpoint]:
-    """`model.ckpt` every `every_n_steps` steps, and `best-model.ckpt` by `monitor` after validations."""
+    """The last checkpoint every `every_n_steps` steps, and the best one by `monitor` after validations."""
     callbacks = [
         ModelCheckpoint(
             dirpath=directory,
-            filename=LAST_NAME,
+            filename=LAST_CHECKPOINT.stem,
             every_n_train_steps=every_n_steps,
             save_top_k=1,
             enable_version_counter=False,
@@ -50,7 +46,7 @@ def checkpoint_callbacks(
         callbacks.append(
             ModelCheckpoint(
                 dirpath=directory,
-                filename=BEST_NAME,
+                filename=BEST_CHECKPOINT.stem,
                 monitor=monitor,
                 mode=mode,
                 save_top_k=1,

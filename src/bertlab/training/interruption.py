@@ -1,6 +1,6 @@
 """Stopping cleanly: SIGTERM (cluster preemption), SIGUSR2 (SLURM's warning before the time limit, as
-submitit asks for it) and Ctrl-C save checkpoints/model.ckpt at the next step boundary and end training; the final step saves it too. Both save from on_train_batch_end, the same point
-as the periodic checkpoints, so every model.ckpt resumes the same way.
+submitit asks for it) and Ctrl-C save the last checkpoint at the next step boundary and end training; the final step saves it too. Both save from on_train_batch_end, the same point
+as the periodic checkpoints, so every last checkpoint resumes the same way.
 
 Under DDP every process installs the handler and, after each step, the processes agree whether any of them
 was signalled (SLURM signals every task; `kill` may reach only one), so all of them save and stop together:

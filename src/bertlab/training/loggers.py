@@ -10,8 +10,9 @@ from typing import Any
 
 from lightning.pytorch.loggers import Logger, WandbLogger
 
+from bertlab.run_folder import WANDB_ID_FILE
+
 log = logging.getLogger(__name__)
-WANDB_ID_FILE = "wandb-run-id.txt"
 
 
 def wandb_mode(requested: str) -> str:

@@ -1,4 +1,4 @@
-"""The run folder's metric files: metrics/train/metrics.csv and metrics/eval/metrics.csv.
+"""The run folder's metric files: run_folder.TRAIN_METRICS and run_folder.EVAL_METRICS.
 
 A Lightning logger that routes each logged metric by its prefix (train/, val/, test/) to a CSV with a
 fixed header, appending one row per logging step and flushing it at once, so a crash loses at most the
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
+from bertlab.atomic_write import replacing
 from bertlab.run_folder import EVAL_METRICS, TRAIN_METRICS
 
 
@@ -45,12 +45,10 @@ class MetricTable:
         kept = [row for row in rows if int(row["step"]) <= step]
         if len(kept) == len(rows):
             return
-        temporary = self.path.with_name(f".{self.path.name}.tmp")
-        with temporary.open("w", newline="") as handle:
+        with replacing(self.path, text=True) as handle:
             writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(kept)
-        os.replace(temporary, self.path)
 
 
 def _format(value: Any) -> Any:
@@ -103,7 +101,7 @@ class RunFolderCSVLogger(Logger):
 
     @rank_zero_only
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        """The composed config is already in .hydra/config.yaml."""
+        """The composed config is already in the run folder (run_folder.HYDRA_CONFIG)."""
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:

@@ -117,7 +117,7 @@ def resolve_peak_flops(peak_tflops: float | None, accelerator: str, precision: s
 
 
 class MFUMonitor(L.Callback):
-    """Logs `train/mfu` beside the module's tokens/s each step, and writes the run's mean into run.json.
+    """Logs `train/mfu` beside the module's tokens/s each step, and writes the run's mean into the run-info file.
 
     The module must expose `token_rate` (bertlab.tasks.throughput.TokenRate), whose rate counts the tokens
     of all processes; the peak is per device. The running sum survives a resume (callback state).

@@ -22,6 +22,11 @@ def layer_of(name: str, num_layers: int) -> int:
     return 0 if "embedding" in name else num_layers + 1
 
 
+def no_weight_decay(name: str, parameter: nn.Parameter) -> bool:
+    """Biases, norms and other vectors are not decayed (also for Hugging Face names: `LayerNorm`)."""
+    return parameter.ndim < 2 or "norm" in name.lower()
+
+
 def parameter_groups(
     backbone: nn.Module,
     head: nn.Module,
@@ -41,7 +46,7 @@ def parameter_groups(
         if id(parameter) in seen:
             return
         seen.add(id(parameter))
-        no_decay = parameter.ndim < 2 or "norm" in name
+        no_decay = no_weight_decay(name, parameter)
         group = groups.setdefault((scope, depth, no_decay), {"params": [], "lr": group_lr})
         if no_decay:
             group["weight_decay"] = 0.0

@@ -110,7 +110,7 @@ def precision_plugin(precision: str, accelerator: str, strategy: str) -> Autocas
     """The plugin for a resolved mixed precision; None where Lightning's own handling is right.
 
     Returning a plugin also keeps Lightning from replacing an explicit `16-mixed` on CPU by bf16: what
-    run.json records is what runs.
+    the run-info file records is what runs.
     """
     if precision not in MIXED or any(name in str(strategy) for name in OWN_PRECISION_STRATEGIES):
         return None

@@ -1,4 +1,5 @@
-"""Resuming: find the checkpoint, check it fits the model, and restore what Lightning does not.
+"""Resuming: resolved once into a `ResumePlan`, checked against the config and the model, and the
+restoring of what Lightning does not.
 
 Lightning restores weights, optimizer, scheduler, precision scaler, step and epoch counters. This module
 adds the rest of an exact resume: every RNG stream (dropout; data order is seeded from (seed, epoch) and
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
-import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,34 +21,83 @@ import torch
 from torch import nn
 
 from bertlab.errors import BertlabError
+from bertlab.run_folder import read_checkpoint, read_saved_run
 
 log = logging.getLogger(__name__)
 
 
-def load_checkpoint(path: Path, key: str | None = "training.resume.checkpoint_path") -> dict[str, Any]:
-    """Loads safely (weights_only) and memory-mapped; a file that cannot be read gets one clear error.
+@dataclass(frozen=True)
+class ResumePlan:
+    """Where a run starts, resolved once before anything is built and then only read.
 
-    `key` is the setting that named the file, so that the message says what to change.
+    A fresh run is `ResumePlan()`. `model_only` (training.resume.load_only_model_state) loads the weights
+    and starts optimizer, schedule and step count afresh; otherwise Lightning restores everything from
+    `fit_checkpoint` and the training sampler skips the batches already seen in the current epoch.
     """
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # torch raises several types for truncated or foreign files
-        fix = f"; point {key} at another checkpoint" if key else ""
-        raise BertlabError(f"checkpoint {str(path)!r} {unreadable_reason(error)}{fix}", key) from None
+
+    source_dir: Path | None = None  # the run resumed from (this run's folder, or another)
+    checkpoint: Path | None = None
+    model_only: bool = False
+    strict: bool = True
+    step: int = 0  # the optimizer step training continues from
+    batches_done: int = 0  # training batches already consumed (step x accumulate_grad_batches)
+    truncate_metrics: bool = False  # continuing in its own folder: drop metric rows after `step`
+
+    @property
+    def fit_checkpoint(self) -> str | None:
+        """The `ckpt_path` for Trainer.fit: the checkpoint of a full resume, else None."""
+        return str(self.checkpoint) if self.checkpoint is not None and not self.model_only else None
+
+    def skip_batches(self, batches_per_epoch: int) -> int:
+        """How many batches of the current epoch the run has already consumed."""
+        return batches_into_epoch(self.batches_done, 1, batches_per_epoch)
 
 
-def unreadable_reason(error: Exception) -> str:
-    """Why torch could not load a file, in one line (torch's own text is long, repeated and has escapes)."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
-    refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    if refused:
-        return (
-            f"holds a Python object ({refused.group(1)}) that a safe load (weights_only) refuses to run; "
-            f"bertlab checkpoints hold only tensors and plain values, so it was not written by bertlab"
-        )
-    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-    first = first.split(". ")[0].rstrip(".")
-    return f"cannot be read ({type(error).__name__}: {first}); it is truncated, corrupt or not a checkpoint"
+def plan_resume(
+    run_dir: Path,
+    checkpoint: Path | None,
+    *,
+    run_config: dict[str, Any],
+    world_size: int,
+    model_only: bool,
+    strict: bool,
+    allow_config_changes: bool,
+    accumulate_grad_batches: int,
+    main_process: bool = True,
+) -> ResumePlan:
+    """Check that `checkpoint` (None: a fresh run) can continue as `run_config` on `world_size` processes,
+    and say how; refuses a changed model or data, naming the key (see check_resume_config)."""
+    if checkpoint is None:
+        return ResumePlan()
+    saved = read_saved_run(checkpoint, "training.resume.checkpoint_path")
+    check_resume_world(saved.world_size, world_size, weights_only=model_only, allow=allow_config_changes)
+    check_resume_config(
+        saved.config, run_config, weights_only=model_only, allow=allow_config_changes, strict=strict
+    )
+    step = 0 if model_only else int(saved.state["global_step"])
+    return ResumePlan(
+        source_dir=checkpoint.parent.parent,
+        checkpoint=checkpoint,
+        model_only=model_only,
+        strict=strict,
+        step=step,
+        batches_done=step * accumulate_grad_batches,
+        truncate_metrics=main_process and checkpoint.parent.parent.resolve() == Path(run_dir).resolve(),
+    )
+
+
+def restore_model(model: L.LightningModule, plan: ResumePlan) -> None:
+    """Check the checkpoint fits `model`; load its weights now (model_only) or let Lightning (full)."""
+    if plan.checkpoint is None:
+        return
+    state = read_checkpoint(plan.checkpoint)
+    compare_state(model, state, plan.strict, plan.checkpoint)
+    if plan.model_only:
+        model.load_state_dict(state["state_dict"], strict=plan.strict)
+        log.info("Loaded weights only from %s: fresh optimizer, schedule and step count", plan.checkpoint)
+        return
+    model.strict_loading = plan.strict
+    log.info("Resuming from %s at step %d", plan.checkpoint, plan.step)
 
 
 def compare_state(model: nn.Module, checkpoint: dict[str, Any], strict: bool, source: Path) -> list[str]:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.loggers import Logger
 
+from bertlab.run_folder import CHECKPOINTS_DIR
 from bertlab.training.checkpointing import AtomicCheckpointIO, checkpoint_callbacks
 from bertlab.training.precision import precision_plugin
 
@@ -23,53 +27,70 @@ class ValidateAtLastStep(L.Callback):
             trainer.should_stop = True
 
 
+@dataclass(frozen=True)
+class TrainerSettings:
+    """The Trainer settings that are `training.*` config keys of the same name (picked by field name)."""
+
+    max_steps: int
+    max_epochs: int | None
+    devices: int | str | list[int]
+    num_nodes: int
+    strategy: str
+    accumulate_grad_batches: int
+    gradient_clip_val: float | None
+    val_check_interval: int | None  # optimizer steps between validations; None: every epoch end
+    limit_val_batches: int | float  # also bounds the end-of-run test pass
+    deterministic: bool
+
+    @classmethod
+    def pick(cls, section: Mapping[str, Any]) -> TrainerSettings:
+        return cls(**{field.name: section[field.name] for field in fields(cls)})
+
+
 def build_trainer(
     run_dir: Path,
+    settings: TrainerSettings,
     *,
     loggers: list[Logger],
-    max_steps: int,
-    max_epochs: int | None,
     accelerator: str,
-    devices: int | str | list[int],
-    num_nodes: int = 1,
-    strategy: str = "auto",
     precision: str,
-    accumulate_grad_batches: int,
-    gradient_clip_val: float | None,
-    val_check_interval: int | None,
-    limit_val_batches: int | float,
     validate: bool,
     log_every_n_steps: int,
     checkpoint_every_n_steps: int,
     monitor: str | None,
     monitor_mode: str,
     progress_bar: bool,
-    deterministic: bool,
 ) -> L.Trainer:
-    """`val_check_interval` counts optimizer steps; Lightning counts batches, hence the accumulation factor."""
+    """`val_check_interval` counts optimizer steps; Lightning counts batches, hence the accumulation factor.
+
+    `validate` false (logging.log_eval=false) switches validation and the end-of-run test off.
+    """
+    accumulate_grad_batches = settings.accumulate_grad_batches
+    val_check_interval = settings.val_check_interval
+    limit_val_batches = settings.limit_val_batches
     callbacks = [
         *checkpoint_callbacks(
-            run_dir / "checkpoints", checkpoint_every_n_steps, monitor if validate else None, monitor_mode
+            run_dir / CHECKPOINTS_DIR, checkpoint_every_n_steps, monitor if validate else None, monitor_mode
         ),
     ]
     if validate:
         callbacks.append(ValidateAtLastStep())
-    autocast = precision_plugin(precision, accelerator, strategy)
+    autocast = precision_plugin(precision, accelerator, settings.strategy)
     return L.Trainer(
         default_root_dir=run_dir,
         logger=loggers,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO(), *([autocast] if autocast else [])],
-        max_steps=max_steps,
-        max_epochs=max_epochs if max_epochs is not None else -1,
+        max_steps=settings.max_steps,
+        max_epochs=settings.max_epochs if settings.max_epochs is not None else -1,
         accelerator=accelerator,
-        devices=devices,
-        num_nodes=num_nodes,
-        strategy=strategy,
+        devices=settings.devices,
+        num_nodes=settings.num_nodes,
+        strategy=settings.strategy,
         use_distributed_sampler=False,  # the datamodules shard their own epoch order (data/sampler.py)
         precision=None if autocast else precision,  # the plugin carries it
         accumulate_grad_batches=accumulate_grad_batches,
-        gradient_clip_val=gradient_clip_val,
+        gradient_clip_val=settings.gradient_clip_val,
         # Lightning counts batches; None validates at every epoch end.
         val_check_interval=None
         if val_check_interval is None
@@ -81,7 +102,7 @@ def build_trainer(
         log_every_n_steps=log_every_n_steps,
         enable_progress_bar=progress_bar,
         enable_model_summary=False,
-        deterministic=deterministic,
+        deterministic=settings.deterministic,
         benchmark=False,
         inference_mode=False,  # no_grad instead: metric states then survive a validate() before fit()
     )

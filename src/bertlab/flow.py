@@ -1,0 +1,318 @@
+"""The skeleton every training run follows, from a composed config to a finished run folder.
+
+    task.check()                 everything that validates input, before any file is written
+    plan_run(...)                claim the run folder, resolve the resume once, optimizer factories, devices
+    task.build(plan)             tokenizer, data and model: what is different about the task
+    fit_and_test(...)            restore, loggers, Trainer, run info, baseline validation, fit, test
+    task.after_test(trainer)     task outputs of a finished run (finetuning: results, predictions)
+
+pretraining.py and finetuning.py are the two `Task`s. This module and the tasks are the only library code
+that reads the composed config; they hand plain values to everything they build (training/, data/,
+model/, reporting/). Instantiating config sections goes through hydra_glue.build.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from bertlab.errors import BertlabError
+from bertlab.hydra_glue import build, plain
+from bertlab.reporting.plots import write_run_plots
+from bertlab.run_folder import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    RUN_INFO_FILE,
+    TOKENIZER_FILE,
+    claim_run_folder,
+    resume_source,
+    write_json,
+)
+from bertlab.training.distributed import (
+    device_count,
+    is_main_process,
+    refuse_relaunch_in_sweep,
+    wait_for_file,
+)
+from bertlab.training.interruption import StepBoundaryCheckpoint, TrainingInterrupted
+from bertlab.training.loggers import finish_wandb, wandb_logger
+from bertlab.training.metric_files import RunFolderCSVLogger
+from bertlab.training.mfu import resolve_peak_flops
+from bertlab.training.precision import resolve_accelerator, resolve_precision
+from bertlab.training.resume import ResumePlan, RNGStateCallback, plan_resume, restore_model
+from bertlab.training.trainer import TrainerSettings, build_trainer
+
+log = logging.getLogger(__name__)
+
+# Warnings that do not apply to bertlab's runs, silenced for the fit only (see fit_and_test).
+IRRELEVANT_WARNINGS = (
+    # The training sampler itself skips to the position inside the epoch (training/resume.py), so
+    # Lightning's warning that the loader cannot resume mid-epoch does not apply.
+    "You're resuming from a checkpoint that ended before the epoch",
+    # Evaluation metrics are torchmetrics objects, which synchronise across DDP processes themselves.
+    r"It is recommended to use `self.log\('.*sync_dist=True",
+)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run resolved before building anything; read-only afterwards."""
+
+    run_dir: Path
+    accelerator: str
+    precision: str
+    optimizer: Callable[..., torch.optim.Optimizer]  # factories: parameters and steps are bound later
+    scheduler: Callable[..., Any]
+    resume: ResumePlan
+    sweep: str | None = None  # the multirun sweep this run is a job of (groups its jobs in W&B)
+    peak_flops: float | None = None  # the device's peak at this precision, for tasks that report MFU
+
+
+@dataclass
+class TaskRun:
+    """What a task built for the shared tail: the model, its data, what it logs and records."""
+
+    model: L.LightningModule
+    datamodule: Any
+    train_columns: list[str]
+    eval_columns: list[str]
+    info: dict[str, Any]  # task-specific entries of the run-info file
+    callbacks: list[L.Callback] = field(default_factory=list)
+
+
+class Task(Protocol):
+    """What is different about a task; `run_training` does the rest."""
+
+    reports_mfu: bool  # plan_run resolves the device's peak FLOP/s (training.peak_tflops)
+
+    def check(self) -> None: ...
+
+    def build(self, plan: RunPlan) -> TaskRun: ...
+
+    def after_test(self, trainer: L.Trainer, built: TaskRun) -> None: ...
+
+
+def run_training(cfg: DictConfig, run_dir: Path, sweep: str | None, task: Task) -> float | None:
+    """Run `task` per `cfg` into `run_dir`; returns the best monitored validation value (for sweepers)."""
+    task.check()
+    plan = plan_run(cfg, run_dir, sweep, task.reports_mfu)
+    L.seed_everything(cfg.experiment.seed, workers=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    built = task.build(plan)
+    trainer = make_trainer(cfg, plan, built)
+    write_run_info(plan, trainer, cfg.training, built.info)
+    best, finished = fit_and_test(
+        trainer, built, plan, validate=cfg.logging.log_eval, use_wandb=cfg.logging.use_wandb
+    )
+    if finished and cfg.logging.log_eval and trainer.is_global_zero:
+        task.after_test(trainer, built)
+    return best
+
+
+def plan_run(cfg: DictConfig, run_dir: Path, sweep: str | None = None, peak_flops: bool = False) -> RunPlan:
+    """Checks that need no data: run folder and resume source, optimizer and schedule, devices, precision."""
+    training = cfg.training
+    if sweep is not None:
+        refuse_relaunch_in_sweep(
+            training.strategy, training.devices, training.num_nodes, training.accelerator
+        )
+    source_dir, checkpoint = resume_source(cfg.experiment, training.resume)
+    if is_main_process():
+        checkpoint = claim_run_folder(run_dir, source_dir, checkpoint)
+    elif checkpoint is not None and not checkpoint.is_file():
+        checkpoint = None  # other DDP processes start after the main one has claimed the folder
+    optimizer = build(cfg, "training.optimizer")
+    scheduler = build(cfg, "training.scheduler")
+    probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    try:
+        scheduler(probe, total_steps=training.max_steps if training.max_steps > 0 else 10**6)
+    except BertlabError as error:
+        raise error.in_section("training.scheduler") from None
+    try:
+        accelerator = resolve_accelerator(training.accelerator)
+        precision = resolve_precision(training.precision, accelerator)
+        peak = resolve_peak_flops(training.peak_tflops, accelerator, precision) if peak_flops else None
+    except BertlabError as error:
+        raise error.in_section("training") from None
+    resume = plan_resume(
+        run_dir,
+        checkpoint,
+        run_config=plain(cfg),
+        world_size=device_count(training.devices, accelerator) * training.num_nodes,
+        model_only=bool(training.resume.load_only_model_state),
+        strict=bool(training.resume.strict),
+        allow_config_changes=bool(training.resume.allow_config_changes),
+        accumulate_grad_batches=training.accumulate_grad_batches,
+        main_process=is_main_process(),
+    )
+    log.info("Run folder %s; accelerator %s, precision %s", run_dir, accelerator, precision)
+    return RunPlan(run_dir, accelerator, precision, optimizer, scheduler, resume, sweep, peak)
+
+
+def run_tokenizer(tokenizer: Any, run_dir: Path, source_dir: Path | None, fit: Callable[[Any], None]) -> Any:
+    """The run's tokenizer, saved into its folder.
+
+    The main process takes the one of `source_dir` (the run it resumes or finetunes from) or fits it with
+    `fit`; processes started beside it load the main process's file, because `tokenizers` trainers are not
+    deterministic across processes and their own fit could give another vocabulary.
+    """
+    if not is_main_process() and source_dir is None:  # the main process trains it (on a bounded sample)
+        source_dir = wait_for_file(run_dir / TOKENIZER_FILE, timeout_s=None, what="its tokenizer").parent
+    if source_dir is not None:
+        tokenizer = type(tokenizer).from_file(
+            source_dir / TOKENIZER_FILE, tokenizer.max_length, tokenizer.truncation
+        )
+    else:
+        fit(tokenizer)
+    if is_main_process():
+        tokenizer.save(run_dir / TOKENIZER_FILE)
+    return tokenizer
+
+
+def progress_bar_enabled(setting: str | bool) -> bool:
+    """`auto`: only on a terminal (not in CI logs); the schema may hand a bool over as 'True'/'False'."""
+    setting = str(setting).lower()
+    if setting == "auto":
+        return sys.stderr.isatty()
+    return setting == "true"
+
+
+def make_loggers(cfg: DictConfig, plan: RunPlan, train_columns: list[str], eval_columns: list[str]) -> list:
+    """The run folder's metric CSVs (continued without duplicate rows on resume), and W&B when asked."""
+    logging_cfg, run_dir = cfg.logging, plan.run_dir
+    csv_logger = RunFolderCSVLogger(
+        run_dir,
+        train_columns,
+        eval_columns,
+        write_train=logging_cfg.csv.train,
+        write_eval=logging_cfg.csv.eval,
+        train_every_n_steps=logging_cfg.log_every_n_steps,
+    )
+    if plan.resume.truncate_metrics:
+        csv_logger.truncate_after(plan.resume.step)
+    loggers: list = [csv_logger]
+    if logging_cfg.use_wandb and is_main_process():
+        wandb_cfg = logging_cfg.wandb
+        loggers.append(
+            wandb_logger(
+                run_dir,
+                name=run_dir.name if plan.sweep else cfg.experiment.name,  # sweep jobs: job<N>_...
+                project=wandb_cfg.project,
+                entity=wandb_cfg.entity,
+                mode=wandb_cfg.mode,
+                group=wandb_cfg.group or plan.sweep,
+                tags=list(wandb_cfg.tags),
+                config=plain(cfg),
+            )
+        )
+    return loggers
+
+
+def make_trainer(cfg: DictConfig, plan: RunPlan, built: TaskRun) -> L.Trainer:
+    """The Trainer with the task's callbacks; the model restored or checked for the resume."""
+    training, run_dir = cfg.training, plan.run_dir
+    restore_model(built.model, plan.resume)
+    loggers = make_loggers(cfg, plan, built.train_columns, built.eval_columns)
+    if training.compile:  # in place: state_dict keys stay the same (no `_orig_mod.`)
+        for module in (built.model.backbone, built.model.head):
+            module.compile(dynamic=False)
+    trainer = build_trainer(
+        run_dir,
+        TrainerSettings.pick(training),
+        loggers=loggers,
+        accelerator=plan.accelerator,
+        precision=plan.precision,
+        validate=cfg.logging.log_eval,
+        log_every_n_steps=cfg.logging.log_every_n_steps,
+        checkpoint_every_n_steps=training.checkpoint.every_n_steps,
+        monitor=training.checkpoint.monitor,
+        monitor_mode=training.checkpoint.mode,
+        progress_bar=progress_bar_enabled(cfg.logging.progress_bar),
+    )
+    trainer.callbacks.extend(
+        [RNGStateCallback(), StepBoundaryCheckpoint(run_dir / LAST_CHECKPOINT), *built.callbacks]
+    )
+    datamodule = built.datamodule
+    batches_per_epoch = datamodule.batches_per_epoch(trainer.world_size)
+    if batches_per_epoch < 1:
+        raise BertlabError(
+            f"the training split has {len(datamodule.datasets['train'])} examples, fewer than one batch of "
+            f"{training.batch_size} for each of {trainer.world_size} processes; lower training.batch_size "
+            f"or training.devices, or add data",
+            "training.batch_size",
+        )
+    datamodule.skip_train_batches = plan.resume.skip_batches(batches_per_epoch)
+    return trainer
+
+
+def write_run_info(plan: RunPlan, trainer: L.Trainer, training: DictConfig, info: dict[str, Any]) -> None:
+    """The run-info file: what `auto` settings resolved to, and where the data and the start came from."""
+    if not is_main_process():
+        return
+    resume = plan.resume
+    info = {
+        "accelerator": plan.accelerator,
+        "precision": plan.precision,
+        **info,
+        "resumed_from": str(resume.checkpoint) if resume.checkpoint else None,
+        "resumed_at_step": resume.step if resume.fit_checkpoint else None,
+        "world_size": trainer.world_size,
+        # training.batch_size is per process; an optimizer step sees this many sequences:
+        "global_batch_size": training.batch_size * trainer.world_size * training.accumulate_grad_batches,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "command": sys.argv,
+    }
+    write_json(plan.run_dir / RUN_INFO_FILE, info)
+
+
+def fit_and_test(
+    trainer: L.Trainer, built: TaskRun, plan: RunPlan, validate: bool, use_wandb: bool
+) -> tuple[float | None, bool]:
+    """Baseline validation, fit, then the test split with the best checkpoint.
+
+    Returns (best monitored value, finished); finished is False when a signal interrupted training.
+    """
+    model, datamodule, run_dir = built.model, built.datamodule, plan.run_dir
+    try:
+        with warnings.catch_warnings():
+            for message in IRRELEVANT_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            return _fit_and_test(trainer, model, datamodule, plan, validate)
+    finally:
+        write_run_plots(run_dir)  # also after an interruption: the curves so far
+        if use_wandb:
+            finish_wandb()
+
+
+def _fit_and_test(
+    trainer: L.Trainer, model: L.LightningModule, datamodule: Any, plan: RunPlan, validate: bool
+) -> tuple[float | None, bool]:
+    fit_checkpoint = plan.resume.fit_checkpoint
+    if validate and fit_checkpoint is None:
+        trainer.validate(model, datamodule=datamodule, verbose=False)  # the step-0 baseline row
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=fit_checkpoint, weights_only=True)
+    except TrainingInterrupted as stop:
+        log.warning("Training interrupted at step %d; resume with training.resume.is_resume=true", stop.step)
+        if plan.sweep is not None:
+            raise  # the sweep records the job as interrupted instead of as a result
+        return None, False
+    best = plan.run_dir / BEST_CHECKPOINT
+    if not best.exists():  # no validation ran: the last weights are the best known
+        trainer.save_checkpoint(best, weights_only=False)
+    best_score = next((c.best_model_score for c in trainer.checkpoint_callbacks if c.monitor), None)
+    if validate:
+        trainer.test(model, datamodule=datamodule, ckpt_path=str(best), weights_only=True)
+    return (float(best_score) if best_score is not None else None), True
