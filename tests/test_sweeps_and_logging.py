@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from bertlab.run import run
 from tests.conftest import FAST, RUN_ARTIFACTS, compose_config, launch, read_csv
 
@@ -23,12 +25,12 @@ def test_multirun_gives_each_job_its_own_folder_and_wandb_run_in_the_sweeps_grou
         assert all((job / artifact).is_file() for artifact in RUN_ARTIFACTS), job
     assert "lr: 0.0003" in (jobs[1] / ".hydra/config.yaml").read_text()
 
-    runs = []
-    for job in jobs:
-        (run_file,) = job.glob("wandb/offline-run-*/run-*.wandb")
-        runs += [r.run for r in wandb_records(run_file) if r.WhichOneof("record_type") == "run"]
-    assert [run.run_group for run in runs] == [sweeps[0].name] * 2
-    assert len({run.run_id for run in runs}) == 2
+    wandb_runs = [json.loads((job / "run.json").read_text())["wandb"] for job in jobs]
+    assert [run["group"] for run in wandb_runs] == [sweeps[0].name] * 2
+    assert [run["mode"] for run in wandb_runs] == ["offline"] * 2
+    assert len({run["id"] for run in wandb_runs}) == 2
+    for job, wandb_run in zip(jobs, wandb_runs, strict=True):
+        assert len(list((job / "wandb").glob(f"offline-run-*-{wandb_run['id']}"))) == 1
 
 
 def test_group_swaps_bert_mini_bpe_and_wandb_offline(tmp_path):
@@ -64,24 +66,3 @@ def test_same_seed_gives_identical_losses(tmp_path):
         losses.append([row["loss"] for row in read_csv(run_dir / "metrics/eval/metrics.csv")])
     assert losses[0] == losses[2] and losses[1] == losses[3]
     assert len(losses[0]) == 4
-
-
-def wandb_records(path):
-    """The protobuf records of an offline W&B run file (LevelDB-style log: 32 KiB blocks of chunks)."""
-    import struct
-
-    from wandb.proto import wandb_internal_pb2
-
-    data, position, pending = path.read_bytes(), 7, b""  # after the ':W&B' header
-    while position + 7 <= len(data):
-        if 32768 - position % 32768 < 7:  # a block's tail too short for a chunk header is padding
-            position += 32768 - position % 32768
-            continue
-        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
-        pending += data[position + 7 : position + 7 + length]
-        position += 7 + length
-        if kind in (1, 4):  # a full record, or the last chunk of one
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            pending = b""
-            yield record

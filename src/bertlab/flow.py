@@ -45,7 +45,7 @@ from bertlab.training.distributed import (
     wait_for_file,
 )
 from bertlab.training.interruption import StepBoundaryCheckpoint, TrainingInterrupted
-from bertlab.training.loggers import finish_wandb, wandb_logger
+from bertlab.training.loggers import finish_wandb, wandb_logger, wandb_run_info
 from bertlab.training.metric_files import RunFolderCSVLogger
 from bertlab.training.mfu import resolve_peak_flops
 from bertlab.training.precision import resolve_accelerator, resolve_precision
@@ -269,6 +269,7 @@ def write_run_info(plan: RunPlan, trainer: L.Trainer, training: DictConfig, info
         "world_size": trainer.world_size,
         # training.batch_size is per process; an optimizer step sees this many sequences:
         "global_batch_size": training.batch_size * trainer.world_size * training.accumulate_grad_batches,
+        "wandb": wandb_run_info(trainer.loggers),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "lightning": L.__version__,

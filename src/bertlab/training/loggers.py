@@ -61,6 +61,21 @@ def wandb_logger(
     return logger
 
 
+def wandb_run_info(loggers: list[Logger]) -> dict[str, Any] | None:
+    """The W&B run as W&B itself reports it (id, group, project, mode), for the run-info file: W&B's
+    offline run files are a private binary format, so this is where a user or a test reads them."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            run = logger.experiment
+            return {
+                "id": run.id,
+                "group": run.group or None,
+                "project": run.project,
+                "mode": "offline" if run.offline else "online",
+            }
+    return None
+
+
 def finish_wandb() -> None:
     """Close the W&B run of this job, so the next job of a sweep gets its own."""
     import sys
