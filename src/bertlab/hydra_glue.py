@@ -32,8 +32,8 @@ from bertlab.config.schema import (
     FinetuneTrainingConfig,
     LoggingConfig,
     PretrainedExperimentConfig,
+    PretrainTrainingConfig,
     RunConfig,
-    TrainingConfig,
 )
 from bertlab.errors import BertlabError
 from bertlab.reporting.sweep_summary import (
@@ -82,7 +82,7 @@ def register() -> None:
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
     store.store(group="logging", name="logging_schema", node=LoggingConfig)
-    store.store(group="training", name="training_schema", node=TrainingConfig)
+    store.store(group="training", name="training_schema", node=PretrainTrainingConfig)
     store.store(group="training", name="finetune_training_schema", node=FinetuneTrainingConfig)
     store.store(
         group="pretrained_experiment", name="pretrained_experiment_schema", node=PretrainedExperimentConfig

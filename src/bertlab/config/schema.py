@@ -12,8 +12,6 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from bertlab.run_folder import LAST_CHECKPOINT
-
 
 @dataclass
 class ExperimentConfig:
@@ -48,29 +46,32 @@ class LoggingConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
+# The training schemas type the keys; their values live only in conf/training/*.yaml (MISSING here).
+
+
 @dataclass
 class CheckpointConfig:
-    every_n_steps: int = 100
-    monitor: str = "val/loss"
-    mode: str = "min"
+    every_n_steps: int = MISSING
+    monitor: str = MISSING
+    mode: str = MISSING
 
 
 @dataclass
 class ResumeConfig:
-    is_resume: bool = False
-    resume_pretraining_name: str | None = None
-    checkpoint_path: str = str(LAST_CHECKPOINT)
-    strict: bool = True
-    load_only_model_state: bool = False
-    allow_config_changes: bool = False
+    is_resume: bool = MISSING
+    resume_pretraining_name: str | None = MISSING
+    checkpoint_path: str = MISSING
+    strict: bool = MISSING
+    load_only_model_state: bool = MISSING
+    allow_config_changes: bool = MISSING
 
 
 @dataclass
 class FreezeConfig:
-    embeddings: bool = False
-    layers: int = 0
-    backbone: bool = False
-    unfreeze_after_epochs: int | None = None
+    embeddings: bool = MISSING
+    layers: int = MISSING
+    backbone: bool = MISSING
+    unfreeze_after_epochs: int | None = MISSING
 
 
 @dataclass
@@ -82,22 +83,23 @@ class PretrainedExperimentConfig:
 
 @dataclass
 class TrainingConfig:
-    max_steps: int = 600
-    max_epochs: int | None = None
-    batch_size: int = 32
-    accumulate_grad_batches: int = 1
-    gradient_clip_val: float | None = 1.0
-    val_check_interval: int | None = 100
-    limit_val_batches: Any = 1.0
-    accelerator: str = "auto"
-    devices: Any = 1
-    num_nodes: int = 1
-    strategy: str = "auto"
-    precision: str = "auto"
-    num_workers: Any = "auto"  # auto | a non-negative int (bertlab.data.loader_workers)
-    deterministic: bool = True
-    compile: bool = False
-    peak_tflops: float | None = None  # the device's peak for MFU; null: from a table of GPUs, else no MFU
+    """The keys both tasks have (conf/training/common.yaml and each task's file)."""
+
+    max_steps: int = MISSING
+    max_epochs: int | None = MISSING
+    batch_size: int = MISSING
+    accumulate_grad_batches: int = MISSING
+    gradient_clip_val: float | None = MISSING
+    val_check_interval: int | None = MISSING
+    limit_val_batches: Any = MISSING
+    accelerator: str = MISSING
+    devices: Any = MISSING
+    num_nodes: int = MISSING
+    strategy: str = MISSING
+    precision: str = MISSING
+    num_workers: Any = MISSING  # auto | a non-negative int (bertlab.data.loader_workers)
+    deterministic: bool = MISSING
+    compile: bool = MISSING
     optimizer: Any = MISSING
     scheduler: Any = MISSING
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -105,10 +107,15 @@ class TrainingConfig:
 
 
 @dataclass
+class PretrainTrainingConfig(TrainingConfig):
+    peak_tflops: float | None = MISSING  # the device's peak for MFU; null: from a table of GPUs, else no MFU
+
+
+@dataclass
 class FinetuneTrainingConfig(TrainingConfig):
-    head_lr: float | None = None
-    baseline: bool = True
-    layerwise_lr_decay: float = 1.0
+    head_lr: float | None = MISSING
+    baseline: bool = MISSING
+    layerwise_lr_decay: float = MISSING
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
 
 
