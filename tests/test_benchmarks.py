@@ -25,6 +25,7 @@ BENCHMARKS = (
     "loader_throughput",
     "gpu_check",
     "quality",
+    "pretraining_curve",
 )
 TIMEOUT = 420  # generous: the machine may be shared; together they take one to two minutes alone
 
@@ -152,6 +153,18 @@ def test_quality_tiny_reports_baseline_scratch_and_pretrained(tiny_results):
         assert 0 <= row["accuracy"]["median"] <= 1 and 0 <= row["macro_f1"]["median"] <= 1
     assert payload["pretraining"]["steps"] >= 6 and payload["pretraining"]["val"][0]["step"] == 0
     assert "| pretrained " in stdout and "| baseline (TF-IDF + LR) " in stdout
+
+
+def test_pretraining_curve_tiny_trains_the_three_arms_on_the_same_batches(tiny_results):
+    stdout, payload = finished(tiny_results, "pretraining_curve")
+    curves = payload["curves"]
+    assert list(curves) == ["launch.py", "bertlab (in-process)", "HF BertForMaskedLM"]
+    assert all(list(curve) == ["0", "4", "8"] for curve in curves.values())
+    # The in-process loop is the launch.py run's optimisation: the same curve, up to float noise.
+    for step, (loss, _) in curves["launch.py"].items():
+        assert curves["bertlab (in-process)"][step][0] == pytest.approx(loss, abs=0.05)
+    assert all(curve["8"][0] < curve["0"][0] for curve in curves.values())  # every arm learns
+    assert "| HF BertForMaskedLM" in stdout
 
 
 def test_gpu_check_without_cuda_says_so_and_runs_nothing(tmp_path):

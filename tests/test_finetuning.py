@@ -88,6 +88,9 @@ def test_default_chain_writes_the_finetuning_folder(pretrained_run, precision):
     ), log_tail
     info = json.loads((run_dir / "run.json").read_text())
     assert info["precision"] == precision
+    # training.optimizer.lr: auto, for a pretrained encoder: 0.04 / hidden_size
+    assert info["learning_rate"]["lr"] == pytest.approx(0.04 / info["architecture"]["hidden_size"])
+    assert info["learning_rate"]["head_lr"] == 1e-3  # head_lr: auto; the head starts random
     assert info["pretrained_from"]["checkpoint"] == str(pretrained_run / "checkpoints/best-model.ckpt")
     assert (run_dir / "tokenizer.json").read_bytes() == (pretrained_run / "tokenizer.json").read_bytes()
 
@@ -154,6 +157,8 @@ def test_a_non_default_pretrained_architecture_is_inherited_whole(tmp_path, capl
     with caplog.at_level("INFO", logger="bertlab.finetuning"):
         run(cfg, run_dir)
     info = json.loads((run_dir / "run.json").read_text())
+    assert info["learning_rate"]["lr"] == pytest.approx(0.04 / 256)  # auto, for bert_mini's width
+    assert "training.optimizer.lr: auto is 0.00016 (pretrained encoder, hidden_size 256)" in caplog.text
     expected = {**saved["architecture"], "attention_dropout": 0.0}
     assert info["architecture"] == expected
     assert (
@@ -275,7 +280,9 @@ def test_bad_labelled_data_fails_before_training(tmp_path, pretrained_run, probl
 def test_scratch_baseline_without_pretraining(tmp_path):
     run_dir = finetune_scratch(tmp_path)
     assert (run_dir / "predictions.csv").is_file()
-    assert json.loads((run_dir / "run.json").read_text())["pretrained_from"] is None
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["pretrained_from"] is None
+    assert info["learning_rate"]["lr"] == 1e-3  # auto, for a randomly initialised encoder
 
 
 def finetune_scratch(output_dir):

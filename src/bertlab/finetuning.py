@@ -8,6 +8,7 @@ same kind of model from random initialisation instead.
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from bertlab.run_folder import (
 )
 from bertlab.tasks.classification import EVAL_COLUMNS, TRAIN_COLUMNS, SequenceClassifier
 from bertlab.training.distributed import is_main_process
+from bertlab.training.finetuning_lr import AUTO, finetuning_lr, head_lr
 from bertlab.training.freezing import FreezeSchedule
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,7 @@ class Finetuning:
         else:
             pretrained_architecture = None
         self.architecture, self.architecture_overrides = architecture_config(cfg, pretrained_architecture)
+        self.starts_pretrained = pretrained_architecture is not None
         self.tokenizer = build(cfg, "tokenizer")
         max_positions = self.architecture.get("max_position_embeddings", 512)
         if self.tokenizer.max_length > max_positions:
@@ -136,6 +139,16 @@ class Finetuning:
         head = build(
             cfg, "classification_head", hidden_size=backbone.hidden_size, num_labels=datamodule.num_labels
         )
+        lr = training.optimizer.lr
+        if lr == AUTO:
+            lr = finetuning_lr(backbone.hidden_size, self.starts_pretrained)
+            log.info(
+                "training.optimizer.lr: auto is %.2g (%s encoder, hidden_size %d)",
+                lr,
+                "pretrained" if self.starts_pretrained else "randomly initialised",
+                backbone.hidden_size,
+            )
+        classifier_lr = head_lr(lr) if training.head_lr == AUTO else training.head_lr or lr
         freeze = training.freeze
         try:
             freezing = FreezeSchedule(
@@ -152,9 +165,9 @@ class Finetuning:
             backbone,
             head,
             datamodule.num_labels,
-            plan.optimizer,
+            functools.partial(plan.optimizer, lr=lr),
             plan.scheduler,
-            head_lr=training.head_lr,
+            head_lr=classifier_lr,
             layerwise_lr_decay=training.layerwise_lr_decay,
             run_config=plain(cfg),
             backbone_config=plain(self.architecture),
@@ -173,6 +186,7 @@ class Finetuning:
                 "pretrained_from": pretrained_from,
                 "architecture": plain(self.architecture),
                 "architecture_overrides": self.architecture_overrides,
+                "learning_rate": {"lr": lr, "head_lr": classifier_lr},
                 "prepared_data": str(prepared_dir),
                 "labels": datamodule.labels,
                 "examples": {split: len(dataset) for split, dataset in datamodule.datasets.items()},

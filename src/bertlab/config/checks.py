@@ -7,6 +7,7 @@ from omegaconf import DictConfig
 from bertlab.data.loader_workers import resolve_num_workers
 from bertlab.errors import BertlabError
 from bertlab.run_folder import check_run_name
+from bertlab.training.finetuning_lr import AUTO
 
 MONITOR_MODES = ("min", "max")
 PROGRESS_BAR = ("auto", "true", "false")
@@ -67,8 +68,14 @@ def check_common(cfg: DictConfig) -> None:
             f"must be one of {list(WANDB_MODES)}, got {cfg.logging.wandb.mode!r}", "logging.wandb.mode"
         )
     lr = cfg.training.optimizer.get("lr")
-    if lr is not None and not lr > 0:
-        raise BertlabError(f"must be positive, got {lr}", "training.optimizer.lr")
+    if lr == AUTO:
+        if cfg.experiment.kind != "finetuning":
+            raise BertlabError(
+                "auto is the finetuning rule (bertlab.training.finetuning_lr); give a number here",
+                "training.optimizer.lr",
+            )
+    elif lr is not None and not (isinstance(lr, int | float) and lr > 0):
+        raise BertlabError(f"must be positive or auto (finetuning), got {lr}", "training.optimizer.lr")
     resume = cfg.training.resume
     if resume.resume_pretraining_name is not None and not resume.is_resume:
         raise BertlabError(
@@ -113,8 +120,10 @@ def check_finetuning(cfg: DictConfig) -> None:
     if not 0.0 < decay <= 1.0:
         raise BertlabError(f"must be in (0, 1], got {decay}", "training.layerwise_lr_decay")
     head_lr = cfg.training.head_lr
-    if head_lr is not None and not head_lr > 0:
-        raise BertlabError(f"must be positive or null, got {head_lr}", "training.head_lr")
+    if head_lr is not None and head_lr != AUTO and not (isinstance(head_lr, int | float) and head_lr > 0):
+        raise BertlabError(
+            f"must be positive, auto or null (training.optimizer.lr), got {head_lr}", "training.head_lr"
+        )
     if cfg.training.max_steps == -1 and cfg.training.max_epochs is None:
         raise BertlabError(
             "is -1 (no step limit) but training.max_epochs is null; set one of them", "training.max_steps"
