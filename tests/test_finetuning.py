@@ -88,8 +88,8 @@ def test_default_chain_writes_the_finetuning_folder(pretrained_run, precision):
     ), log_tail
     info = json.loads((run_dir / "run.json").read_text())
     assert info["precision"] == precision
-    # training.optimizer.lr: auto, for a pretrained encoder: 0.04 / hidden_size
-    assert info["learning_rate"]["lr"] == pytest.approx(0.04 / info["architecture"]["hidden_size"])
+    # training.optimizer.lr: auto, for a pretrained encoder: 1.2 / hidden_size^1.5
+    assert info["learning_rate"]["lr"] == pytest.approx(1.2 / info["architecture"]["hidden_size"] ** 1.5)
     assert info["learning_rate"]["head_lr"] == 1e-3  # head_lr: auto; the head starts random
     assert info["pretrained_from"]["checkpoint"] == str(pretrained_run / "checkpoints/best-model.ckpt")
     assert (run_dir / "tokenizer.json").read_bytes() == (pretrained_run / "tokenizer.json").read_bytes()
@@ -157,8 +157,8 @@ def test_a_non_default_pretrained_architecture_is_inherited_whole(tmp_path, capl
     with caplog.at_level("INFO", logger="bertlab.finetuning"):
         run(cfg, run_dir)
     info = json.loads((run_dir / "run.json").read_text())
-    assert info["learning_rate"]["lr"] == pytest.approx(0.04 / 256)  # auto, for bert_mini's width
-    assert "training.optimizer.lr: auto is 0.00016 (pretrained encoder, hidden_size 256)" in caplog.text
+    assert info["learning_rate"]["lr"] == pytest.approx(1.2 / 256**1.5)  # auto, for bert_mini's width
+    assert "training.optimizer.lr: auto is 0.00029 (pretrained encoder, hidden_size 256)" in caplog.text
     expected = {**saved["architecture"], "attention_dropout": 0.0}
     assert info["architecture"] == expected
     assert (
