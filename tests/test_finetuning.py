@@ -90,7 +90,7 @@ def test_default_chain_writes_the_finetuning_folder(pretrained_run, precision):
     assert info["precision"] == precision
     # training.optimizer.lr: auto, for a pretrained encoder: 1.2 / hidden_size^1.5
     assert info["learning_rate"]["lr"] == pytest.approx(1.2 / info["architecture"]["hidden_size"] ** 1.5)
-    assert info["learning_rate"]["head_lr"] == 1e-3  # head_lr: auto; the head starts random
+    assert info["learning_rate"]["head_lr"] == info["learning_rate"]["lr"]  # head_lr: null
     assert info["pretrained_from"]["checkpoint"] == str(pretrained_run / "checkpoints/best-model.ckpt")
     assert (run_dir / "tokenizer.json").read_bytes() == (pretrained_run / "tokenizer.json").read_bytes()
 

@@ -35,7 +35,7 @@ from bertlab.run_folder import (
 )
 from bertlab.tasks.classification import EVAL_COLUMNS, TRAIN_COLUMNS, SequenceClassifier
 from bertlab.training.distributed import is_main_process
-from bertlab.training.finetuning_lr import AUTO, finetuning_lr, head_lr
+from bertlab.training.finetuning_lr import AUTO, finetuning_lr
 from bertlab.training.freezing import FreezeSchedule
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class Finetuning:
                 "pretrained" if self.starts_pretrained else "randomly initialised",
                 backbone.hidden_size,
             )
-        classifier_lr = head_lr(lr) if training.head_lr == AUTO else training.head_lr or lr
+        classifier_lr = training.head_lr or lr
         freeze = training.freeze
         try:
             freezing = FreezeSchedule(

@@ -120,10 +120,8 @@ def check_finetuning(cfg: DictConfig) -> None:
     if not 0.0 < decay <= 1.0:
         raise BertlabError(f"must be in (0, 1], got {decay}", "training.layerwise_lr_decay")
     head_lr = cfg.training.head_lr
-    if head_lr is not None and head_lr != AUTO and not (isinstance(head_lr, int | float) and head_lr > 0):
-        raise BertlabError(
-            f"must be positive, auto or null (training.optimizer.lr), got {head_lr}", "training.head_lr"
-        )
+    if head_lr is not None and not head_lr > 0:
+        raise BertlabError(f"must be positive or null, got {head_lr}", "training.head_lr")
     if cfg.training.max_steps == -1 and cfg.training.max_epochs is None:
         raise BertlabError(
             "is -1 (no step limit) but training.max_epochs is null; set one of them", "training.max_steps"

@@ -113,7 +113,7 @@ class PretrainTrainingConfig(TrainingConfig):
 
 @dataclass
 class FinetuneTrainingConfig(TrainingConfig):
-    head_lr: Any = MISSING  # a number, auto (bertlab.training.finetuning_lr) or null (training.optimizer.lr)
+    head_lr: float | None = MISSING
     baseline: bool = MISSING
     layerwise_lr_decay: float = MISSING
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
