@@ -209,22 +209,11 @@ def build_hf(size: Size, attn_implementation: str = "sdpa", seed: int = 0) -> Ar
     from transformers import BertConfig, BertForMaskedLM
     from transformers.utils import logging as hf_logging
 
+    from bertlab.model.hf_format import BERT
+
     hf_logging.set_verbosity_error()
     cfg = compose_bertlab_config(size)
-    config = BertConfig(
-        vocab_size=size.vocab_size,
-        hidden_size=size.hidden_size,
-        num_hidden_layers=size.num_layers,
-        num_attention_heads=size.num_heads,
-        intermediate_size=size.intermediate_size,
-        hidden_act="gelu",
-        hidden_dropout_prob=size.dropout,
-        attention_probs_dropout_prob=size.dropout,
-        max_position_embeddings=cfg.architecture.max_position_embeddings,
-        layer_norm_eps=cfg.architecture.layer_norm_eps,
-        pad_token_id=0,
-        tie_word_embeddings=True,
-    )
+    config = BertConfig(**BERT.config_kwargs(cfg.architecture, size.vocab_size, pad_token_id=0))
     torch.manual_seed(seed)
     model = BertForMaskedLM._from_config(config, attn_implementation=attn_implementation)
     model.train()

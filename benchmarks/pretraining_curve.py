@@ -121,23 +121,12 @@ def hf_model(cfg: Any, tokenizer: Any) -> tuple[Any, Callable[[Batch], Any], lis
     import torch
     from transformers import BertConfig, BertForMaskedLM
 
-    arch = cfg.architecture
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=arch.hidden_size,
-        num_hidden_layers=arch.num_layers,
-        num_attention_heads=arch.num_heads,
-        intermediate_size=arch.intermediate_size,
-        hidden_act="gelu",
-        hidden_dropout_prob=arch.dropout,
-        attention_probs_dropout_prob=arch.attention_dropout,
-        max_position_embeddings=arch.max_position_embeddings,
-        type_vocab_size=1,
-        layer_norm_eps=arch.layer_norm_eps,
-        pad_token_id=tokenizer.pad_id,
-        tie_word_embeddings=cfg.mlm_head.module.tie_word_embeddings,
-        attn_implementation="sdpa",
+    from bertlab.model.hf_format import BERT
+
+    kwargs = BERT.config_kwargs(
+        cfg.architecture, tokenizer.vocab_size, tokenizer.pad_id, cfg.mlm_head.module.tie_word_embeddings
     )
+    config = BertConfig(**kwargs, attn_implementation="sdpa")
     model = BertForMaskedLM(config)
 
     def logits(batch: Batch) -> Any:

@@ -202,23 +202,9 @@ def export_hf(
     fmt = run.hf_format
     config = transformers.AutoConfig.for_model(
         fmt.model_type,
-        vocab_size=run.vocab_size,
-        hidden_size=architecture["hidden_size"],
-        num_hidden_layers=architecture["num_layers"],
-        num_attention_heads=architecture["num_heads"],
-        intermediate_size=architecture["intermediate_size"],
-        hidden_act="gelu",
-        hidden_dropout_prob=architecture["dropout"],
-        attention_probs_dropout_prob=architecture["attention_dropout"],
-        max_position_embeddings=architecture["max_position_embeddings"]
-        + fmt.position_offset(tokenizer.pad_id),
-        type_vocab_size=fmt.type_vocab_size,
-        layer_norm_eps=architecture["layer_norm_eps"],
-        pad_token_id=tokenizer.pad_id,
-        **({"bos_token_id": tokenizer.cls_id, "eos_token_id": tokenizer.sep_id} if fmt.bos_eos else {}),
-        position_embedding_type="absolute",
-        tie_word_embeddings=run.tied,
-        architectures=[fmt.masked_lm],
+        **fmt.config_kwargs(
+            architecture, run.vocab_size, tokenizer.pad_id, run.tied, tokenizer.cls_id, tokenizer.sep_id
+        ),
     )
     model = getattr(transformers, fmt.masked_lm)(config)
     missing, unexpected = model.load_state_dict(hf_state_dict(run, tokenizer.pad_id), strict=False)

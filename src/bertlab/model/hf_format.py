@@ -10,7 +10,9 @@ the type table is zero: the outputs stay equal both ways.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -56,6 +58,36 @@ class HFFormat:
         }
         names["backbone.word_embeddings.weight"] = f"{self.base}.embeddings.word_embeddings.weight"
         return names
+
+    def config_kwargs(
+        self,
+        architecture: Mapping[str, Any],
+        vocab_size: int,
+        pad_token_id: int,
+        tied: bool = True,
+        cls_id: int | None = None,
+        sep_id: int | None = None,
+    ) -> dict[str, Any]:
+        """The transformers config of this family for a bertlab `architecture` (its config section)."""
+        return {
+            "vocab_size": vocab_size,
+            "hidden_size": architecture["hidden_size"],
+            "num_hidden_layers": architecture["num_layers"],
+            "num_attention_heads": architecture["num_heads"],
+            "intermediate_size": architecture["intermediate_size"],
+            "hidden_act": "gelu",
+            "hidden_dropout_prob": architecture["dropout"],
+            "attention_probs_dropout_prob": architecture["attention_dropout"],
+            "max_position_embeddings": architecture["max_position_embeddings"]
+            + self.position_offset(pad_token_id),
+            "type_vocab_size": self.type_vocab_size,
+            "layer_norm_eps": architecture["layer_norm_eps"],
+            "pad_token_id": pad_token_id,
+            **({"bos_token_id": cls_id, "eos_token_id": sep_id} if self.bos_eos else {}),
+            "position_embedding_type": "absolute",
+            "tie_word_embeddings": tied,
+            "architectures": [self.masked_lm],
+        }
 
     @property
     def position_key(self) -> str:
