@@ -15,10 +15,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from bertlab import hydra_glue
 from bertlab.errors import BertlabError
+from bertlab.launcher.registration import register
+from bertlab.launcher.run_folder_guard import undo_launch
 
-hydra_glue.register()
+register()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -32,7 +33,7 @@ def main(cfg: DictConfig) -> float | None:
     try:
         return run(cfg, run_dir)
     except BertlabError as error:  # input the user can fix: one line naming the key, nothing left behind
-        hydra_glue.undo_launch(run_dir)
+        undo_launch(run_dir)
         print(f"Error: {error}", file=sys.stderr)
     except PermissionError as error:
         print(f"Error: {error.filename!r}: permission denied ({error.strerror})", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 1. Writes two text corpora (one document per line, generated like the embedded corpus): 1x and 10x.
 2. Trains the tokenizer once (on the 1x corpus) and prepares both corpora into token stores with
-   bertlab's PretrainingDataModule.prepare (read, split, tokenize with encode_batch, save): MB/s of text.
+   bertlab's MLMDataModule.prepare (read, split, tokenize with encode_batch, save): MB/s of text.
 3. Runs launch.py (data=text, data.prepared=<the folder>, tokenizer.vocab_source=<the tokenizer>) on each
    size and measures the run's peak RSS: each run is started by a fresh wrapper process that reports
    resource.getrusage(RUSAGE_CHILDREN).ru_maxrss, so no measurement sees another's peak.
@@ -84,7 +84,7 @@ def compose(overrides: list[str], output_dir: Path):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from bertlab.hydra_glue import register as register_schemas
+    from bertlab.launcher.registration import register as register_schemas
 
     register_schemas()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

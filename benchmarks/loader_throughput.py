@@ -35,9 +35,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from bertlab.data.batch_masking import BatchMasker
 from bertlab.data.masking import IGNORE_INDEX, MaskingPolicy
-from bertlab.data.pretraining import BlockDataset
+from bertlab.data.mlm_datamodule import BlockDataset
 from bertlab.data.sampler import EpochShuffleSampler, epoch_batch_loader
-from bertlab.data.token_store import build_token_store, load_token_store, save_token_store
+from bertlab.data.token_store import load_token_store, save_token_store, to_token_store
 
 DEFAULT_OUTPUT = RESULTS / "loader_throughput.json"
 TARGET = 100_000  # sequences/s of 128 tokens on one core, from the issue
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     policy = MaskingPolicy()
     with tempfile.TemporaryDirectory(prefix="bertlab-loader-") as folder:
         path = Path(folder) / "train.pt"
-        save_token_store(build_token_store([ids.tolist()], args.vocab_size), path)
+        save_token_store(to_token_store([ids.tolist()], args.vocab_size), path)
         store = load_token_store(path)  # memory-mapped, as in a run
 
         reference = PerExampleMaskedBlocks(store.ids, args.seq_len, args.vocab_size, seed=0)

@@ -111,7 +111,7 @@ def compose_bertlab_config(size: Size, overrides: tuple[str, ...] = ()):
     """The run config launch.py would compose for this size (architecture=bert_mini plus overrides)."""
     from hydra import compose, initialize_config_dir
 
-    from bertlab.hydra_glue import register as register_schemas
+    from bertlab.launcher.registration import register as register_schemas
 
     register_schemas()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -196,8 +196,9 @@ def build_bertlab(
     torch.manual_seed(seed)
     backbone = instantiate(cfg.architecture, vocab_size=size.vocab_size, pad_token_id=0)
     head = instantiate(cfg.mlm_head.module, hidden_size=backbone.hidden_size, vocab_size=size.vocab_size)
+    settings = optimizer_settings(cfg)
     task = MaskedLanguageModel(
-        backbone, head, functools.partial(torch.optim.AdamW, **optimizer_settings(cfg))
+        backbone, head, functools.partial(torch.optim.AdamW, **settings), lr=settings["lr"]
     )
     task.train()
     optimizer = task.configure_optimizers()

@@ -61,7 +61,7 @@ def corpus_vocab_size(overrides: list[str], output_dir: Path) -> int:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from bertlab.hydra_glue import register as register_schemas
+    from bertlab.launcher.registration import register as register_schemas
 
     register_schemas()
     with initialize_config_dir(config_dir=str(mt.ROOT / "conf"), version_base="1.3"):

@@ -66,12 +66,12 @@ def run_data(cfg: Any, run_dir: Path) -> tuple[Any, Any]:
     """The run's tokenizer and a datamodule over its prepared blocks, serving its batches in its order."""
     from hydra.utils import instantiate
 
-    from bertlab.data.pretraining import PretrainingDataModule
+    from bertlab.data.mlm_datamodule import MLMDataModule
     from bertlab.tokenizer import TextTokenizer
 
     info = json.loads((run_dir / "run.json").read_text())
     tokenizer = TextTokenizer.from_file(run_dir / "tokenizer.json", max_length=cfg.tokenizer.max_length)
-    datamodule = PretrainingDataModule(
+    datamodule = MLMDataModule(
         source=None,
         prepared=info["prepared_data"],
         seed=cfg.data.seed,

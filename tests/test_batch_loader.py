@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bertlab.data.loader_workers import resolve_num_workers
-from bertlab.data.pretraining import BlockDataset
+from bertlab.data.mlm_datamodule import BlockDataset
 from bertlab.data.sampler import epoch_batch_loader
 from bertlab.data.token_store import TokenStore
 from bertlab.errors import BertlabError

@@ -12,13 +12,13 @@ import torch
 from bertlab.data.chunk_encoding import BadRecords, chunk_documents
 from bertlab.data.corpus import TextCorpus
 from bertlab.data.masking import MaskingPolicy
-from bertlab.data.pretraining import PretrainingDataModule
-from bertlab.data.token_store import build_token_store, load_token_store, save_token_store
+from bertlab.data.mlm_datamodule import MLMDataModule
+from bertlab.data.token_store import load_token_store, save_token_store, to_token_store
 from bertlab.tokenizer import BPETokenizer, UnigramTokenizer, WordPieceTokenizer
 
 
 def test_token_store_is_one_tensor_plus_offsets_and_memory_mapped(tmp_path):
-    store = build_token_store([[5, 6, 7], [8], [9, 10]], vocab_size=300)
+    store = to_token_store([[5, 6, 7], [8], [9, 10]], vocab_size=300)
     assert store.ids.dtype == torch.int16 and store.offsets.tolist() == [0, 3, 4, 6]
     save_token_store(store, tmp_path / "train.pt")
     loaded = load_token_store(tmp_path / "train.pt")
@@ -48,7 +48,7 @@ def write_corpus(path, lines):
 
 
 def make_datamodule(tmp_path, train_file, num_proc=1, **kwargs):
-    return PretrainingDataModule(
+    return MLMDataModule(
         TextCorpus(train=str(train_file)),
         val_ratio=0.1,
         test_ratio=0.1,

@@ -10,7 +10,7 @@ import torch
 
 from bertlab.data.sampler import EpochShuffleSampler
 from bertlab.errors import BertlabError
-from bertlab.run_folder import read_checkpoint
+from bertlab.saved_run import read_checkpoint
 from bertlab.training.distributed import is_main_process, refuse_relaunch_in_sweep, relaunches_processes
 from tests.conftest import FAST, launch, read_csv
 
@@ -100,8 +100,8 @@ def test_multirun_with_relaunching_ddp_fails_before_any_job(tmp_path):
 def test_sweep_guard_lets_slurm_start_the_ddp_processes(tmp_path, launcher, refused):
     from hydra import compose, initialize_config_dir
 
-    from bertlab.hydra_glue import RunFolderGuard
-    from bertlab.hydra_glue import register as register_schemas
+    from bertlab.launcher.registration import register as register_schemas
+    from bertlab.launcher.run_folder_guard import RunFolderGuard
     from tests.conftest import CONF
 
     register_schemas()

@@ -13,7 +13,8 @@ import torch
 from omegaconf import OmegaConf
 
 from bertlab.errors import BertlabError
-from bertlab.export import export_hf, load_model, main
+from bertlab.export import export_hf, main
+from bertlab.saved_run import SavedRun
 from tests.conftest import compose_config, right_padded
 
 transformers = pytest.importorskip("transformers")
@@ -26,7 +27,9 @@ TEXTS = [
 
 
 def assert_same_logits(run_dir: Path, exported: Path) -> None:
-    backbone, head, tokenizer = load_model(run_dir)
+    run = SavedRun.open(run_dir)
+    backbone, head = run.rebuild_mlm()
+    tokenizer = run.tokenizer()
     hf = transformers.BertForMaskedLM.from_pretrained(exported).eval()
     input_ids, mask = right_padded(tokenizer, TEXTS)
     with torch.no_grad():
@@ -44,7 +47,7 @@ def test_exported_model_gives_bertlabs_logits_and_tokenizer_ids(pretrained_run, 
         assert (out / name).is_file(), name
     assert_same_logits(pretrained_run, out)
 
-    _, _, tokenizer = load_model(pretrained_run)
+    tokenizer = SavedRun.open(pretrained_run).tokenizer()
     fast = transformers.PreTrainedTokenizerFast.from_pretrained(out)
     assert fast(TEXTS)["input_ids"] == tokenizer.encode_sequences(TEXTS)
     assert (fast.pad_token_id, fast.cls_token_id, fast.sep_token_id, fast.mask_token_id) == (

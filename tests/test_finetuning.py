@@ -110,9 +110,9 @@ def test_frozen_backbone_stays_bitwise_equal_to_the_pretrained_weights(pretraine
 def test_load_backbone_loads_every_pretrained_backbone_weight(pretrained_run):
     """What a finetune without freezing starts from (pretrained.load_backbone), checked without training."""
     from bertlab.model.encoder import Encoder
-    from bertlab.pretrained import load_backbone, pretrained_checkpoint
+    from bertlab.pretrained import load_backbone, open_pretrained_run
 
-    path = pretrained_checkpoint(pretrained_run.parent.parent, "shared", "best")
+    path = open_pretrained_run(pretrained_run.parent.parent, "shared", "best").checkpoint
     checkpoint = torch.load(path, weights_only=True)
     architecture = {
         k: v for k, v in checkpoint["bertlab"]["config"]["architecture"].items() if k != "_target_"

@@ -16,10 +16,11 @@ import torch
 
 from bertlab.data.embedded_corpus import generate_documents, generate_reviews
 from bertlab.errors import BertlabError
-from bertlab.export import export_hf, load_model
+from bertlab.export import export_hf
 from bertlab.hf_import import load_weights, read_hf_model
 from bertlab.model.encoder import Encoder
 from bertlab.model.mlm_head import MLMHead
+from bertlab.saved_run import SavedRun
 from tests.conftest import launch, read_csv, right_padded
 
 transformers = pytest.importorskip("transformers")
@@ -186,7 +187,9 @@ def test_continued_pretraining_then_finetuning_and_export_round_trip(hf_folders,
     exported = export_hf(run_dir, tmp_path / "exported")
     hf = transformers.AutoModelForMaskedLM.from_pretrained(exported).eval()
     assert type(hf).__name__ == ("BertForMaskedLM" if kind == "bert" else "RobertaForMaskedLM")
-    backbone, head, tokenizer = load_model(run_dir)
+    run = SavedRun.open(run_dir)
+    backbone, head = run.rebuild_mlm()
+    tokenizer = run.tokenizer()
     assert_same_logits(backbone, head, tokenizer, hf)
     original = transformers.AutoModelForMaskedLM.from_pretrained(folder)
     assert not torch.allclose(hf.get_input_embeddings().weight, original.get_input_embeddings().weight)

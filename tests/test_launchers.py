@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from bertlab.hydra_glue import register as register_schemas
+from bertlab.launcher.registration import register as register_schemas
 from tests.conftest import CONF, FAST, RUN_ARTIFACTS, launch, read_csv
 
 # conftest.FAST without its step budget and validation cadence, which these tests set themselves.

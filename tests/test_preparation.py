@@ -16,7 +16,7 @@ import time
 import pytest
 
 from bertlab.data.corpus import TextCorpus
-from bertlab.data.pretraining import PretrainingDataModule
+from bertlab.data.mlm_datamodule import MLMDataModule
 from bertlab.errors import BertlabError
 from bertlab.run import run
 from bertlab.tokenizer import WordPieceTokenizer
@@ -54,9 +54,9 @@ def tokenizer() -> WordPieceTokenizer:
     return fitted
 
 
-def datamodule(tmp_path, train, **kwargs) -> PretrainingDataModule:
+def datamodule(tmp_path, train, **kwargs) -> MLMDataModule:
     source = {k: kwargs.pop(k) for k in ("text_field", "txt_documents", "val") if k in kwargs}
-    return PretrainingDataModule(
+    return MLMDataModule(
         TextCorpus(train=train, **source),
         val_ratio=0.1,
         test_ratio=0.1,
@@ -124,7 +124,7 @@ def test_a_killed_preparation_continues_to_the_same_bytes(tmp_path, caplog):
     process.wait()
     assert not (killed / "manifest.json").exists(), "the preparation finished before it could be killed"
     with pytest.raises(BertlabError, match=r"not a finished prepared dataset.*relaunch the same preparation"):
-        PretrainingDataModule(TextCorpus(train=str(corpus)), prepared=str(killed))
+        MLMDataModule(TextCorpus(train=str(corpus)), prepared=str(killed))
     caplog.set_level(logging.INFO)
     run(compose_config([*common, "experiment.name=killed"], tmp_path), killed)  # the relaunch
     assert "Continuing the preparation" in caplog.text and "starting it over" not in caplog.text
@@ -196,9 +196,7 @@ def test_globs_folders_and_paragraphs(tmp_path):
     assert [i.location for i in TextCorpus(train=str(tmp_path / "docs" / "*.gz")).inputs["train"]] == [
         str(tmp_path / "docs" / "b.txt.gz")
     ]
-    data = PretrainingDataModule(
-        corpus, val_ratio=0.0, test_ratio=0.0, cache_dir=str(tmp_path / "c"), num_proc=1
-    )
+    data = MLMDataModule(corpus, val_ratio=0.0, test_ratio=0.0, cache_dir=str(tmp_path / "c"), num_proc=1)
     assert list(data.tokenizer_sample()) == ["third", "first para still first", "second para"]
 
 

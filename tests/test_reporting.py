@@ -14,7 +14,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from bertlab.hydra_glue import SweepSummary
+from bertlab.launcher.sweep_callbacks import SweepSummary
 from bertlab.reporting.plots import plot_run, run_figures, write_run_plots
 from bertlab.reporting.sweep_summary import (
     DIED_ERROR,

@@ -30,14 +30,14 @@ class SignalAtStep(L.Callback):
 
 
 def interrupt_at(monkeypatch, step: int) -> None:
-    original = bertlab.flow.build_trainer
+    original = bertlab.flow.create_trainer
 
     def with_signal(*args, **kwargs):
         trainer = original(*args, **kwargs)
         trainer.callbacks.append(SignalAtStep(step))
         return trainer
 
-    monkeypatch.setattr(bertlab.flow, "build_trainer", with_signal)
+    monkeypatch.setattr(bertlab.flow, "create_trainer", with_signal)
 
 
 def weights(run_dir):

@@ -104,7 +104,7 @@ class CrashAtFirstStep(L.Callback):
 
 
 def crash_before_the_first_checkpoint(monkeypatch, output_dir, name, *overrides):
-    original = bertlab.flow.build_trainer
+    original = bertlab.flow.create_trainer
 
     def crashing(*args, **kwargs):
         trainer = original(*args, **kwargs)
@@ -113,7 +113,7 @@ def crash_before_the_first_checkpoint(monkeypatch, output_dir, name, *overrides)
 
     run_dir = output_dir / "pretraining" / name
     with monkeypatch.context() as patch:
-        patch.setattr(bertlab.flow, "build_trainer", crashing)
+        patch.setattr(bertlab.flow, "create_trainer", crashing)
         with pytest.raises(RuntimeError, match="simulated crash"):
             run(compose_config([*SMALL, f"experiment.name={name}", *overrides], output_dir), run_dir)
     # what such an attempt leaves: a tokenizer, the step-0 validation row, run.json, no checkpoint

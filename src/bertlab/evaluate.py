@@ -17,37 +17,29 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from bertlab.data.classification import LabelledSequenceDataset, PadToLongest
+from bertlab.data.classification_datamodule import LabelledSequenceDataset, PadToLongest
 from bertlab.data.labelled import read_labelled_file
-from bertlab.data.token_store import build_token_store
+from bertlab.data.token_store import to_token_store
 from bertlab.errors import BertlabError
-from bertlab.finetuning import write_test_outputs
-from bertlab.hydra_glue import build_node
-from bertlab.run_folder import (
-    BEST_CHECKPOINT,
-    EVALUATIONS_DIR,
-    RESULTS_FILE,
-    read_labels,
-    read_saved_run,
-    tokenizer_file,
-    write_json,
-)
+from bertlab.reporting.test_outputs import write_test_outputs
+from bertlab.run_folder import EVALUATIONS_DIR, RESULTS_FILE, write_json
+from bertlab.saved_run import SavedRun
 from bertlab.tasks.classification import SequenceClassifier
-from bertlab.tokenizer import TextTokenizer
 
 
 def evaluate(
     run_dir: Path, data: Path, text_field: str | None, label_field: str | None, checkpoint: str
 ) -> Path:
     """Test the run's model on `data`; returns the folder the results were written to."""
-    path = run_dir / (checkpoint if checkpoint != "best" else BEST_CHECKPOINT)
-    if not path.is_file():
-        raise BertlabError(
-            f"checkpoint {str(path)!r} does not exist; is {str(run_dir)!r} a finetuning run?", "run"
-        )
-    saved = read_saved_run(path, "checkpoint", task="classification")
-    config = saved.config
-    labels = read_labels(run_dir)
+    run = SavedRun.open(
+        run_dir,
+        checkpoint,
+        "run",
+        task="classification",
+        missing="checkpoint {candidates} does not exist; is {run_dir} a finetuning run?",
+    )
+    config = run.config
+    labels = run.labels()
     text_field = text_field or config["data"]["text_field"]
     label_field = label_field or config["data"]["label_field"]
     examples = read_labelled_file(data, text_field, label_field, "data")
@@ -57,25 +49,12 @@ def evaluate(
             f"{data} has labels the run never trained on: {unknown[:10]}; it knows {labels}", "data"
         )
 
-    tokenizer = TextTokenizer.from_file(
-        tokenizer_file(run_dir), config["tokenizer"]["max_length"], config["tokenizer"]["truncation"]
-    )
-    backbone = build_node(
-        saved.backbone, "architecture", vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id
-    )
-    head = build_node(
-        config["classification_head"],
-        "classification_head",
-        hidden_size=backbone.hidden_size,
-        num_labels=len(labels),
-    )
-    model = SequenceClassifier(backbone, head, len(labels), optimizer=torch.optim.AdamW)
-    model.load_state_dict(saved.state_dict)
+    tokenizer = run.tokenizer()
+    backbone, head = run.rebuild_classifier()
+    model = SequenceClassifier(backbone, head, len(labels), optimizer=None)
 
     index = {str(label): i for i, label in enumerate(labels)}
-    store = build_token_store(
-        tokenizer.encode_sequences([text for text, _ in examples]), tokenizer.vocab_size
-    )
+    store = to_token_store(tokenizer.encode_sequences([text for text, _ in examples]), tokenizer.vocab_size)
     dataset = LabelledSequenceDataset(store, torch.tensor([index[str(label)] for _, label in examples]))
     loader = DataLoader(dataset, batch_size=64, collate_fn=PadToLongest(tokenizer.pad_id))
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False)
@@ -89,7 +68,7 @@ def evaluate(
     target.mkdir(parents=True)
     write_test_outputs(target, model, trainer, labels)
     results = json.loads((target / RESULTS_FILE).read_text())
-    results.update({"checkpoint": str(path), "data": str(data)})
+    results.update({"checkpoint": str(run.checkpoint), "data": str(data)})
     write_json(target / RESULTS_FILE, results)
     return target
 

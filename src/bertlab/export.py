@@ -5,8 +5,8 @@
     python -m bertlab.export runs/pretraining/<name> --to hf [OUT_DIR]
 
 The run folder gives the weights (the best checkpoint, else the last), the resolved config stored in the
-checkpoint (or .hydra/config.yaml) and the tokenizer (run_folder.read_saved_run, tokenizer_file). The output holds config.json,
-model.safetensors and the tokenizer files for `PreTrainedTokenizerFast` / `AutoTokenizer`.
+checkpoint (or .hydra/config.yaml) and the tokenizer, all read through saved_run.SavedRun. The output holds
+config.json, model.safetensors and the tokenizer files for `PreTrainedTokenizerFast` / `AutoTokenizer`.
 
 Hugging Face BERT expresses only original-BERT choices (learned absolute positions, post-norm LayerNorm,
 GELU, biases, full attention); any other choice is refused with the option named, before anything is
@@ -16,134 +16,57 @@ written. `transformers` is the optional extra `bertlab[hf]`, imported only when 
 from __future__ import annotations
 
 import argparse
-import inspect
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
-from torch import nn
 
 from bertlab.errors import BertlabError
-from bertlab.model.encoder import Encoder
-from bertlab.model.hf_format import BERT, FORMATS, HFFormat, to_hf
-from bertlab.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, read_saved_run, tokenizer_file
+from bertlab.model.encoder import ENCODER_TARGET
+from bertlab.model.hf_format import BERT, ENCODER_CHOICES, FORMATS, HFFormat, to_hf
+from bertlab.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT
+from bertlab.saved_run import SavedRun
 from bertlab.tokenizer import TextTokenizer
 
-CHECKPOINTS = (BEST_CHECKPOINT, LAST_CHECKPOINT)
-ENCODER = "bertlab.model.encoder.Encoder"
 MLM_HEAD = "bertlab.model.mlm_head.MLMHead"
 
-# Architecture options and the values the Hugging Face BERT format can express.
-HF_BERT_OPTIONS: dict[str, tuple[Any, ...]] = {
-    "position_encoding": ("learned",),
-    "attention": ("sdpa", "eager"),  # both compute full attention; "local" (a window) has no BERT equivalent
-    "norm_position": ("post",),
-    "norm": ("layernorm",),
-    "activation": ("gelu",),
-    "bias": (True,),
-}
-ENCODER_DEFAULTS = {
-    name: parameter.default
-    for name, parameter in inspect.signature(Encoder).parameters.items()
-    if parameter.default is not inspect.Parameter.empty
-}
 
-
-@dataclass
-class RunArtifacts:
-    """What an export reads from a pretraining run folder."""
-
-    run_dir: Path
-    checkpoint: Path
-    config: dict[str, Any]
-    state_dict: dict[str, torch.Tensor]
-    tokenizer_file: Path
-
-    @property
-    def architecture(self) -> dict[str, Any]:
-        """The architecture section with the Encoder's defaults filled in for keys older runs lack."""
-        return {**ENCODER_DEFAULTS, **self.config["architecture"]}
-
-    @property
-    def head(self) -> dict[str, Any]:
-        return dict(self.config.get("mlm_head", {}).get("module", {}))
-
-    @property
-    def vocab_size(self) -> int:
-        return self.state_dict["backbone.word_embeddings.weight"].size(0)
-
-    @property
-    def tied(self) -> bool:
-        return bool(self.head.get("tie_word_embeddings", True))
-
-    @property
-    def hf_format(self) -> HFFormat:
-        """RoBERTa for a run that started from a RoBERTa model (hf_source in its config), else BERT."""
-        return FORMATS[(self.config.get("hf_source") or {}).get("model_type", BERT.model_type)]
-
-
-def find_checkpoint(run_dir: Path, checkpoint: Path | None = None) -> Path:
-    """`checkpoint` (relative to the run folder or absolute), else the best checkpoint, else the last."""
-    candidates = [run_dir / checkpoint] if checkpoint is not None else [run_dir / c for c in CHECKPOINTS]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise BertlabError(
-        f"no checkpoint at {' or '.join(repr(str(c)) for c in candidates)}; give the folder of a finished "
-        f"pretraining run (runs/pretraining/<name>) or --checkpoint",
+def open_run(run_dir: str | Path, checkpoint: str | Path | None = None) -> SavedRun:
+    """The pretraining run to export: `checkpoint` (relative to the run folder or absolute), else the best
+    checkpoint, else the last; errors name the missing piece."""
+    run = SavedRun.open(
+        run_dir,
+        checkpoint,
         "checkpoint",
+        missing="no checkpoint at {candidates}; give the folder of a finished pretraining run "
+        "(runs/pretraining/<name>) or --checkpoint",
     )
+    if "backbone.word_embeddings.weight" not in run.state_dict:
+        raise BertlabError(f"checkpoint {str(run.checkpoint)!r} holds no bertlab MLM weights", "checkpoint")
+    return run
 
 
-def read_run(run_dir: str | Path, checkpoint: str | Path | None = None) -> RunArtifacts:
-    """Checkpoint, config and tokenizer of a run folder; errors name the missing piece."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise BertlabError(f"run folder {str(run_dir)!r} does not exist", "run_dir")
-    path = find_checkpoint(run_dir, Path(checkpoint) if checkpoint is not None else None)
-    saved = read_saved_run(path, "checkpoint", run_dir=run_dir)
-    tokenizer = tokenizer_file(run_dir)
-    if "backbone.word_embeddings.weight" not in saved.state_dict:
-        raise BertlabError(f"checkpoint {str(path)!r} holds no bertlab MLM weights", "checkpoint")
-    return RunArtifacts(run_dir, path, saved.config, saved.state_dict, tokenizer)
+def mlm_head_config(run: SavedRun) -> dict[str, Any]:
+    return dict(run.config.get("mlm_head", {}).get("module", {}))
 
 
-def load_model(
-    run_dir: str | Path, checkpoint: str | Path | None = None
-) -> tuple[nn.Module, nn.Module, TextTokenizer]:
-    """The run's backbone and MLM head with its trained weights (eval mode), and its tokenizer."""
-    run = read_run(run_dir, checkpoint)
-    tokenizer_cfg = run.config.get("tokenizer", {})
-    tokenizer = TextTokenizer.from_file(
-        run.tokenizer_file, tokenizer_cfg.get("max_length", 128), tokenizer_cfg.get("truncation", True)
-    )
-    backbone = instantiate(
-        run.config["architecture"], vocab_size=run.vocab_size, pad_token_id=tokenizer.pad_id
-    )
-    head = instantiate(
-        run.config["mlm_head"]["module"], hidden_size=backbone.hidden_size, vocab_size=run.vocab_size
-    )
-    head.tie_to(backbone.word_embeddings)
-    for prefix, module in (("backbone.", backbone), ("head.", head)):
-        module.load_state_dict(
-            {k[len(prefix) :]: v for k, v in run.state_dict.items() if k.startswith(prefix)}
-        )
-    return backbone.eval(), head.eval(), tokenizer
+def hf_format(run: SavedRun) -> HFFormat:
+    """RoBERTa for a run that started from a RoBERTa model (hf_source in its config), else BERT."""
+    return FORMATS[(run.config.get("hf_source") or {}).get("model_type", BERT.model_type)]
 
 
-def check_bert_compatible(run: RunArtifacts) -> None:
+def check_bert_compatible(run: SavedRun) -> None:
     """Refuse, naming the option, what Hugging Face BERT cannot express."""
-    architecture, head = run.architecture, run.head
-    if architecture.get("_target_") != ENCODER:
+    architecture, head = run.architecture, mlm_head_config(run)
+    if architecture.get("_target_") != ENCODER_TARGET:
         raise BertlabError(
-            f"must be {ENCODER} to export, got {architecture.get('_target_')!r}", "architecture._target_"
+            f"must be {ENCODER_TARGET} to export, got {architecture.get('_target_')!r}",
+            "architecture._target_",
         )
-    for key, supported in HF_BERT_OPTIONS.items():
+    for key, supported in ENCODER_CHOICES.items():
         if architecture[key] not in supported:
             raise BertlabError(
                 f"{architecture[key]!r} cannot be expressed in the Hugging Face BERT format (BertForMaskedLM "
@@ -163,13 +86,17 @@ def check_bert_compatible(run: RunArtifacts) -> None:
         )
 
 
-def hf_state_dict(run: RunArtifacts, pad_token_id: int) -> dict[str, torch.Tensor]:
+def tied(run: SavedRun) -> bool:
+    return bool(mlm_head_config(run).get("tie_word_embeddings", True))
+
+
+def hf_state_dict(run: SavedRun, pad_token_id: int) -> dict[str, torch.Tensor]:
     """bertlab's checkpoint keys mapped onto the Hugging Face format's (the fused QKV matrix split in three)."""
     architecture = run.architecture
     state = {k: v for k, v in run.state_dict.items() if k.startswith(("backbone.", "head."))}
-    if run.tied:
+    if tied(run):
         state["head.decoder.weight"] = state["backbone.word_embeddings.weight"]
-    return to_hf(state, run.hf_format, architecture["num_layers"], architecture["fused_qkv"], pad_token_id)
+    return to_hf(state, hf_format(run), architecture["num_layers"], architecture["fused_qkv"], pad_token_id)
 
 
 def _transformers() -> Any:
@@ -188,7 +115,7 @@ def export_hf(
     run_dir: str | Path, out_dir: str | Path, checkpoint: str | Path | None = None, overwrite: bool = False
 ) -> Path:
     """Write `out_dir` with config.json, model.safetensors and the tokenizer files; returns `out_dir`."""
-    run = read_run(run_dir, checkpoint)
+    run = open_run(run_dir, checkpoint)
     check_bert_compatible(run)
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
@@ -199,11 +126,11 @@ def export_hf(
     architecture = run.architecture
     tokenizer_cfg = run.config.get("tokenizer", {})
     tokenizer = TextTokenizer.from_file(run.tokenizer_file)
-    fmt = run.hf_format
+    fmt = hf_format(run)
     config = transformers.AutoConfig.for_model(
         fmt.model_type,
         **fmt.config_kwargs(
-            architecture, run.vocab_size, tokenizer.pad_id, run.tied, tokenizer.cls_id, tokenizer.sep_id
+            architecture, run.vocab_size, tokenizer.pad_id, tied(run), tokenizer.cls_id, tokenizer.sep_id
         ),
     )
     model = getattr(transformers, fmt.masked_lm)(config)

@@ -7,33 +7,27 @@ same kind of model from random initialisation instead.
 
 from __future__ import annotations
 
-import csv
-import functools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from bertlab.baseline import linear_baseline
 from bertlab.config.checks import check_finetuning
+from bertlab.config.instantiate import edited_config, instantiate_node, instantiate_section, plain_config
 from bertlab.errors import BertlabError
-from bertlab.flow import RunPlan, TaskRun, run_tokenizer, run_training
-from bertlab.hf_import import finetuning_source
-from bertlab.hydra_glue import build, build_node, plain
-from bertlab.pretrained import inherit_architecture, load_backbone, pretrained_checkpoint
-from bertlab.run_folder import (
-    BEST_CHECKPOINT,
-    LABELS_FILE,
-    PREDICTIONS_FILE,
-    RESULTS_FILE,
-    SavedRun,
-    read_saved_run,
-    write_json,
-)
+from bertlab.flow import BuiltRun, RunPlan, configured_lr, run_tokenizer, run_training
+from bertlab.hf_import import HFStart, finetuning_source
+from bertlab.pretrained import inherit_architecture, load_backbone, open_pretrained_run
+from bertlab.reporting.test_outputs import write_test_outputs
+from bertlab.run_folder import LABELS_FILE, write_json
+from bertlab.saved_run import SavedRun
 from bertlab.tasks.classification import EVAL_COLUMNS, TRAIN_COLUMNS, SequenceClassifier
+from bertlab.tokenizer import TextTokenizer
 from bertlab.training.distributed import is_main_process
 from bertlab.training.finetuning_lr import AUTO, finetuning_lr
 from bertlab.training.freezing import FreezeSchedule
@@ -42,16 +36,15 @@ log = logging.getLogger(__name__)
 
 
 def architecture_config(
-    cfg: DictConfig, pretrained: dict[str, Any] | None
-) -> tuple[DictConfig, dict[str, dict[str, Any]]]:
+    requested: dict[str, Any], pretrained: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """The backbone's config and the weight-neutral overrides of the pretrained one.
 
     With a pretrained run, the architecture is that run's; only keys set on the command line (non-null in
     conf/architecture/from_pretrained.yaml) override it. Without one, the config's own values.
     """
-    requested = plain(cfg.architecture)
     if pretrained is None:
-        return OmegaConf.create({key: value for key, value in requested.items() if value is not None}), {}
+        return {key: value for key, value in requested.items() if value is not None}, {}
     merged, overrides = inherit_architecture(pretrained, requested)
     for key, change in overrides.items():
         log.info(
@@ -60,12 +53,32 @@ def architecture_config(
             change["used"],
             change["pretrained"],
         )
-    return OmegaConf.create(merged), overrides
+    return merged, overrides
 
 
 def finetune(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float | None:
     """Finetune per `cfg` into `run_dir`; returns the best monitored validation value (for sweepers)."""
     return run_training(cfg, run_dir, sweep, Finetuning(cfg, run_dir))
+
+
+@dataclass(frozen=True)
+class FinetuningInputs:
+    """What a finetuning run resolved from its config and inputs, before anything is written."""
+
+    config: dict[str, Any]  # as the run records it
+    lr: float  # the backbone's rate (`auto` resolved by width and start)
+    head_lr: float
+    tokenizer: TextTokenizer  # not fitted yet: build() takes the pretrained run's or fits one
+    datamodule: Any
+    examples: dict[str, list]  # the labelled splits as read: (text, label) pairs
+    architecture: dict[str, Any]  # the backbone built: the pretrained one with weight-neutral overrides
+    architecture_overrides: dict[str, dict[str, Any]]
+    pretrained: SavedRun | None  # the bertlab pretraining run the backbone starts from
+    hf: HFStart | None  # or the Hugging Face model folder it starts from
+
+    @property
+    def starts_pretrained(self) -> bool:
+        return self.pretrained is not None or self.hf is not None
 
 
 class Finetuning:
@@ -77,87 +90,109 @@ class Finetuning:
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         self.cfg, self.run_dir = cfg, run_dir
 
-    def check(self) -> None:
-        cfg, training = self.cfg, self.cfg.training
+    def resolve(self) -> FinetuningInputs:
+        cfg = self.cfg
         check_finetuning(cfg)
-        source = cfg.pretrained_experiment
-        self.pretrained: SavedRun | None = None
-        self.hf = finetuning_source(cfg)  # pretrained_experiment.hf_path: a Hugging Face folder instead
-        if self.hf is not None:
-            pretrained_architecture = self.hf.model.architecture
+        source, is_resume = cfg.pretrained_experiment, bool(cfg.training.resume.is_resume)
+        pretrained: SavedRun | None = None
+        hf = finetuning_source(source.get("hf_path"), source.name, is_resume)
+        if hf is not None:
+            pretrained_architecture = hf.model.architecture
         elif source.name is not None:
-            path = pretrained_checkpoint(cfg.experiment.output_dir, source.name, source.checkpoint)
-            self.pretrained = read_saved_run(path, "pretrained_experiment.checkpoint")
-            pretrained_architecture = self.pretrained.config["architecture"]
+            pretrained = open_pretrained_run(cfg.experiment.output_dir, source.name, source.checkpoint)
+            pretrained_architecture = pretrained.config["architecture"]
         else:
             pretrained_architecture = None
-        self.architecture, self.architecture_overrides = architecture_config(cfg, pretrained_architecture)
-        self.starts_pretrained = pretrained_architecture is not None
-        self.tokenizer = build(cfg, "tokenizer")
-        max_positions = self.architecture.get("max_position_embeddings", 512)
-        if self.tokenizer.max_length > max_positions:
+        architecture, overrides = architecture_config(plain_config(cfg.architecture), pretrained_architecture)
+        run_cfg = edited_config(cfg, hf.finetuning_config) if hf is not None else cfg
+        training = run_cfg.training
+        tokenizer = instantiate_section(run_cfg, "tokenizer")
+        max_positions = architecture.get("max_position_embeddings", 512)
+        if tokenizer.max_length > max_positions:
             raise BertlabError(
-                f"{self.tokenizer.max_length} exceeds the backbone's max_position_embeddings={max_positions}",
+                f"{tokenizer.max_length} exceeds the backbone's max_position_embeddings={max_positions}",
                 "tokenizer.max_length",
             )
-        self.datamodule = build(cfg, "data", batch_size=training.batch_size, num_workers=training.num_workers)
+        datamodule = instantiate_section(
+            run_cfg, "data", batch_size=training.batch_size, num_workers=training.num_workers
+        )
         with torch.device("meta"):
-            build_node(self.architecture, "architecture", vocab_size=self.tokenizer.vocab_size_limit)
+            meta = instantiate_node(architecture, "architecture", vocab_size=tokenizer.vocab_size_limit)
         try:
-            self.examples = self.datamodule.examples()
+            examples = datamodule.examples()
         except BertlabError as error:
             raise (
                 error.in_section("data.source") if error.key in ("train", "val", "test") else error
             ) from None
+        starts_pretrained = pretrained_architecture is not None
+        lr = training.optimizer.get("lr")
+        if lr == AUTO:
+            lr = finetuning_lr(meta.hidden_size, starts_pretrained)
+            log.info(
+                "training.optimizer.lr: auto is %.2g (%s encoder, hidden_size %d)",
+                lr,
+                "pretrained" if starts_pretrained else "randomly initialised",
+                meta.hidden_size,
+            )
+        else:
+            lr = configured_lr(training.optimizer)
+        return FinetuningInputs(
+            plain_config(run_cfg),
+            lr,
+            training.head_lr or lr,
+            tokenizer,
+            datamodule,
+            examples,
+            architecture,
+            overrides,
+            pretrained,
+            hf,
+        )
 
-    def build(self, plan: RunPlan) -> TaskRun:
-        cfg, run_dir, datamodule, training = self.cfg, self.run_dir, self.datamodule, self.cfg.training
-        pretrained_path = self.pretrained.checkpoint if self.pretrained else None
-        source_run = pretrained_path.parent.parent if pretrained_path else plan.resume.source_dir
+    def build(self, inputs: FinetuningInputs, plan: RunPlan) -> BuiltRun:
+        run_dir, datamodule, training = self.run_dir, inputs.datamodule, inputs.config["training"]
+        pretrained, hf = inputs.pretrained, inputs.hf
+        source_run = pretrained.run_dir if pretrained else plan.resume.source_dir
         tokenizer = run_tokenizer(
-            self.tokenizer,
+            inputs.tokenizer,
             run_dir,
             source_run,
-            fit=lambda fresh: fresh.fit([text for text, _ in self.examples["train"]]),
+            fit=lambda fresh: fresh.fit([text for text, _ in inputs.examples["train"]]),
         )
         if is_main_process():
             write_json(run_dir / LABELS_FILE, datamodule.labels)
         prepared_dir = datamodule.prepare(tokenizer)
         datamodule.setup("fit")
 
-        backbone = build_node(
-            self.architecture, "architecture", vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id
+        backbone = instantiate_node(
+            inputs.architecture,
+            "architecture",
+            vocab_size=tokenizer.vocab_size,
+            pad_token_id=tokenizer.pad_id,
         )
-        if plan.resume.checkpoint is None and (self.pretrained or self.hf):
+        if plan.resume.checkpoint is None and (pretrained or hf):
             weights, origin = (
-                (self.pretrained.state_dict, pretrained_path)
-                if self.pretrained
-                else (self.hf.state_dict, self.hf.model.folder)
+                (pretrained.state_dict, pretrained.checkpoint)
+                if pretrained
+                else (hf.state_dict, hf.model.folder)
             )
             load_backbone(backbone, weights, origin)
             log.info("Backbone loaded from %s", origin)
-        head = build(
-            cfg, "classification_head", hidden_size=backbone.hidden_size, num_labels=datamodule.num_labels
+        head = instantiate_node(
+            inputs.config["classification_head"],
+            "classification_head",
+            hidden_size=backbone.hidden_size,
+            num_labels=datamodule.num_labels,
         )
-        lr = training.optimizer.lr
-        if lr == AUTO:
-            lr = finetuning_lr(backbone.hidden_size, self.starts_pretrained)
-            log.info(
-                "training.optimizer.lr: auto is %.2g (%s encoder, hidden_size %d)",
-                lr,
-                "pretrained" if self.starts_pretrained else "randomly initialised",
-                backbone.hidden_size,
-            )
-        classifier_lr = training.head_lr or lr
-        freeze = training.freeze
+        freeze = training["freeze"]
         try:
             freezing = FreezeSchedule(
                 backbone,
                 backbone.num_layers,
-                embeddings=freeze.embeddings,
-                layers=freeze.layers,
-                backbone_frozen=freeze.backbone,
-                unfreeze_after_epochs=freeze.unfreeze_after_epochs,
+                embeddings=freeze["embeddings"],
+                layers=freeze["layers"],
+                backbone_frozen=freeze["backbone"],
+                unfreeze_after_epochs=freeze["unfreeze_after_epochs"],
             )
         except BertlabError as error:
             raise error.in_section("training.freeze") from None
@@ -165,28 +200,29 @@ class Finetuning:
             backbone,
             head,
             datamodule.num_labels,
-            functools.partial(plan.optimizer, lr=lr),
+            plan.optimizer,
             plan.scheduler,
-            head_lr=classifier_lr,
-            layerwise_lr_decay=training.layerwise_lr_decay,
-            run_config=plain(cfg),
-            backbone_config=plain(self.architecture),
+            head_lr=inputs.head_lr,
+            layerwise_lr_decay=training["layerwise_lr_decay"],
+            run_config=inputs.config,
+            backbone_config=inputs.architecture,
+            lr=inputs.lr,
         )
-        if pretrained_path:
-            pretrained_from = {"run": str(pretrained_path.parent.parent), "checkpoint": str(pretrained_path)}
+        if pretrained:
+            pretrained_from = {"run": str(pretrained.run_dir), "checkpoint": str(pretrained.checkpoint)}
         else:
-            pretrained_from = {"hf_source": self.hf.model.record()} if self.hf else None
-        return TaskRun(
+            pretrained_from = {"hf_source": hf.model.record()} if hf else None
+        return BuiltRun(
             model,
             datamodule,
             train_columns=TRAIN_COLUMNS,
             eval_columns=EVAL_COLUMNS,
             info={
-                "task": "classification",
+                "task": SequenceClassifier.task,
                 "pretrained_from": pretrained_from,
-                "architecture": plain(self.architecture),
-                "architecture_overrides": self.architecture_overrides,
-                "learning_rate": {"lr": lr, "head_lr": classifier_lr},
+                "architecture": inputs.architecture,
+                "architecture_overrides": inputs.architecture_overrides,
+                "learning_rate": {"lr": inputs.lr, "head_lr": inputs.head_lr},
                 "prepared_data": str(prepared_dir),
                 "labels": datamodule.labels,
                 "examples": {split: len(dataset) for split, dataset in datamodule.datasets.items()},
@@ -195,62 +231,16 @@ class Finetuning:
             callbacks=[freezing],
         )
 
-    def after_test(self, trainer: L.Trainer, built: TaskRun) -> None:
+    def after_test(self, inputs: FinetuningInputs, trainer: L.Trainer, built: BuiltRun) -> None:
         """The test results and predictions, with the linear baseline's figures beside the model's."""
         baseline = None
-        if self.cfg.training.baseline:
-            examples = self.examples
+        if inputs.config["training"]["baseline"]:
+            examples = inputs.examples
             baseline = linear_baseline(
                 examples["train"],
                 examples["val"],
                 examples["test"],
-                self.datamodule.labels,
-                self.cfg.experiment.seed,
+                inputs.datamodule.labels,
+                inputs.config["experiment"]["seed"],
             )
-        write_test_outputs(self.run_dir, built.model, trainer, self.datamodule.labels, baseline)
-
-
-def write_test_outputs(
-    run_dir: Path,
-    model: SequenceClassifier,
-    trainer: L.Trainer,
-    labels: list,
-    baseline: dict[str, float] | None = None,
-) -> None:
-    """RESULTS_FILE (test figures of the best checkpoint, and the linear baseline's beside them) and
-    PREDICTIONS_FILE (one row per test example)."""
-    results: dict[str, Any] = {
-        key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("test/")
-    }
-    results.setdefault("checkpoint", str(BEST_CHECKPOINT))
-    if baseline is not None:
-        results["baseline"] = {"model": "tfidf_1-2gram_logistic_regression", **baseline}
-        log.info(
-            "Test accuracy %.4f, macro-F1 %.4f; TF-IDF + logistic regression baseline: accuracy %.4f, "
-            "macro-F1 %.4f (C=%g, %.1f s)",
-            results.get("test/accuracy", float("nan")),
-            results.get("test/macro_f1", float("nan")),
-            baseline["test/accuracy"],
-            baseline["test/macro_f1"],
-            baseline["C"],
-            baseline["seconds"],
-        )
-    write_json(run_dir / RESULTS_FILE, results)
-    write_predictions(run_dir / PREDICTIONS_FILE, model.predictions, labels)
-
-
-def write_predictions(path: Path, predictions: list[dict[str, torch.Tensor]], labels: list) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "label", "prediction", *[f"p_{label}" for label in labels]])
-        for batch in predictions:
-            for index, gold, predicted, probabilities in zip(
-                batch["index"].tolist(),
-                batch["label"].tolist(),
-                batch["prediction"].tolist(),
-                batch["probabilities"].tolist(),
-                strict=True,
-            ):
-                writer.writerow(
-                    [index, labels[gold], labels[predicted], *[f"{p:.6f}" for p in probabilities]]
-                )
+        write_test_outputs(self.run_dir, built.model, trainer, inputs.datamodule.labels, baseline)

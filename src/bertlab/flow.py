@@ -1,14 +1,17 @@
 """The skeleton every training run follows, from a composed config to a finished run folder.
 
-    task.check()                 everything that validates input, before any file is written
-    plan_run(...)                claim the run folder, resolve the resume once, optimizer factories, devices
-    task.build(plan)             tokenizer, data and model: what is different about the task
-    fit_and_test(...)            restore, loggers, Trainer, run info, baseline validation, fit, test
-    task.after_test(trainer)     task outputs of a finished run (finetuning: results, predictions)
+    kind.resolve()               read and check every input (nothing written): a frozen value of what the
+                                 run learned from them (its recorded config, learning rate, tokenizer, data,
+                                 architecture, pretrained start)
+    plan_run(...)                claim the run folder and decide the resume once (training/resume.py),
+                                 optimizer factories at the resolved rate, devices, precision: a RunPlan
+    kind.build(inputs, plan)     tokenizer, data and model: what is different about the kind of run
+    make_trainer, fit_and_test   restore, loggers, Trainer, run info, baseline validation, fit, test
+    kind.after_test(...)         outputs of a finished run (finetuning: results, predictions)
 
-pretraining.py and finetuning.py are the two `Task`s. This module and the tasks are the only library code
-that reads the composed config; they hand plain values to everything they build (training/, data/,
-model/, reporting/). Instantiating config sections goes through hydra_glue.build.
+pretraining.py and finetuning.py are the two `RunKind`s. This module and the run kinds are the only library
+code that reads the composed config; they hand plain values to everything they build (training/, data/,
+model/, reporting/). Config sections are instantiated through config/instantiate.py.
 """
 
 from __future__ import annotations
@@ -26,18 +29,11 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
+from bertlab.config.instantiate import instantiate_section, plain_config
+from bertlab.config.schema import resume_may_change
 from bertlab.errors import BertlabError
-from bertlab.hydra_glue import build, plain
 from bertlab.reporting.plots import write_run_plots
-from bertlab.run_folder import (
-    BEST_CHECKPOINT,
-    LAST_CHECKPOINT,
-    RUN_INFO_FILE,
-    TOKENIZER_FILE,
-    claim_run_folder,
-    resume_source,
-    write_json,
-)
+from bertlab.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, RUN_INFO_FILE, TOKENIZER_FILE, write_json
 from bertlab.training.distributed import (
     device_count,
     is_main_process,
@@ -49,8 +45,8 @@ from bertlab.training.loggers import finish_wandb, wandb_logger, wandb_run_info
 from bertlab.training.metric_files import RunFolderCSVLogger
 from bertlab.training.mfu import resolve_peak_flops
 from bertlab.training.precision import resolve_accelerator, resolve_precision
-from bertlab.training.resume import ResumePlan, RNGStateCallback, plan_resume, restore_model
-from bertlab.training.trainer import TrainerSettings, build_trainer
+from bertlab.training.resume import ResumePlan, ResumeRequest, RNGStateCallback, plan_resume, restore_model
+from bertlab.training.trainer import TrainerSettings, create_trainer
 
 log = logging.getLogger(__name__)
 
@@ -75,64 +71,72 @@ class RunPlan:
     scheduler: Callable[..., Any]
     resume: ResumePlan
     sweep: str | None = None  # the multirun sweep this run is a job of (groups its jobs in W&B)
-    peak_flops: float | None = None  # the device's peak at this precision, for tasks that report MFU
+    peak_flops: float | None = None  # the device's peak at this precision, for run kinds that report MFU
+
+
+class ResolvedInputs(Protocol):
+    """What every run kind's `resolve` returns (a frozen dataclass), besides its own fields."""
+
+    config: dict[str, Any]  # the run's config as it records it (checkpoints, resume check, W&B)
+    lr: float  # the optimizer's learning rate, resolved (a finetune's `auto`)
 
 
 @dataclass
-class TaskRun:
-    """What a task built for the shared tail: the model, its data, what it logs and records."""
+class BuiltRun:
+    """What a run kind built for the shared tail: the model, its data, what it logs and records."""
 
     model: L.LightningModule
     datamodule: Any
     train_columns: list[str]
     eval_columns: list[str]
-    info: dict[str, Any]  # task-specific entries of the run-info file
+    info: dict[str, Any]  # kind-specific entries of the run-info file
     callbacks: list[L.Callback] = field(default_factory=list)
 
 
-class Task(Protocol):
-    """What is different about a task; `run_training` does the rest."""
+class RunKind(Protocol):
+    """What is different about a kind of training run (experiment.kind); `run_training` does the rest."""
 
     reports_mfu: bool  # plan_run resolves the device's peak FLOP/s (training.peak_tflops)
 
-    def check(self) -> None: ...
+    def resolve(self) -> ResolvedInputs: ...
 
-    def build(self, plan: RunPlan) -> TaskRun: ...
+    def build(self, inputs: Any, plan: RunPlan) -> BuiltRun: ...
 
-    def after_test(self, trainer: L.Trainer, built: TaskRun) -> None: ...
+    def after_test(self, inputs: Any, trainer: L.Trainer, built: BuiltRun) -> None: ...
 
 
-def run_training(cfg: DictConfig, run_dir: Path, sweep: str | None, task: Task) -> float | None:
-    """Run `task` per `cfg` into `run_dir`; returns the best monitored validation value (for sweepers)."""
-    task.check()
-    plan = plan_run(cfg, run_dir, sweep, task.reports_mfu)
+def run_training(cfg: DictConfig, run_dir: Path, sweep: str | None, kind: RunKind) -> float | None:
+    """Run `kind` per `cfg` into `run_dir`; returns the best monitored validation value (for sweepers)."""
+    inputs = kind.resolve()
+    plan = plan_run(cfg, run_dir, inputs, sweep, kind.reports_mfu)
     L.seed_everything(cfg.experiment.seed, workers=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    built = task.build(plan)
-    trainer = make_trainer(cfg, plan, built)
+    built = kind.build(inputs, plan)
+    trainer = make_trainer(cfg, plan, built, inputs.config)
     write_run_info(plan, trainer, cfg.training, built.info)
     best, finished = fit_and_test(
         trainer, built, plan, validate=cfg.logging.log_eval, use_wandb=cfg.logging.use_wandb
     )
     if finished and cfg.logging.log_eval and trainer.is_global_zero:
-        task.after_test(trainer, built)
+        kind.after_test(inputs, trainer, built)
     return best
 
 
-def plan_run(cfg: DictConfig, run_dir: Path, sweep: str | None = None, peak_flops: bool = False) -> RunPlan:
-    """Checks that need no data: run folder and resume source, optimizer and schedule, devices, precision."""
-    training = cfg.training
+def plan_run(
+    cfg: DictConfig,
+    run_dir: Path,
+    inputs: ResolvedInputs,
+    sweep: str | None = None,
+    peak_flops: bool = False,
+) -> RunPlan:
+    """Checks that need no data: run folder and resume, optimizer and schedule, devices, precision."""
+    training, experiment = cfg.training, cfg.experiment
     if sweep is not None:
         refuse_relaunch_in_sweep(
             training.strategy, training.devices, training.num_nodes, training.accelerator
         )
-    source_dir, checkpoint = resume_source(cfg.experiment, training.resume)
-    if is_main_process():
-        checkpoint = claim_run_folder(run_dir, source_dir, checkpoint)
-    elif checkpoint is not None and not checkpoint.is_file():
-        checkpoint = None  # other DDP processes start after the main one has claimed the folder
-    optimizer = build(cfg, "training.optimizer")
-    scheduler = build(cfg, "training.scheduler")
+    optimizer = instantiate_section(cfg, "training.optimizer", lr=inputs.lr)
+    scheduler = instantiate_section(cfg, "training.scheduler")
     probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     try:
         scheduler(probe, total_steps=training.max_steps if training.max_steps > 0 else 10**6)
@@ -146,17 +150,25 @@ def plan_run(cfg: DictConfig, run_dir: Path, sweep: str | None = None, peak_flop
         raise error.in_section("training") from None
     resume = plan_resume(
         run_dir,
-        checkpoint,
-        run_config=plain(cfg),
+        Path(experiment.output_dir) / experiment.kind,
+        experiment.name,
+        ResumeRequest(**plain_config(training.resume)),
+        run_config=inputs.config,
+        may_change=resume_may_change(),
         world_size=device_count(training.devices, accelerator) * training.num_nodes,
-        model_only=bool(training.resume.load_only_model_state),
-        strict=bool(training.resume.strict),
-        allow_config_changes=bool(training.resume.allow_config_changes),
         accumulate_grad_batches=training.accumulate_grad_batches,
         main_process=is_main_process(),
     )
     log.info("Run folder %s; accelerator %s, precision %s", run_dir, accelerator, precision)
     return RunPlan(run_dir, accelerator, precision, optimizer, scheduler, resume, sweep, peak)
+
+
+def configured_lr(optimizer: DictConfig) -> float:
+    """The configured learning rate: every optimizer factory is bound to it (flow.plan_run)."""
+    lr = optimizer.get("lr")
+    if not isinstance(lr, int | float):
+        raise BertlabError(f"must be a positive number, got {lr!r}", "training.optimizer.lr")
+    return float(lr)
 
 
 def run_tokenizer(tokenizer: Any, run_dir: Path, source_dir: Path | None, fit: Callable[[Any], None]) -> Any:
@@ -187,13 +199,13 @@ def progress_bar_enabled(setting: str | bool) -> bool:
     return setting == "true"
 
 
-def make_loggers(cfg: DictConfig, plan: RunPlan, train_columns: list[str], eval_columns: list[str]) -> list:
+def make_loggers(cfg: DictConfig, plan: RunPlan, built: BuiltRun, run_config: dict[str, Any]) -> list:
     """The run folder's metric CSVs (continued without duplicate rows on resume), and W&B when asked."""
     logging_cfg, run_dir = cfg.logging, plan.run_dir
     csv_logger = RunFolderCSVLogger(
         run_dir,
-        train_columns,
-        eval_columns,
+        built.train_columns,
+        built.eval_columns,
         write_train=logging_cfg.csv.train,
         write_eval=logging_cfg.csv.eval,
         train_every_n_steps=logging_cfg.log_every_n_steps,
@@ -212,21 +224,21 @@ def make_loggers(cfg: DictConfig, plan: RunPlan, train_columns: list[str], eval_
                 mode=wandb_cfg.mode,
                 group=wandb_cfg.group or plan.sweep,
                 tags=list(wandb_cfg.tags),
-                config=plain(cfg),
+                config=run_config,
             )
         )
     return loggers
 
 
-def make_trainer(cfg: DictConfig, plan: RunPlan, built: TaskRun) -> L.Trainer:
-    """The Trainer with the task's callbacks; the model restored or checked for the resume."""
+def make_trainer(cfg: DictConfig, plan: RunPlan, built: BuiltRun, run_config: dict[str, Any]) -> L.Trainer:
+    """The Trainer with the run kind's callbacks; the model restored or checked for the resume."""
     training, run_dir = cfg.training, plan.run_dir
     restore_model(built.model, plan.resume)
-    loggers = make_loggers(cfg, plan, built.train_columns, built.eval_columns)
+    loggers = make_loggers(cfg, plan, built, run_config)
     if training.compile:  # in place: state_dict keys stay the same (no `_orig_mod.`)
         for module in (built.model.backbone, built.model.head):
             module.compile(dynamic=False)
-    trainer = build_trainer(
+    trainer = create_trainer(
         run_dir,
         TrainerSettings.pick(training),
         loggers=loggers,
@@ -279,7 +291,7 @@ def write_run_info(plan: RunPlan, trainer: L.Trainer, training: DictConfig, info
 
 
 def fit_and_test(
-    trainer: L.Trainer, built: TaskRun, plan: RunPlan, validate: bool, use_wandb: bool
+    trainer: L.Trainer, built: BuiltRun, plan: RunPlan, validate: bool, use_wandb: bool
 ) -> tuple[float | None, bool]:
     """Baseline validation, fit, then the test split with the best checkpoint.
 

@@ -20,16 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from bertlab.errors import BertlabError
+from bertlab.model.encoder import ENCODER_TARGET, encoder_defaults
 from bertlab.model.hf_format import FORMATS, HFFormat, from_hf
 from bertlab.pretrained import load_backbone
 from bertlab.tokenizer import HF_TOKENIZER_FILES, TextTokenizer, is_saved_tokenizer
 
 log = logging.getLogger(__name__)
-ENCODER = "bertlab.model.encoder.Encoder"
 SUPPORTED = {
     "bert": "BertForMaskedLM, BertForPreTraining, BertModel and models built on them (BioBERT, SciBERT, ...)",
     "roberta": "RobertaForMaskedLM, RobertaModel and models built on them",
@@ -61,28 +60,10 @@ class HFModel:
     @property
     def architecture(self) -> dict[str, Any]:
         """The bertlab architecture (every Encoder option) that computes what this model computes."""
-        config = self.config
-        offset = self.format.position_offset(self.tokenizer.pad_id)
         return {
-            "_target_": ENCODER,
-            "hidden_size": config["hidden_size"],
-            "num_layers": config["num_hidden_layers"],
-            "num_heads": config["num_attention_heads"],
-            "intermediate_size": config["intermediate_size"],
-            "dropout": config.get("hidden_dropout_prob", 0.1),
-            "attention_dropout": config.get("attention_probs_dropout_prob", 0.1),
-            "attention": "sdpa",
-            "position_encoding": "learned",
-            "max_position_embeddings": config["max_position_embeddings"] - offset,
-            "layer_norm_eps": config.get("layer_norm_eps", 1e-12),
-            "norm_position": "post",
-            "norm": "layernorm",
-            "activation": "gelu",
-            "bias": True,
-            "fused_qkv": True,
-            "rope_base": 10000.0,
-            "local_window": 16,
-            "global_every": 0,
+            "_target_": ENCODER_TARGET,
+            **encoder_defaults(),
+            **self.format.architecture(self.config, self.tokenizer.pad_id),
         }
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -200,52 +181,54 @@ def load_weights(
         head.load_state_dict(head_state)
 
 
-@dataclass
+@dataclass(frozen=True)
 class HFStart:
-    """A pretraining run's Hugging Face source, and its weights when the run starts fresh (not a resume)."""
+    """A run's Hugging Face source, and its weights when the run starts fresh (not a resume)."""
 
     model: HFModel
     state_dict: dict[str, torch.Tensor] | None
 
+    def pretraining_config(self, tree: dict[str, Any]) -> dict[str, Any]:
+        """The pretraining run's config tree as it records this start: the model's explicit architecture
+        (with the weight-neutral keys the user set), its tokenizer (tokenizer.vocab_source), head tying, and
+        the source as `hf_source`. The explicit architecture is what the checkpoints store: export and
+        finetuning need neither this module nor the folder afterwards."""
+        requested = {k: v for k, v in tree["architecture"].items() if v is not None and k != "path"}
+        head = {**tree["mlm_head"]["module"], "tie_word_embeddings": self.model.tied}
+        return {
+            **tree,
+            "architecture": {**self.model.architecture, **requested},
+            "tokenizer": {**tree["tokenizer"], "vocab_source": str(self.model.folder)},
+            "mlm_head": {**tree["mlm_head"], "module": head},
+            "hf_source": self.model.record(),
+        }
 
-def pretraining_source(cfg: DictConfig) -> HFStart | None:
-    """For architecture=from_hf: rewrite `cfg` in place to the model's explicit architecture, its tokenizer
-    (tokenizer.vocab_source) and head tying, and record the source as `hf_source`; None for other runs.
+    def finetuning_config(self, tree: dict[str, Any]) -> dict[str, Any]:
+        """The finetuning run's config tree as it records this start: the model's tokenizer."""
+        return {**tree, "tokenizer": {**tree["tokenizer"], "vocab_source": str(self.model.folder)}}
 
-    Runs before anything is written, so every refusal leaves no trace. The explicit architecture is what the
-    checkpoints store: export and finetuning need neither this module nor the folder afterwards.
-    """
-    node = cfg.architecture
-    if "path" not in node:
+
+def pretraining_source(architecture: dict[str, Any], is_resume: bool) -> HFStart | None:
+    """For architecture=from_hf (an `architecture` section with a `path`): the validated model folder and,
+    unless resuming, its weights; None for other runs. Reads only: every refusal leaves no trace."""
+    if "path" not in architecture:
         return None
-    model = read_hf_model(node.path)
-    requested = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if v is not None}
-    requested.pop("path")
-    is_resume = bool(cfg.training.resume.is_resume)
-    state = None if is_resume else _state_dict(model, "architecture.path")
-    with open_dict(cfg):
-        cfg.architecture = {**model.architecture, **requested}
-        cfg.tokenizer.vocab_source = str(model.folder)
-        cfg.mlm_head.module.tie_word_embeddings = model.tied
-        cfg.hf_source = model.record()
-    return HFStart(model, state)
+    model = read_hf_model(architecture["path"])
+    return HFStart(model, None if is_resume else _state_dict(model, "architecture.path"))
 
 
-def finetuning_source(cfg: DictConfig) -> HFStart | None:
-    """For pretrained_experiment.hf_path: the model (its weights, architecture) and cfg's tokenizer pointed at
-    its folder; None when the finetune starts from a bertlab run (or from scratch)."""
-    path = cfg.pretrained_experiment.get("hf_path")
-    if path is None:
+def finetuning_source(hf_path: str | None, bertlab_run: str | None, is_resume: bool) -> HFStart | None:
+    """For pretrained_experiment.hf_path: the model (its weights, architecture); None when the finetune
+    starts from a bertlab run (or from scratch)."""
+    if hf_path is None:
         return None
-    if cfg.pretrained_experiment.name is not None:
+    if bertlab_run is not None:
         log.info(
-            "pretrained_experiment.hf_path is set: the backbone comes from %s, not from a bertlab run", path
+            "pretrained_experiment.hf_path is set: the backbone comes from %s, not from a bertlab run",
+            hf_path,
         )
-    model = read_hf_model(path, "pretrained_experiment.hf_path")
-    state = None if cfg.training.resume.is_resume else _state_dict(model, "pretrained_experiment.hf_path")
-    with open_dict(cfg):
-        cfg.tokenizer.vocab_source = str(model.folder)
-    return HFStart(model, state)
+    model = read_hf_model(hf_path, "pretrained_experiment.hf_path")
+    return HFStart(model, None if is_resume else _state_dict(model, "pretrained_experiment.hf_path"))
 
 
 def _state_dict(model: HFModel, key: str) -> dict[str, torch.Tensor]:

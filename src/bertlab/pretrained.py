@@ -1,4 +1,4 @@
-"""Seeding a finetune from a pretraining run: find the run and checkpoint, inherit its architecture,
+"""Seeding a finetune from a pretraining run: open the run (saved_run.SavedRun), inherit its architecture,
 load its backbone weights strictly."""
 
 from __future__ import annotations
@@ -10,40 +10,25 @@ import torch
 from torch import nn
 
 from bertlab.errors import BertlabError
-from bertlab.run_folder import BEST_CHECKPOINT, CHECKPOINTS_DIR, LAST_CHECKPOINT
+from bertlab.run_folder import CHECKPOINTS_DIR, PRETRAINING, run_dir_of
+from bertlab.saved_run import SavedRun, runs_in
 
 # Keys that change what the weights compute with but not which weights exist.
 WEIGHT_NEUTRAL = {"dropout", "attention_dropout", "attention", "local_window", "global_every"}
-CHECKPOINTS = {"best": BEST_CHECKPOINT, "last": LAST_CHECKPOINT}
 
 
-def existing_runs(pretraining_root: Path) -> list[str]:
-    if not pretraining_root.is_dir():
-        return []
-    return sorted(p.name for p in pretraining_root.iterdir() if (p / CHECKPOINTS_DIR).is_dir())
-
-
-def pretrained_checkpoint(output_dir: str | Path, name: str, checkpoint: str) -> Path:
-    """The checkpoint file of pretraining run `name`: best, last, or a path (absolute or in the run folder)."""
-    root = Path(output_dir) / "pretraining"
-    run_dir = root / name
+def open_pretrained_run(output_dir: str | Path, name: str, checkpoint: str) -> SavedRun:
+    """Pretraining run `name` at `checkpoint` (best, last, or a path absolute or in the run folder)."""
+    run_dir = run_dir_of(output_dir, PRETRAINING, name)
     if not (run_dir / CHECKPOINTS_DIR).is_dir():
-        runs = existing_runs(root)
+        runs = runs_in(run_dir.parent)
         raise BertlabError(
-            f"no pretraining run {name!r} in {str(root)!r}; runs there: {runs or 'none'}. Pretrain one with "
-            f"`python launch.py +experiment=pretrain experiment.name={name}` or use pretrained_experiment=none",
+            f"no pretraining run {name!r} in {str(run_dir.parent)!r}; runs there: {runs or 'none'}. Pretrain one "
+            f"with `python launch.py +experiment=pretrain experiment.name={name}` or use "
+            f"pretrained_experiment=none",
             "pretrained_experiment.name",
         )
-    path = run_dir / CHECKPOINTS[checkpoint] if checkpoint in CHECKPOINTS else Path(checkpoint)
-    if not path.is_absolute() and checkpoint not in CHECKPOINTS:
-        path = run_dir / path
-    if not path.is_file():
-        available = sorted(str(p.relative_to(run_dir)) for p in (run_dir / CHECKPOINTS_DIR).glob("*.ckpt"))
-        raise BertlabError(
-            f"checkpoint {str(path)!r} does not exist; the run has {available or 'no checkpoints'}",
-            "pretrained_experiment.checkpoint",
-        )
-    return path
+    return SavedRun.open(run_dir, checkpoint, "pretrained_experiment.checkpoint")
 
 
 def inherit_architecture(

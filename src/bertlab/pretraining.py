@@ -1,7 +1,7 @@
 """Masked-language-model pretraining: what is different about it (flow.py runs the rest).
 
 The text is read only when something needs it, and streamed: the tokenizer trains on a bounded sample,
-the preparation writes memory-mapped shards (bertlab.data.preparation). A prepared folder (data.prepared)
+the preparation writes memory-mapped shards (bertlab.data.streaming_preparation). A prepared folder (data.prepared)
 brings its own tokenizer and is only read.
 """
 
@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from omegaconf import DictConfig
 
 from bertlab.config.checks import check_pretraining
+from bertlab.config.instantiate import edited_config, instantiate_node, instantiate_section, plain_config
 from bertlab.errors import BertlabError
-from bertlab.flow import RunPlan, TaskRun, run_tokenizer, run_training
-from bertlab.hf_import import load_weights, pretraining_source
-from bertlab.hydra_glue import build, plain
+from bertlab.flow import BuiltRun, RunPlan, configured_lr, run_tokenizer, run_training
+from bertlab.hf_import import HFStart, load_weights, pretraining_source
 from bertlab.run_folder import RUN_INFO_FILE, TOKENIZER_FILE
 from bertlab.tasks.mlm import EVAL_COLUMNS, TRAIN_COLUMNS, MaskedLanguageModel
+from bertlab.tokenizer import TextTokenizer
 from bertlab.training.distributed import is_main_process
 from bertlab.training.mfu import MFUMonitor, mlm_training_flops_per_token
 
@@ -41,6 +44,17 @@ def pretrain(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float 
     return run_training(cfg, run_dir, sweep, Pretraining(cfg, run_dir))
 
 
+@dataclass(frozen=True)
+class PretrainingInputs:
+    """What a pretraining run resolved from its config and inputs, before anything is written."""
+
+    config: dict[str, Any]  # as the run records it (with an imported model's explicit architecture)
+    lr: float
+    tokenizer: TextTokenizer  # not fitted yet: build() fits it, or takes the resumed/prepared run's
+    datamodule: Any
+    hf: HFStart | None  # architecture=from_hf: the model folder and its weights
+
+
 class Pretraining:
     """Tokenizer fitted on the corpus (or taken from the resumed run / prepared folder), masked blocks,
     backbone + MLM head (optionally seeded from a Hugging Face model), MFU where the peak is known."""
@@ -50,26 +64,30 @@ class Pretraining:
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         self.cfg, self.run_dir = cfg, run_dir
 
-    def check(self) -> None:
-        cfg, training = self.cfg, self.cfg.training
-        self.hf = pretraining_source(cfg)  # architecture=from_hf: cfg now holds the imported model's settings
-        check_pretraining(cfg)
-        self.tokenizer = build(cfg, "tokenizer")
-        masking = build(cfg, "mlm_head.masking")
-        self.datamodule = build(
-            cfg, "data", masking=masking, batch_size=training.batch_size, num_workers=training.num_workers
+    def resolve(self) -> PretrainingInputs:
+        cfg = self.cfg
+        hf = pretraining_source(plain_config(cfg.architecture), bool(cfg.training.resume.is_resume))
+        run_cfg = edited_config(cfg, hf.pretraining_config) if hf is not None else cfg
+        check_pretraining(run_cfg)
+        training = run_cfg.training
+        tokenizer = instantiate_section(run_cfg, "tokenizer")
+        masking = instantiate_section(run_cfg, "mlm_head.masking")
+        datamodule = instantiate_section(
+            run_cfg, "data", masking=masking, batch_size=training.batch_size, num_workers=training.num_workers
         )
+        config = plain_config(run_cfg)
         with torch.device("meta"):
-            build(cfg, "architecture", vocab_size=self.tokenizer.vocab_size_limit)
+            instantiate_node(config["architecture"], "architecture", vocab_size=tokenizer.vocab_size_limit)
+        return PretrainingInputs(config, configured_lr(training.optimizer), tokenizer, datamodule, hf)
 
-    def build(self, plan: RunPlan) -> TaskRun:
-        cfg, run_dir, datamodule = self.cfg, self.run_dir, self.datamodule
+    def build(self, inputs: PretrainingInputs, plan: RunPlan) -> BuiltRun:
+        config, run_dir, datamodule, hf = inputs.config, self.run_dir, inputs.datamodule, inputs.hf
         peak_flops = plan.peak_flops
         source_dir = plan.resume.source_dir
         if source_dir is None and datamodule.prepared and (datamodule.prepared / TOKENIZER_FILE).is_file():
             source_dir = datamodule.prepared  # a +experiment=prepare folder brings its tokenizer
         tokenizer = run_tokenizer(
-            self.tokenizer,
+            inputs.tokenizer,
             run_dir,
             source_dir,
             fit=lambda fresh: fresh.fit(
@@ -83,31 +101,39 @@ class Pretraining:
         except BertlabError as error:
             raise error.in_section("data") from None
 
-        backbone = build(cfg, "architecture", vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id)
-        head = build(
-            cfg, "mlm_head.module", hidden_size=backbone.hidden_size, vocab_size=tokenizer.vocab_size
+        architecture = config["architecture"]
+        backbone = instantiate_node(
+            architecture, "architecture", vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id
         )
-        if self.hf is not None and self.hf.state_dict is not None:
+        head = instantiate_node(
+            config["mlm_head"]["module"],
+            "mlm_head.module",
+            hidden_size=backbone.hidden_size,
+            vocab_size=tokenizer.vocab_size,
+        )
+        if hf is not None and hf.state_dict is not None:
             head.tie_to(backbone.word_embeddings)
-            load_weights(backbone, head, self.hf.state_dict, self.hf.model.folder)
-        model = MaskedLanguageModel(backbone, head, plan.optimizer, plan.scheduler, run_config=plain(cfg))
+            load_weights(backbone, head, hf.state_dict, hf.model.folder)
+        model = MaskedLanguageModel(
+            backbone, head, plan.optimizer, plan.scheduler, run_config=config, lr=inputs.lr
+        )
         flops_per_token = mlm_training_flops_per_token(
             backbone.hidden_size,
             backbone.num_layers,
-            cfg.architecture.intermediate_size,
+            architecture["intermediate_size"],
             tokenizer.max_length,
             tokenizer.vocab_size,
             datamodule.masker.num_predictions,
-            gated=cfg.architecture.activation != "gelu",
+            gated=architecture["activation"] != "gelu",
         )
         # MFU only where the device's peak is known: no column at all otherwise (not a guess).
-        return TaskRun(
+        return BuiltRun(
             model,
             datamodule,
             train_columns=[*TRAIN_COLUMNS, "mfu"] if peak_flops else TRAIN_COLUMNS,
             eval_columns=EVAL_COLUMNS,
             info={
-                "task": "mlm",
+                "task": MaskedLanguageModel.task,
                 "prepared_data": str(prepared_dir),
                 "vocab_size": tokenizer.vocab_size,
                 "parameters": sum(p.numel() for p in model.parameters()),
@@ -116,12 +142,12 @@ class Pretraining:
                 ),
                 "training_flops_per_token": flops_per_token,
                 "peak_tflops": peak_flops / 1e12 if peak_flops else None,
-                "hf_source": plain(cfg.hf_source) if self.hf is not None else None,
+                "hf_source": config.get("hf_source"),
             },
             callbacks=[MFUMonitor(flops_per_token, peak_flops, run_dir / RUN_INFO_FILE)]
             if peak_flops
             else [],
         )
 
-    def after_test(self, trainer: L.Trainer, built: TaskRun) -> None:
+    def after_test(self, inputs: PretrainingInputs, trainer: L.Trainer, built: BuiltRun) -> None:
         """The test figures are in the metric files; nothing else to write."""

@@ -1,10 +1,9 @@
-"""The run folder: its layout (every artifact's name, defined here once), reading a finished run, and the
-guard that never overwrites one.
+"""The run folder: its layout (every artifact's name, defined here once) and claiming it (never overwrite
+a run).
 
-Writers (the flows, training/, reporting/) and readers (resume, finetune, evaluate, export) take the
-names from here; `read_checkpoint` is the one place a checkpoint is loaded (always `weights_only=True`)
-and `read_saved_run` the one reading of its `bertlab` payload, so every reader fails with the same
-messages. Hydra's part of the guard (checking before Hydra writes .hydra/) is in hydra_glue.py.
+Writers (the run kinds, training/, reporting/) and readers (saved_run.py) take the names from here.
+`examine_run_folder` answers, without touching anything, how a launch may use a folder (the launcher's
+guard asks it before Hydra writes); `claim_run_folder` is the one place that acts on the answer.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -58,8 +56,16 @@ ATTEMPT_OUTPUTS = (
     WANDB_ID_FILE,
 )
 JOB_NAME_LIMIT = 100
-# The task a checkpoint's payload names, and the kind of run that writes it.
-TASK_RUNS = {"mlm": "pretraining", "classification": "finetuning"}
+# The kinds of run (experiment.kind): each lives under <experiment.output_dir>/<kind>/.
+PRETRAINING, FINETUNING, PREPARATION = "pretraining", "finetuning", "preparation"
+# The task (training objective) a checkpoint's payload names, and the kind of run that writes it.
+TASK_KINDS = {"mlm": PRETRAINING, "classification": FINETUNING}
+MANIFEST = "manifest.json"  # a finished preparation's index of its shards (data/shard_store.py writes it)
+
+
+def run_dir_of(output_dir: str | Path, kind: str, name: str) -> Path:
+    """Where run `name` of `kind` lives."""
+    return Path(output_dir) / kind / name
 
 
 def job_folder_name(number: int, overrides: str) -> str:
@@ -150,8 +156,18 @@ def refuse_missing_run(run_dir: Path, checkpoint: Path) -> None:
     )
 
 
-def claim_run_folder(run_dir: Path, source_dir: Path | None, checkpoint: Path | None) -> Path | None:
-    """Decide how a launch uses its run folder; returns the checkpoint to resume from, or None.
+@dataclass(frozen=True)
+class FolderClaim:
+    """How a launch may use its run folder, decided before anything is written."""
+
+    checkpoint: Path | None  # the checkpoint to resume from; None: the run starts at step 0
+    in_place: bool  # continues the run in this very folder
+    leftovers: tuple[str, ...]  # what an attempt that never reached a checkpoint left; cleared on claim
+    restarts: bool  # a resume found nothing to resume and starts the run again
+
+
+def examine_run_folder(run_dir: Path, source_dir: Path | None, checkpoint: Path | None) -> FolderClaim:
+    """Decide, touching nothing, how a launch uses `run_dir`; refusals raise, naming the fix.
 
     `source_dir`/`checkpoint` are the run and file to resume from (None for a fresh run). A folder with a
     checkpoint is never overwritten; a folder whose attempt stopped before any checkpoint (a crash at step
@@ -159,35 +175,43 @@ def claim_run_folder(run_dir: Path, source_dir: Path | None, checkpoint: Path | 
     started again from step 0, whether relaunched or resumed.
     """
     run_dir = Path(run_dir)
-    if checkpoint is not None and Path(source_dir or "").resolve() == run_dir.resolve():
-        if checkpoint.is_file():
-            return checkpoint
+    in_place = checkpoint is not None and Path(source_dir or "").resolve() == run_dir.resolve()
+    if in_place and checkpoint.is_file():
+        return FolderClaim(checkpoint, True, (), False)
+    if in_place:
         if checkpoints_of(run_dir) or not run_dir.is_dir():
             refuse_missing_run(run_dir, checkpoint)
         checkpoint = None  # nothing to resume: the run starts again below
     elif checkpoint is not None:
         refuse_missing_run(Path(source_dir or ""), checkpoint)
     refuse_existing_run(run_dir)
-    removed = clear_unfinished_attempt(run_dir) if run_dir.is_dir() else []
-    if removed or (checkpoint is None and source_dir is not None):
+    leftovers = tuple(run_artifacts(run_dir, ATTEMPT_OUTPUTS)) if run_dir.is_dir() else ()
+    return FolderClaim(checkpoint, False, leftovers, checkpoint is None and source_dir is not None)
+
+
+def claim_run_folder(run_dir: Path, source_dir: Path | None, checkpoint: Path | None) -> Path | None:
+    """Act on `examine_run_folder`: clear an unfinished attempt's outputs, say so; returns the checkpoint
+    to resume from, or None."""
+    claim = examine_run_folder(run_dir, source_dir, checkpoint)
+    removed = clear_unfinished_attempt(run_dir) if claim.leftovers else []
+    if removed or claim.restarts:
         log.warning(
             "Run folder %s holds no checkpoint (an attempt stopped before its first one): starting it from "
             "step 0%s",
             run_dir,
             f"; removed that attempt's {', '.join(removed)}" if removed else "",
         )
-    return checkpoint
+    return claim.checkpoint
 
 
-def resume_source(experiment: Any, resume: Any) -> tuple[Path | None, Path | None]:
-    """The run a resume continues (`resume.resume_pretraining_name`, or this run) and its checkpoint file,
-    from the `experiment` and `training.resume` config sections; (None, None) for a fresh run."""
-    if not resume.is_resume:
-        return None, None
-    source_dir = (
-        Path(experiment.output_dir) / experiment.kind / (resume.resume_pretraining_name or experiment.name)
-    )
-    return source_dir, source_dir / resume.checkpoint_path
+def refuse_finished_preparation(run_dir: Path) -> None:
+    """A finished prepared folder is kept as it is: another preparation needs another name."""
+    if (Path(run_dir) / MANIFEST).is_file():
+        raise BertlabError(
+            f"folder {str(run_dir)!r} already holds a finished prepared dataset; nothing was changed. Train "
+            f"on it with data.prepared={run_dir}, or choose a new experiment.name",
+            "experiment.name",
+        )
 
 
 def check_writable(run_dir: Path) -> None:
@@ -213,103 +237,9 @@ def check_writable(run_dir: Path) -> None:
         ) from None
 
 
-# -- reading a run --------------------------------------------------------------------------------------
-def read_checkpoint(path: Path, key: str | None = "training.resume.checkpoint_path") -> dict[str, Any]:
-    """Loads safely (weights_only) and memory-mapped; a file that cannot be read gets one clear error.
-
-    `key` is the setting that named the file, so that the message says what to change.
-    """
-    import torch  # here: the Hydra callbacks import this module and must stay cheap
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # torch raises several types for truncated or foreign files
-        fix = f"; point {key} at another checkpoint" if key else ""
-        raise BertlabError(f"checkpoint {str(path)!r} {unreadable_reason(error)}{fix}", key) from None
-
-
-def unreadable_reason(error: Exception) -> str:
-    """Why torch could not load a file, in one line (torch's own text is long, repeated and has escapes)."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
-    refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    if refused:
-        return (
-            f"holds a Python object ({refused.group(1)}) that a safe load (weights_only) refuses to run; "
-            f"bertlab checkpoints hold only tensors and plain values, so it was not written by bertlab"
-        )
-    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-    first = first.split(". ")[0].rstrip(".")
-    return f"cannot be read ({type(error).__name__}: {first}); it is truncated, corrupt or not a checkpoint"
-
-
-@dataclass(frozen=True)
-class SavedRun:
-    """A checkpoint and what its `bertlab` payload says about the run that wrote it."""
-
-    checkpoint: Path
-    task: str | None  # "mlm" | "classification"
-    config: dict[str, Any]  # the run's resolved config
-    world_size: int  # processes that shared each step (a resume's data position depends on it)
-    backbone: dict[str, Any]  # the architecture actually built (a finetune's is inherited); {} for MLM
-    state: dict[str, Any]  # the whole checkpoint: state_dict, global_step, ...
-
-    @property
-    def state_dict(self) -> dict[str, Any]:
-        return self.state.get("state_dict", {})
-
-
-def read_saved_run(path: Path, key: str, task: str | None = None, run_dir: Path | None = None) -> SavedRun:
-    """The checkpoint at `path` and its run config; `task` ("mlm", "classification") is required if given.
-
-    Checkpoints written before the config was stored in them fall back on `run_dir`'s .hydra/config.yaml.
-    """
-    state = read_checkpoint(path, key)
-    payload = state.get("bertlab") or {}
-    config = payload.get("config")
-    if not config and run_dir is not None and (run_dir / HYDRA_CONFIG).is_file():
-        from omegaconf import OmegaConf
-
-        config = OmegaConf.to_container(OmegaConf.load(run_dir / HYDRA_CONFIG), resolve=True)
-    writer = f"a bertlab {TASK_RUNS[task]} run" if task else "bertlab"
-    if not config or "architecture" not in config:
-        raise BertlabError(
-            f"checkpoint {str(path)!r} holds no bertlab run config; it was not written by {writer}", key
-        )
-    if task is not None and payload.get("task", task) != task:
-        raise BertlabError(
-            f"checkpoint {str(path)!r} was written by a {TASK_RUNS.get(payload['task'], payload['task'])} "
-            f"run, not by {writer}",
-            key,
-        )
-    return SavedRun(
-        path,
-        payload.get("task"),
-        config,
-        int(payload.get("world_size", 1)),
-        dict(payload.get("backbone") or {}),
-        state,
-    )
-
-
 def checkpoint_payload(task: str, config: dict[str, Any], world_size: int, **extra: Any) -> dict[str, Any]:
-    """The `bertlab` entry a LightningModule adds to its checkpoints; `read_saved_run` reads it."""
+    """The `bertlab` entry a LightningModule adds to its checkpoints; saved_run.SavedRun reads it."""
     return {"task": task, "config": config, "world_size": world_size, **extra}
-
-
-def tokenizer_file(run_dir: Path) -> Path:
-    """The run's tokenizer file; a folder without one is not a complete run."""
-    path = Path(run_dir) / TOKENIZER_FILE
-    if not path.is_file():
-        raise BertlabError(f"{str(path)!r} is missing; the run folder is incomplete", "run_dir")
-    return path
-
-
-def read_labels(run_dir: Path) -> list:
-    """The label vocabulary a finetuning run trained with (ids index into it)."""
-    path = Path(run_dir) / LABELS_FILE
-    if not path.is_file():
-        raise BertlabError(f"{str(path)!r} is missing; is {str(run_dir)!r} a finetuning run?", "run")
-    return json.loads(path.read_text())
 
 
 def write_json(path: Path, value: Any) -> None:

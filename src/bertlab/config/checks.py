@@ -25,7 +25,7 @@ def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
 
 
 def check_common(cfg: DictConfig) -> None:
-    """Checks shared by every task."""
+    """Checks shared by every kind of training run."""
     check_run_name(cfg.experiment.name)
     if cfg.training.resume.resume_pretraining_name is not None:
         check_run_name(cfg.training.resume.resume_pretraining_name, "training.resume.resume_pretraining_name")
@@ -84,8 +84,8 @@ def check_common(cfg: DictConfig) -> None:
         )
 
 
-def _check_task(cfg: DictConfig, kind: str, runs: str, monitors: tuple[str, ...]) -> None:
-    """The common checks, the experiment kind and the metrics a task can pick its best checkpoint by."""
+def _check_run_kind(cfg: DictConfig, kind: str, runs: str, monitors: tuple[str, ...]) -> None:
+    """The common checks, the experiment kind and the metrics a kind of run can pick its best checkpoint by."""
     check_common(cfg)
     if cfg.experiment.kind != kind:
         raise BertlabError(
@@ -97,7 +97,7 @@ def _check_task(cfg: DictConfig, kind: str, runs: str, monitors: tuple[str, ...]
 
 
 def check_pretraining(cfg: DictConfig) -> None:
-    _check_task(cfg, "pretraining", "MLM", ("val/loss", "val/perplexity", "val/accuracy"))
+    _check_run_kind(cfg, "pretraining", "MLM", ("val/loss", "val/perplexity", "val/accuracy"))
     max_length, max_positions = cfg.tokenizer.max_length, cfg.architecture.max_position_embeddings
     if max_length > max_positions:
         raise BertlabError(
@@ -115,7 +115,7 @@ def check_pretraining(cfg: DictConfig) -> None:
 
 
 def check_finetuning(cfg: DictConfig) -> None:
-    _check_task(cfg, "finetuning", "classification", ("val/macro_f1", "val/accuracy", "val/loss"))
+    _check_run_kind(cfg, "finetuning", "classification", ("val/macro_f1", "val/accuracy", "val/loss"))
     decay = cfg.training.layerwise_lr_decay
     if not 0.0 < decay <= 1.0:
         raise BertlabError(f"must be in (0, 1], got {decay}", "training.layerwise_lr_decay")

@@ -1,23 +1,29 @@
 """Structured-config schemas for the sections without `_target_`.
 
-hydra_glue.register() stores them; they are merged under the YAML files, so a wrong type ("training.max_steps=many") fails at launch with
+launcher.registration.register() stores them; they are merged under the YAML files, so a wrong type ("training.max_steps=many") fails at launch with
 Hydra's message naming the key, and an unknown key fails as it does for any struct node. Sections with a
 `_target_` (tokenizer, architecture, heads, data) are checked by instantiating them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 from omegaconf import MISSING
 
+# Field metadata of the keys a resumed run may change: how long and where it trains, and what it reports.
+# Every other key is part of the model or the data, which a resume must not change (training/resume.py).
+RESUMABLE = {"resume_may_change": True}
+# Resumable keys of sections that have no schema here (their _target_ checks them).
+UNTYPED_RESUMABLE = ("data.cache_dir",)  # where prepared data is kept, not what it is
+
 
 @dataclass
 class ExperimentConfig:
-    name: str = MISSING
+    name: str = field(default=MISSING, metadata=RESUMABLE)
     kind: str = MISSING
-    output_dir: str = "runs"
+    output_dir: str = field(default="runs", metadata=RESUMABLE)
     seed: int = 42
 
 
@@ -51,7 +57,7 @@ class LoggingConfig:
 
 @dataclass
 class CheckpointConfig:
-    every_n_steps: int = MISSING
+    every_n_steps: int = field(default=MISSING, metadata=RESUMABLE)
     monitor: str = MISSING
     mode: str = MISSING
 
@@ -83,38 +89,42 @@ class PretrainedExperimentConfig:
 
 @dataclass
 class TrainingConfig:
-    """The keys both tasks have (conf/training/common.yaml and each task's file)."""
+    """The keys both kinds of training run have (conf/training/common.yaml and each kind's file)."""
 
-    max_steps: int = MISSING
-    max_epochs: int | None = MISSING
-    batch_size: int = MISSING
+    max_steps: int = field(default=MISSING, metadata=RESUMABLE)
+    max_epochs: int | None = field(default=MISSING, metadata=RESUMABLE)
+    batch_size: int = field(default=MISSING, metadata=RESUMABLE)
     accumulate_grad_batches: int = MISSING
     gradient_clip_val: float | None = MISSING
-    val_check_interval: int | None = MISSING
-    limit_val_batches: Any = MISSING
-    accelerator: str = MISSING
-    devices: Any = MISSING
-    num_nodes: int = MISSING
-    strategy: str = MISSING
-    precision: str = MISSING
-    num_workers: Any = MISSING  # auto | a non-negative int (bertlab.data.loader_workers)
+    val_check_interval: int | None = field(default=MISSING, metadata=RESUMABLE)
+    limit_val_batches: Any = field(default=MISSING, metadata=RESUMABLE)
+    accelerator: str = field(default=MISSING, metadata=RESUMABLE)
+    devices: Any = field(default=MISSING, metadata=RESUMABLE)
+    num_nodes: int = field(default=MISSING, metadata=RESUMABLE)
+    strategy: str = field(default=MISSING, metadata=RESUMABLE)
+    precision: str = field(default=MISSING, metadata=RESUMABLE)
+    num_workers: Any = field(
+        default=MISSING, metadata=RESUMABLE
+    )  # auto | a non-negative int (bertlab.data.loader_workers)
     deterministic: bool = MISSING
-    compile: bool = MISSING
+    compile: bool = field(default=MISSING, metadata=RESUMABLE)
     optimizer: Any = MISSING
     scheduler: Any = MISSING
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    resume: ResumeConfig = field(default_factory=ResumeConfig)
+    resume: ResumeConfig = field(default_factory=ResumeConfig, metadata=RESUMABLE)
 
 
 @dataclass
 class PretrainTrainingConfig(TrainingConfig):
-    peak_tflops: float | None = MISSING  # the device's peak for MFU; null: from a table of GPUs, else no MFU
+    peak_tflops: float | None = field(
+        default=MISSING, metadata=RESUMABLE
+    )  # the device's peak for MFU; null: from a table of GPUs, else no MFU
 
 
 @dataclass
 class FinetuneTrainingConfig(TrainingConfig):
     head_lr: float | None = MISSING
-    baseline: bool = MISSING
+    baseline: bool = field(default=MISSING, metadata=RESUMABLE)
     layerwise_lr_decay: float = MISSING
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
 
@@ -124,7 +134,7 @@ class RunConfig:
     """The root: typed experiment section; the other sections come from their groups."""
 
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
-    logging: Any = MISSING
+    logging: Any = field(default=MISSING, metadata=RESUMABLE)
     tokenizer: Any = MISSING
     architecture: Any = MISSING
     mlm_head: Any = None
@@ -132,3 +142,21 @@ class RunConfig:
     pretrained_experiment: Any = None
     training: Any = MISSING
     data: Any = MISSING
+
+
+def _marked(schema: type, prefix: str) -> list[str]:
+    keys = []
+    for item in fields(schema):
+        if item.metadata.get("resume_may_change"):
+            keys.append(f"{prefix}{item.name}")
+        elif is_dataclass(item.default_factory if item.default_factory is not MISSING else None):
+            keys += _marked(item.default_factory, f"{prefix}{item.name}.")
+    return keys
+
+
+def resume_may_change() -> tuple[str, ...]:
+    """The keys (or whole sections) a resume may change: the fields whose metadata is RESUMABLE in these schemas."""
+    keys = [*_marked(RunConfig, ""), *UNTYPED_RESUMABLE]
+    for training in (PretrainTrainingConfig, FinetuneTrainingConfig):
+        keys += _marked(training, "training.")
+    return tuple(sorted(set(keys)))

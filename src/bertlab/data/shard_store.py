@@ -22,9 +22,9 @@ import torch
 
 from bertlab.atomic_write import atomic_write_text
 from bertlab.errors import BertlabError
+from bertlab.run_folder import MANIFEST
 
 FORMAT_VERSION = 2
-MANIFEST = "manifest.json"
 RECORDS = "shards"
 SPLITS = ("train", "val", "test")
 

@@ -41,7 +41,7 @@ def id_dtype(vocab_size: int) -> torch.dtype:
     return torch.int16 if vocab_size <= torch.iinfo(torch.int16).max + 1 else torch.int32
 
 
-def build_token_store(documents: list[list[int]], vocab_size: int) -> TokenStore:
+def to_token_store(documents: list[list[int]], vocab_size: int) -> TokenStore:
     lengths = torch.tensor([0] + [len(d) for d in documents], dtype=torch.int64)
     ids = torch.tensor(list(itertools.chain.from_iterable(documents)), dtype=torch.int64).to(
         id_dtype(vocab_size)

@@ -7,6 +7,7 @@ variant means adding an entry, not a branch.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -270,3 +271,17 @@ def init_bert_weights(module: nn.Module) -> None:
             nn.init.ones_(module.weight)
         if getattr(module, "bias", None) is not None:
             nn.init.zeros_(module.bias)
+
+
+ENCODER_TARGET = f"{Encoder.__module__}.{Encoder.__qualname__}"  # the architecture section's _target_
+# Set at run time from the tokenizer, not by the architecture section.
+RUNTIME_ARGUMENTS = ("vocab_size", "pad_token_id")
+
+
+def encoder_defaults() -> dict[str, Any]:
+    """Every architecture option of the Encoder and its default: the one list of the options there are."""
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(Encoder).parameters.items()
+        if parameter.default is not inspect.Parameter.empty and name not in RUNTIME_ARGUMENTS
+    }

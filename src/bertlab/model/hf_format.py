@@ -26,6 +26,28 @@ LAYER_NAMES = {
     "feed_forward_norm": "output.LayerNorm",
 }
 
+# bertlab architecture option -> (transformers config key, its default when config.json omits it; None:
+# required). One table for both directions: export writes these keys, import reads them.
+CONFIG_KEYS: dict[str, tuple[str, Any]] = {
+    "hidden_size": ("hidden_size", None),
+    "num_layers": ("num_hidden_layers", None),
+    "num_heads": ("num_attention_heads", None),
+    "intermediate_size": ("intermediate_size", None),
+    "dropout": ("hidden_dropout_prob", 0.1),
+    "attention_dropout": ("attention_probs_dropout_prob", 0.1),
+    "layer_norm_eps": ("layer_norm_eps", 1e-12),
+}
+# Encoder options and the values the Hugging Face BERT/RoBERTa formats express (original BERT); an import
+# sets the first. "local" attention (a window) has no equivalent; sdpa and eager compute the same.
+ENCODER_CHOICES: dict[str, tuple[Any, ...]] = {
+    "attention": ("sdpa", "eager"),
+    "position_encoding": ("learned",),
+    "norm_position": ("post",),
+    "norm": ("layernorm",),
+    "activation": ("gelu",),
+    "bias": (True,),
+}
+
 
 @dataclass(frozen=True)
 class HFFormat:
@@ -71,22 +93,32 @@ class HFFormat:
         """The transformers config of this family for a bertlab `architecture` (its config section)."""
         return {
             "vocab_size": vocab_size,
-            "hidden_size": architecture["hidden_size"],
-            "num_hidden_layers": architecture["num_layers"],
-            "num_attention_heads": architecture["num_heads"],
-            "intermediate_size": architecture["intermediate_size"],
+            **{theirs: architecture[ours] for ours, (theirs, _) in CONFIG_KEYS.items()},
             "hidden_act": "gelu",
-            "hidden_dropout_prob": architecture["dropout"],
-            "attention_probs_dropout_prob": architecture["attention_dropout"],
             "max_position_embeddings": architecture["max_position_embeddings"]
             + self.position_offset(pad_token_id),
             "type_vocab_size": self.type_vocab_size,
-            "layer_norm_eps": architecture["layer_norm_eps"],
             "pad_token_id": pad_token_id,
             **({"bos_token_id": cls_id, "eos_token_id": sep_id} if self.bos_eos else {}),
             "position_embedding_type": "absolute",
             "tie_word_embeddings": tied,
             "architectures": [self.masked_lm],
+        }
+
+    def architecture(self, config: Mapping[str, Any], pad_token_id: int) -> dict[str, Any]:
+        """The bertlab architecture options a transformers `config` (config.json) sets.
+
+        The inverse of `config_kwargs`: the table keys, the position table less the offset, and the
+        encoder choices the format stands for (the first of ENCODER_CHOICES); the other options keep
+        the Encoder's defaults.
+        """
+        return {
+            **{option: values[0] for option, values in ENCODER_CHOICES.items()},
+            **{
+                ours: config[theirs] if default is None else config.get(theirs, default)
+                for ours, (theirs, default) in CONFIG_KEYS.items()
+            },
+            "max_position_embeddings": config["max_position_embeddings"] - self.position_offset(pad_token_id),
         }
 
     @property

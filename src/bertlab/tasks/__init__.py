@@ -1,1 +1,2 @@
-"""LightningModules: what one training, validation and test step computes for each task."""
+"""LightningModules, one per task (training objective: `mlm`, `classification`, the name a checkpoint records):
+what one training, validation and test step computes."""

@@ -16,25 +16,30 @@ from bertlab.training.parameter_groups import optimizer_and_schedule
 
 class BackboneWithHead(L.LightningModule):
     """`optimizer` and `scheduler` are factories (Hydra `_partial_` objects): parameters and the step count
-    are bound in `configure_optimizers`. `run_config` (the resolved, plain config) is stored in checkpoints
-    so that a checkpoint says how to rebuild its model; nothing else from the config is pickled.
+    are bound in `configure_optimizers`, the parameter groups' rates derived from `lr` (the optimizer's
+    rate, resolved before the model is built). `run_config` (the resolved, plain config) is stored in
+    checkpoints so that a checkpoint says how to rebuild its model; nothing else from the config is pickled.
+    A module built without an optimizer (evaluation only) cannot be trained.
     """
 
-    task: str  # the checkpoint payload's task name (run_folder.TASK_RUNS)
+    task: str  # the checkpoint payload's task name (run_folder.TASK_KINDS)
 
     def __init__(
         self,
         backbone: nn.Module,
         head: nn.Module,
-        optimizer: Callable[..., torch.optim.Optimizer],
+        optimizer: Callable[..., torch.optim.Optimizer] | None,
         scheduler: Callable[..., Any] | None = None,
         run_config: dict[str, Any] | None = None,
+        *,
+        lr: float | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.lr = lr
         self.run_config = run_config or {}
 
     def _log_training(self, loss: torch.Tensor, lr_group: int) -> None:
@@ -64,11 +69,14 @@ class BackboneWithHead(L.LightningModule):
         return {}
 
     def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None or self.lr is None:
+            raise RuntimeError(f"{type(self).__name__} was built without an optimizer and its rate")
         return optimizer_and_schedule(
             self.optimizer_factory,
             self.scheduler_factory,
             self.backbone,
             self.head,
+            self.lr,
             lambda: int(self.trainer.estimated_stepping_batches),
             **self.parameter_group_options(),
         )

@@ -31,14 +31,16 @@ class SequenceClassifier(BackboneWithHead):
         backbone: nn.Module,
         head: nn.Module,
         num_labels: int,
-        optimizer: Callable[..., torch.optim.Optimizer],
+        optimizer: Callable[..., torch.optim.Optimizer] | None,
         scheduler: Callable[..., Any] | None = None,
         head_lr: float | None = None,
         layerwise_lr_decay: float = 1.0,
         run_config: dict[str, Any] | None = None,
         backbone_config: dict[str, Any] | None = None,
+        *,
+        lr: float | None = None,
     ) -> None:
-        super().__init__(backbone, head, optimizer, scheduler, run_config)
+        super().__init__(backbone, head, optimizer, scheduler, run_config, lr=lr)
         self.head_lr = head_lr
         self.layerwise_lr_decay = layerwise_lr_decay
         self.backbone_config = backbone_config or {}

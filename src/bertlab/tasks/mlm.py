@@ -28,11 +28,13 @@ class MaskedLanguageModel(BackboneWithHead):
         self,
         backbone: nn.Module,
         head: nn.Module,
-        optimizer: Callable[..., torch.optim.Optimizer],
+        optimizer: Callable[..., torch.optim.Optimizer] | None,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         run_config: dict[str, Any] | None = None,
+        *,
+        lr: float | None = None,
     ) -> None:
-        super().__init__(backbone, head, optimizer, scheduler, run_config)
+        super().__init__(backbone, head, optimizer, scheduler, run_config, lr=lr)
         self.head.tie_to(backbone.word_embeddings)
         self.token_rate = TokenRate()
         self.val_loss, self.val_accuracy = MeanMetric(), MeanMetric()

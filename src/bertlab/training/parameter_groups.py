@@ -1,4 +1,4 @@
-"""Optimizer parameter groups shared by the tasks: weight decay off for biases and norms, and learning
+"""Optimizer parameter groups shared by both LightningModules (tasks/): weight decay off for biases and norms, and learning
 rates by depth (layer-wise decay; the head at its own rate). Depth 0 is the embeddings, i + 1 encoder
 layer i, num_layers + 1 anything above the layers (a final norm)."""
 
@@ -65,16 +65,17 @@ def optimizer_and_schedule(
     scheduler_factory: Callable[..., Any] | None,
     backbone: nn.Module,
     head: nn.Module,
+    lr: float,
     total_steps: Callable[[], int],
     layerwise_lr_decay: float = 1.0,
     head_lr: float | None = None,
 ) -> Any:
     """What a LightningModule's configure_optimizers returns: the optimizer and a per-step schedule.
 
-    `total_steps` is asked only when there is a schedule (it needs the Trainer's data).
+    `lr` is the optimizer's rate (the factory's own); `total_steps` is asked only when there is a schedule
+    (it needs the Trainer's data).
     """
-    base_lr = optimizer_factory([nn.Parameter(torch.zeros(1))]).defaults["lr"]  # the configured lr
-    groups = parameter_groups(backbone, head, base_lr, layerwise_lr_decay, head_lr)
+    groups = parameter_groups(backbone, head, lr, layerwise_lr_decay, head_lr)
     optimizer = optimizer_factory(groups)
     if scheduler_factory is None:
         return optimizer

@@ -1,5 +1,7 @@
-"""Resuming: resolved once into a `ResumePlan`, checked against the config and the model, and the
-restoring of what Lightning does not.
+"""Resuming, owned here: what a launch asks for (`ResumeRequest`), the launcher guard's question answered
+without side effects (`resumes_in_place`), the one decision (`plan_resume`: claims the run folder, reads the
+checkpoint once, checks it against the config, returns a frozen `ResumePlan`), and the restoring of what
+Lightning does not.
 
 Lightning restores weights, optimizer, scheduler, precision scaler, step and epoch counters. This module
 adds the rest of an exact resume: every RNG stream (dropout; data order is seeded from (seed, epoch) and
@@ -21,9 +23,39 @@ import torch
 from torch import nn
 
 from bertlab.errors import BertlabError
-from bertlab.run_folder import read_checkpoint, read_saved_run
+from bertlab.run_folder import claim_run_folder, examine_run_folder
+from bertlab.saved_run import SavedRun
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ResumeRequest:
+    """What a launch asks for: the `training.resume` section as plain values (same names)."""
+
+    is_resume: bool = False
+    resume_pretraining_name: str | None = None  # another run of the same kind to continue from
+    checkpoint_path: str = "checkpoints/model.ckpt"  # relative to the run resumed from
+    strict: bool = True
+    load_only_model_state: bool = False
+    allow_config_changes: bool = False
+
+    def source(self, kind_dir: Path, name: str) -> tuple[Path | None, Path | None]:
+        """The run a resume continues (resume_pretraining_name, or run `name` itself) under
+        `kind_dir` (<output_dir>/<kind>) and its checkpoint file; (None, None) for a fresh run."""
+        if not self.is_resume:
+            return None, None
+        source_dir = Path(kind_dir) / (self.resume_pretraining_name or name)
+        return source_dir, source_dir / self.checkpoint_path
+
+
+def resumes_in_place(run_dir: Path, kind_dir: Path, name: str, request: ResumeRequest) -> bool:
+    """Whether the launch continues the run in `run_dir` itself; raises when it may not start at all.
+
+    Touches nothing: the launcher's guard asks it before Hydra writes into the folder.
+    """
+    source_dir, checkpoint = request.source(kind_dir, name)
+    return examine_run_folder(run_dir, source_dir, checkpoint).in_place
 
 
 @dataclass(frozen=True)
@@ -35,13 +67,20 @@ class ResumePlan:
     `fit_checkpoint` and the training sampler skips the batches already seen in the current epoch.
     """
 
-    source_dir: Path | None = None  # the run resumed from (this run's folder, or another)
-    checkpoint: Path | None = None
+    source: SavedRun | None = None  # the run resumed from (this run's folder, or another), read once
     model_only: bool = False
     strict: bool = True
     step: int = 0  # the optimizer step training continues from
     batches_done: int = 0  # training batches already consumed (step x accumulate_grad_batches)
     truncate_metrics: bool = False  # continuing in its own folder: drop metric rows after `step`
+
+    @property
+    def source_dir(self) -> Path | None:
+        return self.source.run_dir if self.source else None
+
+    @property
+    def checkpoint(self) -> Path | None:
+        return self.source.checkpoint if self.source else None
 
     @property
     def fit_checkpoint(self) -> str | None:
@@ -55,45 +94,57 @@ class ResumePlan:
 
 def plan_resume(
     run_dir: Path,
-    checkpoint: Path | None,
+    kind_dir: Path,
+    name: str,
+    request: ResumeRequest,
     *,
     run_config: dict[str, Any],
+    may_change: tuple[str, ...],
     world_size: int,
-    model_only: bool,
-    strict: bool,
-    allow_config_changes: bool,
     accumulate_grad_batches: int,
     main_process: bool = True,
 ) -> ResumePlan:
-    """Check that `checkpoint` (None: a fresh run) can continue as `run_config` on `world_size` processes,
-    and say how; refuses a changed model or data, naming the key (see check_resume_config)."""
-    if checkpoint is None:
+    """The one decision of how a run starts: claim `run_dir` (main process), read the checkpoint once,
+    check that it can continue as `run_config` on `world_size` processes. Refuses a changed model or data,
+    naming the key, unless the key is in `may_change` (see check_resume_config)."""
+    source_dir, checkpoint = request.source(kind_dir, name)
+    if main_process:
+        checkpoint = claim_run_folder(run_dir, source_dir, checkpoint)
+    elif checkpoint is not None and not checkpoint.is_file():
+        checkpoint = None  # other DDP processes start after the main one has claimed the folder
+    if checkpoint is None or source_dir is None:
         return ResumePlan()
-    saved = read_saved_run(checkpoint, "training.resume.checkpoint_path")
-    check_resume_world(saved.world_size, world_size, weights_only=model_only, allow=allow_config_changes)
-    check_resume_config(
-        saved.config, run_config, weights_only=model_only, allow=allow_config_changes, strict=strict
+    model_only = request.load_only_model_state
+    saved = SavedRun.read(checkpoint, source_dir, "training.resume.checkpoint_path")
+    check_resume_world(
+        saved.world_size, world_size, weights_only=model_only, allow=request.allow_config_changes
     )
-    step = 0 if model_only else int(saved.state["global_step"])
+    check_resume_config(
+        saved.config,
+        run_config,
+        may_change,
+        weights_only=model_only,
+        allow=request.allow_config_changes,
+        strict=request.strict,
+    )
+    step = 0 if model_only else saved.step
     return ResumePlan(
-        source_dir=checkpoint.parent.parent,
-        checkpoint=checkpoint,
+        source=saved,
         model_only=model_only,
-        strict=strict,
+        strict=request.strict,
         step=step,
         batches_done=step * accumulate_grad_batches,
-        truncate_metrics=main_process and checkpoint.parent.parent.resolve() == Path(run_dir).resolve(),
+        truncate_metrics=main_process and source_dir.resolve() == Path(run_dir).resolve(),
     )
 
 
 def restore_model(model: L.LightningModule, plan: ResumePlan) -> None:
     """Check the checkpoint fits `model`; load its weights now (model_only) or let Lightning (full)."""
-    if plan.checkpoint is None:
+    if plan.source is None:
         return
-    state = read_checkpoint(plan.checkpoint)
-    compare_state(model, state, plan.strict, plan.checkpoint)
+    compare_state(model, plan.source.state, plan.strict, plan.checkpoint)
     if plan.model_only:
-        model.load_state_dict(state["state_dict"], strict=plan.strict)
+        model.load_state_dict(plan.source.state_dict, strict=plan.strict)
         log.info("Loaded weights only from %s: fresh optimizer, schedule and step count", plan.checkpoint)
         return
     model.strict_loading = plan.strict
@@ -164,31 +215,9 @@ class RNGStateCallback(L.Callback):
             torch.cuda.set_rng_state_all(states["cuda"])
 
 
-# Keys a resumed run may change: how long and where it trains, and what it reports.
-RESUME_MAY_CHANGE = (
-    "experiment.name",
-    "experiment.output_dir",
-    "data.cache_dir",  # where prepared data is kept, not what it is (its fingerprint names the folder)
-    "logging.",
-    "training.max_steps",
-    "training.max_epochs",
-    "training.accelerator",
-    "training.devices",
-    "training.num_nodes",
-    "training.strategy",
-    "training.precision",
-    "training.num_workers",
-    "training.val_check_interval",
-    "training.limit_val_batches",
-    "training.checkpoint.every_n_steps",
-    "training.compile",
-    "training.baseline",
-    "training.peak_tflops",
-    "training.resume.",
-    "training.batch_size",
-)
 # With weights only, a fresh optimizer, schedule and data are fine too: only the model must stay.
 WEIGHTS_ONLY_MUST_MATCH = ("architecture.", "tokenizer.", "mlm_head.module.", "classification_head.")
+BATCH_SIZE = "training.batch_size"  # may change, with a warning: the data order differs from there
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -211,21 +240,28 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple
 
 
 def check_resume_config(
-    saved: dict[str, Any], current: dict[str, Any], weights_only: bool, allow: bool, strict: bool = True
+    saved: dict[str, Any],
+    current: dict[str, Any],
+    may_change: tuple[str, ...],
+    weights_only: bool,
+    allow: bool,
+    strict: bool = True,
 ) -> None:
     """Refuse a resume whose config changes the model or the data, naming the key (unless allowed).
 
-    Non-strict loading is meant for changed architectures: their key mismatches are listed when loading.
+    `may_change` lists the keys (and sections) a resume may change: how long and where it trains, what it
+    reports (config.schema.resume_may_change). Non-strict loading is meant for changed architectures:
+    their key mismatches are listed when loading.
     """
     for key, before, after in config_changes(saved, current):
-        if key == "training.batch_size":
+        if key == BATCH_SIZE:
             log.warning(
                 "training.batch_size changed on resume (%s -> %s): the data order differs from here",
                 before,
                 after,
             )
             continue
-        if key.startswith(RESUME_MAY_CHANGE) or key == "training.resume":
+        if any(key == allowed or key.startswith(f"{allowed}.") for allowed in may_change):
             continue
         if weights_only and not key.startswith(WEIGHTS_ONLY_MUST_MATCH):
             continue

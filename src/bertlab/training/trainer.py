@@ -47,7 +47,7 @@ class TrainerSettings:
         return cls(**{field.name: section[field.name] for field in fields(cls)})
 
 
-def build_trainer(
+def create_trainer(
     run_dir: Path,
     settings: TrainerSettings,
     *,

@@ -20,10 +20,10 @@ from bertlab.data.sampler import epoch_loader, process_share
 from bertlab.data.split_datamodule import SplitDataModule
 from bertlab.data.token_store import (
     TokenStore,
-    build_token_store,
     load_token_store,
     prepare_once,
     save_token_store,
+    to_token_store,
 )
 from bertlab.errors import BertlabError
 from bertlab.tokenizer import TextTokenizer
@@ -144,7 +144,7 @@ class ClassificationDataModule(SplitDataModule):
                 encoded = tokenizer.encode_sequences([text for text, _ in examples])
             except BertlabError as error:
                 raise error.in_section("tokenizer") from None
-            save_token_store(build_token_store(encoded, tokenizer.vocab_size), staging / f"{split}.pt")
+            save_token_store(to_token_store(encoded, tokenizer.vocab_size), staging / f"{split}.pt")
             torch.save(torch.tensor([index[label] for _, label in examples]), staging / f"{split}.labels.pt")
             counts[split] = len(examples)
         return {"examples": counts, "labels": self.labels}

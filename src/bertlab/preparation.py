@@ -15,25 +15,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from bertlab.data.preparation import read_state
-from bertlab.data.shard_store import MANIFEST, clear_stores
+from bertlab.config.instantiate import instantiate_section
+from bertlab.data.shard_store import clear_stores
+from bertlab.data.streaming_preparation import read_state
 from bertlab.errors import BertlabError
-from bertlab.hydra_glue import build
-from bertlab.run_folder import TOKENIZER_FILE, check_run_name
+from bertlab.run_folder import PREPARATION, TOKENIZER_FILE, check_run_name, refuse_finished_preparation
 from bertlab.training.distributed import is_main_process
 
 log = logging.getLogger(__name__)
-KIND = "preparation"
-
-
-def refuse_finished_preparation(run_dir: Path) -> None:
-    """A finished prepared folder is kept as it is: another preparation needs another name."""
-    if (Path(run_dir) / MANIFEST).is_file():
-        raise BertlabError(
-            f"folder {str(run_dir)!r} already holds a finished prepared dataset; nothing was changed. Train "
-            f"on it with data.prepared={run_dir}, or choose a new experiment.name",
-            "experiment.name",
-        )
+KIND = PREPARATION
 
 
 def prepare(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> None:
@@ -46,8 +36,8 @@ def prepare(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> None:
         return  # nothing to share out: a preparation uses its worker processes, not DDP
     check_run_name(cfg.experiment.name)
     refuse_finished_preparation(run_dir)
-    tokenizer = build(cfg, "tokenizer")
-    datamodule = build(cfg, "data")
+    tokenizer = instantiate_section(cfg, "tokenizer")
+    datamodule = instantiate_section(cfg, "data")
     if datamodule.prepared is not None:
         raise BertlabError(
             "a preparation writes its own folder; data.prepared is for the pretraining run that reads it",

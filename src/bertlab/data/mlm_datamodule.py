@@ -22,16 +22,16 @@ from bertlab.data.chunk_encoding import BadRecords, SplitRule, chunk_documents
 from bertlab.data.corpus import CHUNK_BYTES, SPLITS
 from bertlab.data.loader_workers import resolve_num_workers
 from bertlab.data.masking import MaskingPolicy
-from bertlab.data.preparation import (
+from bertlab.data.sampler import BatchKey, epoch_batch_loader, process_share
+from bertlab.data.shard_store import load_shards, read_manifest
+from bertlab.data.split_datamodule import SplitDataModule
+from bertlab.data.streaming_preparation import (
     PreparationPlan,
     encoding_settings,
     prepare_folder,
     resolve_num_proc,
     wait_for_manifest,
 )
-from bertlab.data.sampler import BatchKey, epoch_batch_loader, process_share
-from bertlab.data.shard_store import load_shards, read_manifest
-from bertlab.data.split_datamodule import SplitDataModule
 from bertlab.data.token_store import TokenStore
 from bertlab.errors import BertlabError
 from bertlab.run_folder import TOKENIZER_FILE
@@ -90,10 +90,10 @@ class BlockDataset(Dataset):
         return {"input_ids": input_ids, "epoch": key.epoch, "batch_index": key.batch_index}
 
 
-class PretrainingDataModule(SplitDataModule):
+class MLMDataModule(SplitDataModule):
     """Prepares (or reuses) the token stores of a corpus, and serves masked blocks from them.
 
-    Preparation streams the corpus through bertlab.data.preparation into a folder keyed by the corpus,
+    Preparation streams the corpus through bertlab.data.streaming_preparation into a folder keyed by the corpus,
     split and tokenizer (or reads `prepared`, a folder written by `+experiment=prepare`). The loaders
     yield unmasked blocks; `on_after_batch_transfer` masks each batch on the model's device. `masking`,
     `batch_size` and `num_workers` are given at run time (they live in other config sections).
@@ -176,7 +176,7 @@ class PretrainingDataModule(SplitDataModule):
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
     def plan(self, tokenizer: TextTokenizer) -> PreparationPlan:
-        """What preparing this corpus with `tokenizer` means, for bertlab.data.preparation."""
+        """What preparing this corpus with `tokenizer` means, for bertlab.data.streaming_preparation."""
         return PreparationPlan(
             fingerprint=self.fingerprint(tokenizer),
             chunks=functools.partial(self.source.chunks, SPLITS, self.chunk_bytes),

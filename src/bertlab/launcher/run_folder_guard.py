@@ -1,0 +1,173 @@
+"""The run-folder guard (a Hydra callback) and undoing a refused launch.
+
+The guard checks a launch's run folder (or sweep folder) before Hydra writes into it: it asks the resume
+owner (training/resume.py) a question that changes nothing, and refuses with one `Error:` line. The
+decision itself, claiming the folder, is made once, later, by the run (flow.plan_run). What a launch
+finds here is recorded, so that launch.py can remove what a launch refused by a later check wrote.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from bertlab.errors import BertlabError
+from bertlab.run_folder import (
+    PREPARATION,
+    RUN_LOG,
+    check_run_name,
+    check_writable,
+    checkpoints_of,
+    clear_unfinished_attempt,
+    refuse_finished_preparation,
+)
+from bertlab.training.distributed import is_main_process, refuse_relaunch_in_sweep
+from bertlab.training.resume import ResumeRequest, resumes_in_place
+
+
+@dataclass
+class LaunchFootprint:
+    """What a launch through launch.py found before Hydra wrote into the run folder, to undo it on refusal."""
+
+    run_dir: Path
+    first_created: Path | None  # the highest folder this launch creates; None when the run folder existed
+    log_size: int | None  # run.log's size before the launch; None when there was none
+    config_subdir: str  # where Hydra writes this launch's composed config
+    clear_outputs: bool = True  # False for a preparation, whose finished shards a relaunch continues from
+
+
+# Set by RunFolderGuard, read by undo_launch: Hydra's callbacks and launch.py's task function share one process.
+_launch: LaunchFootprint | None = None
+
+
+def record_launch(run_dir: Path, config_subdir: str, clear_outputs: bool = True) -> None:
+    global _launch
+    run_dir = Path(run_dir).absolute()
+    first_created = None
+    folder = run_dir
+    while not folder.exists():
+        first_created, folder = folder, folder.parent
+    log_file = run_dir / RUN_LOG
+    _launch = LaunchFootprint(
+        run_dir,
+        first_created,
+        log_file.stat().st_size if log_file.is_file() else None,
+        config_subdir,
+        clear_outputs,
+    )
+
+
+def undo_launch(run_dir: Path) -> None:
+    """Remove what a launch stopped by a check wrote, leaving every earlier file as it was.
+
+    A folder the launch created goes entirely. In a folder that existed: this launch's config and log
+    lines go, and, when no checkpoint exists, the attempt's outputs too (the run can be launched again).
+    """
+    footprint = _launch
+    run_dir = Path(run_dir).absolute()
+    if footprint is None or footprint.run_dir != run_dir or not run_dir.is_dir():
+        return
+    if footprint.first_created is not None:
+        shutil.rmtree(run_dir)
+        folder = run_dir.parent
+        while folder != footprint.first_created.parent and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+        return
+    config = run_dir / footprint.config_subdir
+    if config.is_dir():
+        shutil.rmtree(config)
+    log_file = run_dir / RUN_LOG
+    if footprint.log_size is None:
+        log_file.unlink(missing_ok=True)
+    elif log_file.is_file():
+        with log_file.open("r+b") as handle:
+            handle.truncate(footprint.log_size)
+    if footprint.clear_outputs and not checkpoints_of(run_dir):
+        clear_unfinished_attempt(run_dir)
+
+
+def _stop(error: BertlabError) -> None:
+    """Hydra turns exceptions raised in callbacks into warnings; SystemExit is not one of them."""
+    print(f"Error: {error}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+class RunFolderGuard(Callback):
+    """Checks a launch's run folder (or sweep folder) before Hydra writes into it.
+
+    A folder holding a checkpoint is never overwritten; one whose attempt never reached a checkpoint is
+    started again (the run clears it); a resume's composed config goes beside the run's own
+    (.hydra/resume-N).
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not is_main_process():
+            # A process started beside the main one (SLURM task, torchrun): the main one checks and creates
+            # the folder and writes .hydra/ (a resume's into .hydra/resume-N); this one writes no config.
+            with read_write(config.hydra), open_dict(config.hydra):
+                config.hydra.output_subdir = None
+            return
+        experiment = config.experiment
+        run_dir = Path(config.hydra.run.dir)
+        if experiment.kind == PREPARATION:  # a partial folder is continued, a finished one kept
+            try:
+                check_run_name(experiment.name)
+                check_writable(run_dir)
+                refuse_finished_preparation(run_dir)
+            except BertlabError as error:
+                _stop(error)
+            record_launch(run_dir, str(config.hydra.output_subdir), clear_outputs=False)
+            return
+        request = ResumeRequest(**OmegaConf.to_container(config.training.resume, resolve=True))
+        try:
+            check_run_name(experiment.name)
+            if request.resume_pretraining_name is not None:
+                check_run_name(request.resume_pretraining_name, "training.resume.resume_pretraining_name")
+            check_writable(run_dir)
+            in_place = resumes_in_place(
+                run_dir, Path(experiment.output_dir) / experiment.kind, experiment.name, request
+            )
+        except BertlabError as error:
+            _stop(error)
+        subdir = str(config.hydra.output_subdir)
+        if in_place and (run_dir / ".hydra").is_dir():
+            # Keep the run's original composed config; the resumed launch's goes beside it.
+            number = len(list((run_dir / ".hydra").glob("resume-*"))) + 1
+            subdir = f".hydra/resume-{number}"
+            with read_write(config.hydra), open_dict(config.hydra):
+                config.hydra.output_subdir = subdir
+        elif not in_place and run_dir.is_dir():
+            # A new attempt in a folder without a checkpoint: the earlier attempt's config and log go too.
+            shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+            (run_dir / RUN_LOG).unlink(missing_ok=True)
+        record_launch(run_dir, subdir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        training = config.training
+        try:
+            check_run_name(config.experiment.name)
+        except BertlabError as error:
+            _stop(error)
+        # Checked again in each job, for values swept per job. A SLURM launcher starts one task per device
+        # itself: no re-launch happens there, though this submitting host sees no SLURM environment.
+        if "SlurmLauncher" not in str(config.hydra.launcher.get("_target_", "")):
+            try:
+                refuse_relaunch_in_sweep(
+                    training.strategy, training.devices, training.num_nodes, training.accelerator
+                )
+            except BertlabError as error:
+                _stop(error)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if sweep_dir.exists() and any(sweep_dir.iterdir()):
+            _stop(
+                BertlabError(
+                    f"sweep folder {str(sweep_dir)!r} already exists; set experiment.name to a new name"
+                )
+            )
