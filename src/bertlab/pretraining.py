@@ -135,6 +135,7 @@ class Pretraining:
             info={
                 "task": MaskedLanguageModel.task,
                 "prepared_data": str(prepared_dir),
+                "evaluation": datamodule.evaluation_info(),
                 "vocab_size": tokenizer.vocab_size,
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "num_workers": datamodule.resolved_num_workers(

@@ -16,7 +16,10 @@ from omegaconf import MISSING
 # Every other key is part of the model or the data, which a resume must not change (training/resume.py).
 RESUMABLE = {"resume_may_change": True}
 # Resumable keys of sections that have no schema here (their _target_ checks them).
-UNTYPED_RESUMABLE = ("data.cache_dir",)  # where prepared data is kept, not what it is
+UNTYPED_RESUMABLE = (
+    "data.cache_dir",  # where prepared data is kept, not what it is
+    "data.eval_tokens",  # how much of val/test each evaluation reads, not what is trained on
+)
 
 
 @dataclass

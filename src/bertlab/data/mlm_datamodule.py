@@ -2,6 +2,10 @@
 
 Documents are concatenated (each ends with [SEP]) and cut into blocks of max_length - 2 tokens, wrapped in
 [CLS] ... [SEP]: no padding, no attention mask, one static shape.
+
+Validation and test read at most `eval_tokens` tokens each: the same evenly spaced blocks of the split at
+every evaluation, whatever the batch size or number of processes, so their cost stays fixed as the corpus
+grows (as Megatron, NeMo and cramming evaluate a fixed amount).
 """
 
 from __future__ import annotations
@@ -39,6 +43,25 @@ from bertlab.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
 BAD_RECORD_MODES = ("skip", "error")
+EVAL_TOKENS = 1 << 18  # 262,144 tokens per evaluation of val (and of test): 2,048 blocks of 128
+WHOLE_SPLIT = "all"
+
+
+def resolve_eval_tokens(eval_tokens: int | str | None) -> int | None:
+    """`eval_tokens` as a positive number of tokens, or None for the whole split (`null` or `all`)."""
+    if eval_tokens is None or eval_tokens == WHOLE_SPLIT:
+        return None
+    if isinstance(eval_tokens, bool) or not isinstance(eval_tokens, int) or eval_tokens < 1:
+        raise BertlabError(
+            f"must be a positive number of tokens, or null/{WHOLE_SPLIT} for the whole split, got {eval_tokens!r}",
+            "eval_tokens",
+        )
+    return eval_tokens
+
+
+def evenly_spaced(total: int, count: int) -> torch.Tensor:
+    """`count` indices spread evenly over range(total), the first one 0 (count <= total)."""
+    return torch.arange(count, dtype=torch.int64) * total // count
 
 
 class BlockDataset(Dataset):
@@ -48,10 +71,18 @@ class BlockDataset(Dataset):
     length - 2] view of it) plus the [CLS]/[SEP] columns; ids keep the store's compact dtype (converted
     on the device). The batch carries its epoch and batch index, which seed its masking there
     (bertlab.data.batch_masking).
+
+    `max_blocks` (evaluation splits) keeps that many blocks, evenly spaced over the whole split: a fixed
+    subset that depends only on the split and the cap.
     """
 
     def __init__(
-        self, store: TokenStore | Sequence[torch.Tensor], block_length: int, cls_id: int, sep_id: int
+        self,
+        store: TokenStore | Sequence[torch.Tensor],
+        block_length: int,
+        cls_id: int,
+        sep_id: int,
+        max_blocks: int | None = None,
     ) -> None:
         self.inner = block_length - 2
         shards = [store.ids] if isinstance(store, TokenStore) else list(store)
@@ -64,14 +95,20 @@ class BlockDataset(Dataset):
         ]
         counts = torch.tensor([0] + [p.shape[0] for p in self.parts], dtype=torch.int64)
         self.starts = torch.cumsum(counts, 0)
-        self.num_blocks = int(self.starts[-1])
+        self.num_blocks = int(self.starts[-1])  # of the whole split
         self.cls_id, self.sep_id = cls_id, sep_id
+        self.block_length = block_length
+        self.selected: torch.Tensor | None = None
+        if max_blocks is not None and max_blocks < self.num_blocks:
+            self.selected = evenly_spaced(self.num_blocks, max_blocks)
 
     def __len__(self) -> int:
-        return self.num_blocks
+        return self.num_blocks if self.selected is None else self.selected.numel()
 
     def rows(self, indices: torch.Tensor) -> torch.Tensor:
-        """Blocks `indices` (global over the shards), gathered with one index_select per shard touched."""
+        """Blocks `indices` (of this dataset), gathered with one index_select per shard touched."""
+        if self.selected is not None:
+            indices = self.selected[indices]
         if len(self.parts) == 1:
             return self.parts[0].index_select(0, indices)
         which = torch.searchsorted(self.starts, indices, right=True) - 1
@@ -97,6 +134,7 @@ class MLMDataModule(SplitDataModule):
     split and tokenizer (or reads `prepared`, a folder written by `+experiment=prepare`). The loaders
     yield unmasked blocks; `on_after_batch_transfer` masks each batch on the model's device. `masking`,
     `batch_size` and `num_workers` are given at run time (they live in other config sections).
+    `eval_tokens` caps what each evaluation of val and of test reads (None or "all": the whole split).
     """
 
     def __init__(
@@ -114,8 +152,10 @@ class MLMDataModule(SplitDataModule):
         on_bad_record: str = "skip",
         shard_tokens: int = 1 << 25,
         chunk_bytes: int = CHUNK_BYTES,
+        eval_tokens: int | str | None = EVAL_TOKENS,
     ) -> None:
         super().__init__(val_ratio, test_ratio, seed, batch_size, num_workers, empty_splits=True)
+        self.eval_tokens = resolve_eval_tokens(eval_tokens)
         if prepared is not None:
             read_manifest(prepared)
         if batch_size < 1:
@@ -241,6 +281,7 @@ class MLMDataModule(SplitDataModule):
                 block_length,
                 self.tokenizer.cls_id,
                 self.tokenizer.sep_id,
+                max_blocks=None if split == "train" else self.eval_blocks(block_length),
             )
             if len(dataset) == 0:
                 # val/test come from their own files, or are split off the training text by ratio
@@ -252,6 +293,15 @@ class MLMDataModule(SplitDataModule):
                     f"source.{split}" if from_files else f"{split}_ratio",
                 )
             self.datasets[split] = dataset
+            if split != "train":
+                log.info(
+                    "Each %s evaluation reads %s of the split's %s blocks (%s tokens; data.eval_tokens=%s)",
+                    split,
+                    f"{len(dataset):,}",
+                    f"{dataset.num_blocks:,}",
+                    f"{len(dataset) * block_length:,}",
+                    WHOLE_SPLIT if self.eval_tokens is None else self.eval_tokens,
+                )
         self.masker = BatchMasker(
             self.masking,
             self.tokenizer.special_ids,
@@ -260,6 +310,24 @@ class MLMDataModule(SplitDataModule):
             self.masking.num_predictions(block_length - 2),
             self.seed,
         )
+
+    def eval_blocks(self, block_length: int) -> int | None:
+        """Blocks per evaluation under the cap (at least one); None: the whole split."""
+        return None if self.eval_tokens is None else max(1, self.eval_tokens // block_length)
+
+    def evaluation_info(self) -> dict[str, Any]:
+        """What each evaluation of val and test reads, for run.json (before training.limit_val_batches)."""
+        info: dict[str, Any] = {"eval_tokens": WHOLE_SPLIT if self.eval_tokens is None else self.eval_tokens}
+        for split in ("val", "test"):
+            dataset = self.datasets[split]
+            info[split] = {
+                "blocks": len(dataset),
+                "tokens": len(dataset) * dataset.block_length,
+                "split_blocks": dataset.num_blocks,
+                "split_tokens": dataset.num_blocks * dataset.block_length,
+                "capped": dataset.selected is not None,
+            }
+        return info
 
     def device_type(self) -> str:
         """Where the batches go: the Trainer's device ('cpu' before there is a Trainer)."""
