@@ -26,6 +26,7 @@ BENCHMARKS = (
     "gpu_check",
     "quality",
     "pretraining_curve",
+    "eval_cost",
 )
 TIMEOUT = 420  # generous: the machine may be shared; together they take one to two minutes alone
 
@@ -165,6 +166,25 @@ def test_pretraining_curve_tiny_trains_the_three_arms_on_the_same_batches(tiny_r
         assert curves["bertlab (in-process)"][step][0] == pytest.approx(loss, abs=0.05)
     assert all(curve["8"][0] < curve["0"][0] for curve in curves.values())  # every arm learns
     assert "| HF BertForMaskedLM" in stdout
+
+
+def test_eval_cost_tiny_evaluates_the_same_tokens_at_both_sizes(tiny_results):
+    stdout, payload = finished(tiny_results, "eval_cost")
+    small, large = payload["corpora"]["1x"], payload["corpora"]["10x"]
+    assert large["tokens"] > 8 * small["tokens"]
+    for corpus in (small, large):
+        after, before = corpus["arms"]["after"], corpus["arms"]["before"]
+        assert after["capped"] and after["eval_tokens"] == 8192 and after["val_tokens_per_evaluation"] == 8192
+        assert after["measured_tokens_per_evaluation"] == [8192, 8192]  # step 0 and the last step
+        assert after["measured_test_tokens"] == [after["test_tokens_per_evaluation"]] == [8192]
+        assert not before["capped"] and before["eval_tokens"] == "all" and before["extrapolated"]
+        assert before["val_tokens_per_evaluation"] > 8192 and before["seconds_per_evaluation"] > 0
+    assert (
+        large["arms"]["before"]["val_tokens_per_evaluation"]
+        > 8 * small["arms"]["before"]["val_tokens_per_evaluation"]
+    )
+    assert payload["ratio_after"] > 0 and payload["target_ratio"] == 1.5
+    assert "seconds per evaluation 10x / 1x with the defaults" in stdout
 
 
 def test_gpu_check_without_cuda_says_so_and_runs_nothing(tmp_path):
