@@ -9,16 +9,18 @@
    batch 32 x 128) on each, in this process, and times every evaluation from Lightning's
    `on_validation_start` to `on_validation_end` (and the test pass), counting the tokens the model read.
    A run validates at step 0 and after its last step, then tests.
-3. Arms: `after` (the defaults: data.eval_tokens=262144) and `before` (data.eval_tokens=all, the whole
-   split, as every evaluation was before). A whole split of the 544 M-token corpus is 27 M tokens, minutes
-   per evaluation on a CPU, so `before` evaluates its first `--before-batches` batches only
+3. Arms: `after` (the defaults: data.eval_tokens=262144), `--rounds` runs per size in alternating order,
+   median seconds per evaluation; and `before` (data.eval_tokens=all, the whole split, as every evaluation
+   read before), one run per size. A whole val split of the 544 M-token corpus is 30 M tokens, minutes per
+   evaluation on a CPU, so by default `before` reads its first `--before-batches` batches only
    (training.limit_val_batches) and its seconds per evaluation are extrapolated linearly to the whole
-   split (evaluation cost is linear in tokens); `--before-full` measures it whole instead.
+   split (evaluation cost is linear in tokens); `--before-full` measures whole splits instead.
 
 Target: seconds per evaluation at 544 M tokens within 1.5x of those at 54 M with the defaults.
 
-    python benchmarks/eval_cost.py            # about 10 minutes on 2 cores (1.2 GB of shards in a temp folder)
-    python benchmarks/eval_cost.py --tiny     # seconds, for tests
+    python benchmarks/eval_cost.py                # about 2 minutes on 2 cores (1.2 GB of shards in a temp folder)
+    python benchmarks/eval_cost.py --before-full  # about 15 minutes: `before` evaluates whole splits
+    python benchmarks/eval_cost.py --tiny         # seconds, for tests
 """
 
 from __future__ import annotations
@@ -147,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the 54 M / 544 M tokens")
     parser.add_argument("--before-batches", type=int, default=128, help="batches the `before` arm times")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of the `after` arm per size")
     parser.add_argument("--before-full", action="store_true", help="time the whole split in `before`")
     parser.add_argument("--work", type=Path, default=None, help="folder for the prepared corpora and runs")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
@@ -157,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     run_args: list[str] = []
     vocab_size, sample_mb = 4096, 2.0
     if args.tiny:
-        args.scale, args.before_batches, vocab_size, sample_mb = 0.011, 4, 1000, 0.2
+        args.scale, args.before_batches, args.rounds, vocab_size, sample_mb = 0.011, 4, 1, 1000, 0.2
         run_args = ["data.eval_tokens=8192", "training.batch_size=8", "tokenizer.max_length=64"]
 
     from bertlab.data.embedded_corpus import generate_documents
@@ -171,55 +174,72 @@ def main(argv: list[str] | None = None) -> None:
 
     clock = EvaluationClock()
     clock.install()
-    rows, results = [], {}
+    folders, results = {}, {}
     for size, tokens in SIZES.items():
-        folder = work / "preparation" / size
+        folders[size] = work / "preparation" / size
         started = time.perf_counter()
-        manifest = write_prepared(folder, int(tokens * args.scale), sample, vocab_size)
-        written = time.perf_counter() - started
-        arms = {
-            "after": [],
-            "before": ["data.eval_tokens=all"]
-            + ([] if args.before_full else [f"training.limit_val_batches={args.before_batches}"]),
-        }
+        manifest = write_prepared(folders[size], int(tokens * args.scale), sample, vocab_size)
         results[size] = {
             "tokens": sum(s["tokens"] for s in manifest["splits"].values()),
             "val_tokens": manifest["splits"]["val"]["tokens"],
             "shards": manifest["shards"],
-            "write_seconds": round(written, 1),
+            "write_seconds": round(time.perf_counter() - started, 1),
             "arms": {},
         }
-        for arm, extra in arms.items():
-            name = f"{folder.name}_{arm}"
-            common = [f"data.prepared={folder}", "training.max_steps=2", *run_args, *extra]
-            info = pretrain(work, name, common)["evaluation"]
-            passes = clock.take()
-            val = [p for p in passes if p["stage"] == "val"]
-            per_token = sum(p["seconds"] for p in val) / sum(p["tokens"] for p in val)
-            measured = statistics.mean(p["seconds"] for p in val)
-            whole = info["val"]["tokens"]  # what one evaluation reads with this arm's eval_tokens
-            extrapolated = arm == "before" and not args.before_full
-            entry = {
+    before = ["data.eval_tokens=all"] + (
+        [] if args.before_full else [f"training.limit_val_batches={args.before_batches}"]
+    )
+    # The `after` arms alternate their order round by round, so neither size always runs first (cold).
+    schedule = [
+        (size, "after", round_)
+        for round_ in range(args.rounds)
+        for size in (list(SIZES) if round_ % 2 == 0 else list(SIZES)[::-1])
+    ] + [(size, "before", 0) for size in SIZES]
+    for size, arm, round_ in schedule:
+        extra = before if arm == "before" else []
+        name = f"{size}_{arm}_{round_}"
+        common = [f"data.prepared={folders[size]}", "training.max_steps=2", *run_args, *extra]
+        info = pretrain(work, name, common)["evaluation"]
+        passes = clock.take()
+        entry = results[size]["arms"].setdefault(
+            arm,
+            {
                 "eval_tokens": info["eval_tokens"],
-                "val_tokens_per_evaluation": whole,
+                "val_tokens_per_evaluation": info["val"]["tokens"],
                 "val_blocks_per_evaluation": info["val"]["blocks"],
                 "capped": info["val"]["capped"],
-                "measured_tokens_per_evaluation": [p["tokens"] for p in val],
-                "measured_seconds_per_evaluation": [round(p["seconds"], 3) for p in val],
                 "test_tokens_per_evaluation": info["test"]["tokens"],
-                "measured_test_tokens": [p["tokens"] for p in passes if p["stage"] == "test"],
-                "measured_test_seconds": [round(p["seconds"], 3) for p in passes if p["stage"] == "test"],
-                "seconds_per_evaluation": round(per_token * whole if extrapolated else measured, 2),
-                "extrapolated": extrapolated,
-            }
-            results[size]["arms"][arm] = entry
+                "measured_tokens_per_evaluation": [],
+                "measured_seconds_per_evaluation": [],
+                "measured_test_tokens": [],
+                "measured_test_seconds": [],
+                "extrapolated": arm == "before" and not args.before_full,
+            },
+        )
+        for p in passes:
+            prefix = "measured" if p["stage"] == "val" else "measured_test"
+            entry[f"{prefix}_tokens" + ("_per_evaluation" if p["stage"] == "val" else "")].append(p["tokens"])
+            entry[f"{prefix}_seconds" + ("_per_evaluation" if p["stage"] == "val" else "")].append(
+                round(p["seconds"], 3)
+            )
+    rows = []
+    for size, corpus in results.items():
+        for arm, entry in corpus["arms"].items():
+            seconds = entry["measured_seconds_per_evaluation"]
+            tokens = entry["measured_tokens_per_evaluation"]
+            whole = entry["val_tokens_per_evaluation"]
+            # linear in tokens: seconds per token read, times the tokens a whole evaluation reads
+            entry["seconds_per_evaluation"] = round(
+                sum(seconds) / sum(tokens) * whole if entry["extrapolated"] else statistics.median(seconds), 2
+            )
             rows.append(
                 [
                     size,
-                    f"{results[size]['tokens'] / 1e6:.1f} M",
+                    f"{corpus['tokens'] / 1e6:.1f} M",
                     arm,
                     f"{whole:,}",
-                    f"{entry['seconds_per_evaluation']}" + (" (extrapolated)" if extrapolated else ""),
+                    f"{entry['seconds_per_evaluation']}"
+                    + (" (extrapolated)" if entry["extrapolated"] else ""),
                 ]
             )
     small, large = (results[s]["arms"]["after"]["seconds_per_evaluation"] for s in SIZES)

@@ -14,6 +14,7 @@ from bertlab.data.token_store import TokenStore
 from bertlab.errors import BertlabError
 from bertlab.run import run
 from tests.conftest import FAST, compose_config, read_csv
+from tests.test_resume import interrupt_at, weights
 
 LENGTH = 64  # FAST's tokenizer.max_length
 CAP_BLOCKS = 10
@@ -92,6 +93,34 @@ def test_the_capped_subset_spreads_over_the_split_and_processes_share_it():
 
     assert blocks(3) == blocks(4) == chosen
     assert sorted(blocks(3, 0, 2) + blocks(3, 1, 2)) == chosen  # DDP: every process a share, all covered
+
+
+def test_a_capped_run_resumes_exactly(monkeypatch, tmp_path):
+    settings = [
+        *FAST,
+        "training.max_steps=10",
+        "training.val_check_interval=4",
+        "training.checkpoint.every_n_steps=5",
+        "training.precision=32-true",
+        f"data.eval_tokens={CAP_BLOCKS * LENGTH}",
+    ]
+    straight, cut = tmp_path / "pretraining" / "straight", tmp_path / "pretraining" / "cut"
+    run(compose_config(["+experiment=pretrain", "experiment.name=straight", *settings], tmp_path), straight)
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 6)
+        run(compose_config(["+experiment=pretrain", "experiment.name=cut", *settings], tmp_path), cut)
+    resumed = ["+experiment=pretrain", "experiment.name=cut", *settings, "training.resume.is_resume=true"]
+    run(compose_config(resumed, tmp_path), cut)
+    rows = [read_csv(folder / "metrics/eval/metrics.csv") for folder in (straight, cut)]
+    assert [(r["stage"], r["step"], r["loss"]) for r in rows[0]] == [
+        (r["stage"], r["step"], r["loss"]) for r in rows[1]
+    ]
+    assert [r["step"] for r in rows[0]] == ["0", "4", "8", "10", "10"]
+    assert all(
+        torch.equal(a, b) for a, b in zip(weights(straight).values(), weights(cut).values(), strict=True)
+    )
+    info = json.loads((cut / "run.json").read_text())["evaluation"]
+    assert info["val"]["capped"] and info["val"]["blocks"] == CAP_BLOCKS
 
 
 @pytest.mark.parametrize("value", [0, -5, "some", 1.5, True])
