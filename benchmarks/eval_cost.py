@@ -54,13 +54,14 @@ def write_prepared(folder: Path, total_tokens: int, sample: Path, vocab_size: in
     from bertlab.data.corpus import TextCorpus
     from bertlab.data.preparation import _manifest
     from bertlab.data.pretraining import PretrainingDataModule
-    from bertlab.data.shard_store import MANIFEST, SPLITS, ShardWriter
+    from bertlab.data.shard_store import MANIFEST, SPLITS, ShardWriter, clear_stores
     from bertlab.tokenizer import WordPieceTokenizer
 
     tokenizer = WordPieceTokenizer(vocab_size=vocab_size)
     documents = [line for line in sample.read_text().splitlines() if line.strip()]
     tokenizer.fit(documents)
     folder.mkdir(parents=True, exist_ok=True)
+    clear_stores(folder)
     tokenizer.save(folder / "tokenizer.json")
     datamodule = PretrainingDataModule(TextCorpus(train=str(sample)), val_ratio=0.05, test_ratio=0.05)
     plan = datamodule.plan(tokenizer)
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--tiny", action="store_true", help="a 600 k / 6 M token pair and a small cap")
     args = parser.parse_args(argv)
+    measured_on = machine()  # the date and load average at the start
     work = args.work or Path(tempfile.mkdtemp(prefix="eval_cost_"))
     work.mkdir(parents=True, exist_ok=True)
     run_args: list[str] = []
@@ -250,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
         args.output,
         {
             "benchmark": "eval_cost",
-            "machine": machine(),
+            "machine": measured_on,
             "scale": args.scale,
             "tiny": args.tiny,
             "before_batches": None if args.before_full else args.before_batches,
