@@ -52,9 +52,9 @@ def write_prepared(folder: Path, total_tokens: int, sample: Path, vocab_size: in
     from bertlab.atomic_write import atomic_write_text
     from bertlab.data.chunk_encoding import BadRecords
     from bertlab.data.corpus import TextCorpus
-    from bertlab.data.preparation import _manifest
-    from bertlab.data.pretraining import PretrainingDataModule
+    from bertlab.data.mlm_datamodule import MLMDataModule
     from bertlab.data.shard_store import MANIFEST, SPLITS, ShardWriter, clear_stores
+    from bertlab.data.streaming_preparation import _manifest
     from bertlab.tokenizer import WordPieceTokenizer
 
     tokenizer = WordPieceTokenizer(vocab_size=vocab_size)
@@ -63,7 +63,7 @@ def write_prepared(folder: Path, total_tokens: int, sample: Path, vocab_size: in
     folder.mkdir(parents=True, exist_ok=True)
     clear_stores(folder)
     tokenizer.save(folder / "tokenizer.json")
-    datamodule = PretrainingDataModule(TextCorpus(train=str(sample)), val_ratio=0.05, test_ratio=0.05)
+    datamodule = MLMDataModule(TextCorpus(train=str(sample)), val_ratio=0.05, test_ratio=0.05)
     plan = datamodule.plan(tokenizer)
     rule = datamodule.split_rule()
     encoded = tokenizer.backend.encode_batch(documents, add_special_tokens=False)
@@ -134,7 +134,7 @@ class EvaluationClock:
 def pretrain(output: Path, name: str, overrides: list[str]) -> dict[str, Any]:
     from hydra import compose, initialize_config_dir
 
-    from bertlab.hydra_glue import register
+    from bertlab.launcher.registration import register
     from bertlab.run import run
 
     register()
