@@ -20,7 +20,7 @@ from bertlab.baseline import linear_baseline
 from bertlab.config.checks import check_finetuning
 from bertlab.config.instantiate import edited_config, instantiate_node, instantiate_section, plain_config
 from bertlab.errors import BertlabError
-from bertlab.flow import BuiltRun, RunPlan, configured_lr, run_tokenizer, run_training
+from bertlab.flow import BuiltRun, RunPlan, configured_lr, resumes, run_tokenizer, run_training
 from bertlab.hf_import import HFStart, finetuning_source
 from bertlab.pretrained import inherit_architecture, load_backbone, open_pretrained_run
 from bertlab.reporting.test_outputs import write_test_outputs
@@ -93,7 +93,7 @@ class Finetuning:
     def resolve(self) -> FinetuningInputs:
         cfg = self.cfg
         check_finetuning(cfg)
-        source, is_resume = cfg.pretrained_experiment, bool(cfg.training.resume.is_resume)
+        source, is_resume = cfg.pretrained_experiment, resumes(cfg, self.run_dir)
         pretrained: SavedRun | None = None
         hf = finetuning_source(source.get("hf_path"), source.name, is_resume)
         if hf is not None:

@@ -33,7 +33,18 @@ from bertlab.config.instantiate import instantiate_section, plain_config
 from bertlab.config.schema import resume_may_change
 from bertlab.errors import BertlabError
 from bertlab.reporting.plots import write_run_plots
-from bertlab.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, RUN_INFO_FILE, TOKENIZER_FILE, write_json
+from bertlab.run_folder import (
+    BEST_CHECKPOINT,
+    COMPLETED,
+    INTERRUPTED,
+    LAST_CHECKPOINT,
+    RUN_INFO_FILE,
+    RUNNING,
+    TOKENIZER_FILE,
+    release_run_folder,
+    write_json,
+    write_run_status,
+)
 from bertlab.training.distributed import (
     device_count,
     is_main_process,
@@ -108,18 +119,32 @@ class RunKind(Protocol):
 def run_training(cfg: DictConfig, run_dir: Path, sweep: str | None, kind: RunKind) -> float | None:
     """Run `kind` per `cfg` into `run_dir`; returns the best monitored validation value (for sweepers)."""
     inputs = kind.resolve()
-    plan = plan_run(cfg, run_dir, inputs, sweep, kind.reports_mfu)
-    L.seed_everything(cfg.experiment.seed, workers=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    built = kind.build(inputs, plan)
-    trainer = make_trainer(cfg, plan, built, inputs.config)
-    write_run_info(plan, trainer, cfg.training, built.info)
-    best, finished = fit_and_test(
-        trainer, built, plan, validate=cfg.logging.log_eval, use_wandb=cfg.logging.use_wandb
-    )
-    if finished and cfg.logging.log_eval and trainer.is_global_zero:
-        kind.after_test(inputs, trainer, built)
-    return best
+    try:
+        plan = plan_run(cfg, run_dir, inputs, sweep, kind.reports_mfu)
+        if plan.resume.completed:
+            log.info("Run %s already completed (%s); nothing to do", run_dir, RUN_INFO_FILE)
+            return None
+        L.seed_everything(cfg.experiment.seed, workers=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        built = kind.build(inputs, plan)
+        trainer = make_trainer(cfg, plan, built, inputs.config)
+        write_run_info(plan, trainer, cfg.training, built.info)
+        try:
+            best = fit_and_test(
+                trainer, built, plan, validate=cfg.logging.log_eval, use_wandb=cfg.logging.use_wandb
+            )
+        except (TrainingInterrupted, SystemExit, KeyboardInterrupt):  # SystemExit: submitit's requeue
+            if is_main_process():
+                write_run_status(run_dir, INTERRUPTED)
+            raise
+        if cfg.logging.log_eval and trainer.is_global_zero:
+            kind.after_test(inputs, trainer, built)
+        if is_main_process():
+            write_run_status(run_dir, COMPLETED)
+        return best
+    finally:
+        if is_main_process():
+            release_run_folder(run_dir)
 
 
 def plan_run(
@@ -152,7 +177,7 @@ def plan_run(
         run_dir,
         Path(experiment.output_dir) / experiment.kind,
         experiment.name,
-        ResumeRequest(**plain_config(training.resume)),
+        resume_request(cfg),
         run_config=inputs.config,
         may_change=resume_may_change(),
         world_size=device_count(training.devices, accelerator) * training.num_nodes,
@@ -161,6 +186,18 @@ def plan_run(
     )
     log.info("Run folder %s; accelerator %s, precision %s", run_dir, accelerator, precision)
     return RunPlan(run_dir, accelerator, precision, optimizer, scheduler, resume, sweep, peak)
+
+
+def resume_request(cfg: DictConfig) -> ResumeRequest:
+    return ResumeRequest(**plain_config(cfg.training.resume))
+
+
+def resumes(cfg: DictConfig, run_dir: Path) -> bool:
+    """Whether this run continues from a checkpoint (then it needs no initial weights)."""
+    experiment = cfg.experiment
+    return resume_request(cfg).resumes(
+        run_dir, Path(experiment.output_dir) / experiment.kind, experiment.name
+    )
 
 
 def configured_lr(optimizer: DictConfig) -> float:
@@ -286,17 +323,16 @@ def write_run_info(plan: RunPlan, trainer: L.Trainer, training: DictConfig, info
         "torch": torch.__version__,
         "lightning": L.__version__,
         "command": sys.argv,
+        "status": RUNNING,  # then completed or interrupted (run_folder.write_run_status)
     }
     write_json(plan.run_dir / RUN_INFO_FILE, info)
 
 
 def fit_and_test(
     trainer: L.Trainer, built: BuiltRun, plan: RunPlan, validate: bool, use_wandb: bool
-) -> tuple[float | None, bool]:
-    """Baseline validation, fit, then the test split with the best checkpoint.
-
-    Returns (best monitored value, finished); finished is False when a signal interrupted training.
-    """
+) -> float | None:
+    """Baseline validation, fit, then the test split with the best checkpoint; returns the best monitored
+    value. A signal ends it with TrainingInterrupted once the checkpoint is saved."""
     model, datamodule, run_dir = built.model, built.datamodule, plan.run_dir
     try:
         with warnings.catch_warnings():
@@ -311,21 +347,15 @@ def fit_and_test(
 
 def _fit_and_test(
     trainer: L.Trainer, model: L.LightningModule, datamodule: Any, plan: RunPlan, validate: bool
-) -> tuple[float | None, bool]:
+) -> float | None:
     fit_checkpoint = plan.resume.fit_checkpoint
     if validate and fit_checkpoint is None:
         trainer.validate(model, datamodule=datamodule, verbose=False)  # the step-0 baseline row
-    try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=fit_checkpoint, weights_only=True)
-    except TrainingInterrupted as stop:
-        log.warning("Training interrupted at step %d; resume with training.resume.is_resume=true", stop.step)
-        if plan.sweep is not None:
-            raise  # the sweep records the job as interrupted instead of as a result
-        return None, False
+    trainer.fit(model, datamodule=datamodule, ckpt_path=fit_checkpoint, weights_only=True)
     best = plan.run_dir / BEST_CHECKPOINT
     if not best.exists():  # no validation ran: the last weights are the best known
         trainer.save_checkpoint(best, weights_only=False)
     best_score = next((c.best_model_score for c in trainer.checkpoint_callbacks if c.monitor), None)
     if validate:
         trainer.test(model, datamodule=datamodule, ckpt_path=str(best), weights_only=True)
-    return (float(best_score) if best_score is not None else None), True
+    return float(best_score) if best_score is not None else None

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from bertlab.config.checks import check_pretraining
 from bertlab.config.instantiate import edited_config, instantiate_node, instantiate_section, plain_config
 from bertlab.errors import BertlabError
-from bertlab.flow import BuiltRun, RunPlan, configured_lr, run_tokenizer, run_training
+from bertlab.flow import BuiltRun, RunPlan, configured_lr, resumes, run_tokenizer, run_training
 from bertlab.hf_import import HFStart, load_weights, pretraining_source
 from bertlab.run_folder import RUN_INFO_FILE, TOKENIZER_FILE
 from bertlab.tasks.mlm import EVAL_COLUMNS, TRAIN_COLUMNS, MaskedLanguageModel
@@ -66,7 +66,7 @@ class Pretraining:
 
     def resolve(self) -> PretrainingInputs:
         cfg = self.cfg
-        hf = pretraining_source(plain_config(cfg.architecture), bool(cfg.training.resume.is_resume))
+        hf = pretraining_source(plain_config(cfg.architecture), resumes(cfg, self.run_dir))
         run_cfg = edited_config(cfg, hf.pretraining_config) if hf is not None else cfg
         check_pretraining(run_cfg)
         training = run_cfg.training

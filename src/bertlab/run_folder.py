@@ -8,16 +8,19 @@ guard asks it before Hydra writes); `claim_run_folder` is the one place that act
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bertlab.atomic_write import replacing
 from bertlab.errors import BertlabError
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,9 @@ ATTEMPT_OUTPUTS = (
     WANDB_ID_FILE,
 )
 JOB_NAME_LIMIT = 100
+# A run's status in its run-info file: running until it ends; completed runs are not resumed by
+# training.resume.is_resume=auto.
+RUNNING, COMPLETED, INTERRUPTED = "running", "completed", "interrupted"
 # The kinds of run (experiment.kind): each lives under <experiment.output_dir>/<kind>/.
 PRETRAINING, FINETUNING, PREPARATION = "pretraining", "finetuning", "preparation"
 # The task (training objective) a checkpoint's payload names, and the kind of run that writes it.
@@ -190,8 +196,9 @@ def examine_run_folder(run_dir: Path, source_dir: Path | None, checkpoint: Path 
 
 
 def claim_run_folder(run_dir: Path, source_dir: Path | None, checkpoint: Path | None) -> Path | None:
-    """Act on `examine_run_folder`: clear an unfinished attempt's outputs, say so; returns the checkpoint
-    to resume from, or None."""
+    """Hold the folder (one launch per run folder), then act on `examine_run_folder`: clear an unfinished
+    attempt's outputs, say so; returns the checkpoint to resume from, or None."""
+    hold_run_folder(run_dir)
     claim = examine_run_folder(run_dir, source_dir, checkpoint)
     removed = clear_unfinished_attempt(run_dir) if claim.leftovers else []
     if removed or claim.restarts:
@@ -212,6 +219,76 @@ def refuse_finished_preparation(run_dir: Path) -> None:
             f"on it with data.prepared={run_dir}, or choose a new experiment.name",
             "experiment.name",
         )
+
+
+# -- one launch per run folder --------------------------------------------------------------------------
+@dataclass
+class _Hold:
+    descriptor: int
+    created: Path | None  # the highest folder the hold created for its lock file (removed on release)
+
+
+_holds: dict[Path, _Hold] = {}  # run folders this process holds
+
+
+def lock_file_of(run_dir: Path) -> Path:
+    """The run folder's lock, beside it: taken before the folder itself exists."""
+    run_dir = Path(run_dir).absolute()
+    return run_dir.parent / f".{run_dir.name}.lock"
+
+
+def hold_run_folder(run_dir: Path, key: str = "experiment.name") -> None:
+    """Make this process the one launch that owns `run_dir` until `release_run_folder` or its exit.
+
+    An exclusive `flock` on a lock file beside the folder: a second launch of the same run fails at once,
+    naming the process that holds it, and changes nothing; the OS releases the lock of a killed holder.
+    Holding the folder again in the same process is a no-op.
+    """
+    path = lock_file_of(run_dir)
+    if path in _holds:
+        return
+    created = None
+    folder = path.parent
+    while not folder.exists():
+        created, folder = folder, folder.parent
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(descriptor)
+            raise BertlabError(
+                f"run folder {str(run_dir)!r} is in use by another launch ({holder}); nothing was changed. "
+                f"Wait for it to end, or choose another experiment.name",
+                key,
+            ) from None
+        try:
+            same_file = os.stat(path).st_ino == os.fstat(descriptor).st_ino
+        except FileNotFoundError:
+            same_file = False
+        if same_file:  # else its holder removed it as we opened it: lock the new one
+            break
+        os.close(descriptor)
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    _holds[path] = _Hold(descriptor, created)
+
+
+def release_run_folder(run_dir: Path) -> None:
+    """End this process's hold on `run_dir`: the lock file goes, and the folders made only for it."""
+    path = lock_file_of(run_dir)
+    hold = _holds.pop(path, None)
+    if hold is None:
+        return
+    path.unlink(missing_ok=True)  # while still locked: a waiting launch then locks a new file
+    os.close(hold.descriptor)
+    if hold.created is not None:
+        folder = path.parent
+        while folder != hold.created.parent and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
 
 
 def check_writable(run_dir: Path) -> None:
@@ -245,3 +322,22 @@ def checkpoint_payload(task: str, config: dict[str, Any], world_size: int, **ext
 def write_json(path: Path, value: Any) -> None:
     """The run folder's JSON files: indented, one trailing newline."""
     Path(path).write_text(json.dumps(value, indent=2) + "\n")
+
+
+def read_run_status(run_dir: Path) -> str | None:
+    """The status the run-info file records (None for a run without one)."""
+    try:
+        return json.loads((Path(run_dir) / RUN_INFO_FILE).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def write_run_status(run_dir: Path, status: str) -> None:
+    """Record how the run ended in its run-info file (replaced whole: a reader never sees half of it)."""
+    path = Path(run_dir) / RUN_INFO_FILE
+    if not path.is_file():
+        return
+    info = json.loads(path.read_text())
+    info["status"] = status
+    with replacing(path, text=True) as handle:
+        handle.write(json.dumps(info, indent=2) + "\n")

@@ -67,7 +67,7 @@ class CheckpointConfig:
 
 @dataclass
 class ResumeConfig:
-    is_resume: bool = MISSING
+    is_resume: Any = MISSING  # true | false | auto (training/resume.py)
     resume_pretraining_name: str | None = MISSING
     checkpoint_path: str = MISSING
     strict: bool = MISSING

@@ -8,6 +8,7 @@ finds here is recorded, so that launch.py can remove what a launch refused by a 
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 from dataclasses import dataclass
@@ -25,10 +26,16 @@ from bertlab.run_folder import (
     check_writable,
     checkpoints_of,
     clear_unfinished_attempt,
+    hold_run_folder,
     refuse_finished_preparation,
+    release_run_folder,
 )
 from bertlab.training.distributed import is_main_process, refuse_relaunch_in_sweep
-from bertlab.training.resume import ResumeRequest, resumes_in_place
+from bertlab.training.resume import AUTO, ResumeRequest, already_completed, resumes_in_place
+
+log = logging.getLogger(__name__)
+# What a requeued SLURM job needs to continue in its own folder when it runs the same command again.
+REQUEUE_OVERRIDE = f"training.resume.is_resume={AUTO}"
 
 
 @dataclass
@@ -93,8 +100,15 @@ def undo_launch(run_dir: Path) -> None:
         clear_unfinished_attempt(run_dir)
 
 
-def _stop(error: BertlabError) -> None:
+def release_launch(run_dir: Path) -> None:
+    """End the launch's hold on its run folder (after undo_launch, if the launch was refused)."""
+    release_run_folder(Path(run_dir).absolute())
+
+
+def _stop(error: BertlabError, held: Path | None = None) -> None:
     """Hydra turns exceptions raised in callbacks into warnings; SystemExit is not one of them."""
+    if held is not None:
+        release_run_folder(held)
     print(f"Error: {error}", file=sys.stderr)
     raise SystemExit(2)
 
@@ -115,27 +129,39 @@ class RunFolderGuard(Callback):
                 config.hydra.output_subdir = None
             return
         experiment = config.experiment
-        run_dir = Path(config.hydra.run.dir)
+        run_dir = Path(config.hydra.run.dir).absolute()
         if experiment.kind == PREPARATION:  # a partial folder is continued, a finished one kept
             try:
                 check_run_name(experiment.name)
                 check_writable(run_dir)
-                refuse_finished_preparation(run_dir)
             except BertlabError as error:
                 _stop(error)
+            try:
+                hold_run_folder(run_dir)
+                refuse_finished_preparation(run_dir)
+            except BertlabError as error:
+                _stop(error, held=run_dir)
             record_launch(run_dir, str(config.hydra.output_subdir), clear_outputs=False)
             return
-        request = ResumeRequest(**OmegaConf.to_container(config.training.resume, resolve=True))
         try:
+            request = ResumeRequest(**OmegaConf.to_container(config.training.resume, resolve=True))
             check_run_name(experiment.name)
             if request.resume_pretraining_name is not None:
                 check_run_name(request.resume_pretraining_name, "training.resume.resume_pretraining_name")
             check_writable(run_dir)
+        except BertlabError as error:
+            _stop(error)
+        try:
+            hold_run_folder(run_dir)  # one launch per run folder, before Hydra writes into it
             in_place = resumes_in_place(
                 run_dir, Path(experiment.output_dir) / experiment.kind, experiment.name, request
             )
         except BertlabError as error:
-            _stop(error)
+            _stop(error, held=run_dir)
+        if in_place and already_completed(run_dir, request):
+            release_run_folder(run_dir)
+            print(f"Run {str(run_dir)!r} already completed; nothing to do", file=sys.stderr)
+            raise SystemExit(0)
         subdir = str(config.hydra.output_subdir)
         if in_place and (run_dir / ".hydra").is_dir():
             # Keep the run's original composed config; the resumed launch's goes beside it.
@@ -157,17 +183,41 @@ class RunFolderGuard(Callback):
             _stop(error)
         # Checked again in each job, for values swept per job. A SLURM launcher starts one task per device
         # itself: no re-launch happens there, though this submitting host sees no SLURM environment.
-        if "SlurmLauncher" not in str(config.hydra.launcher.get("_target_", "")):
+        launcher = str(config.hydra.launcher.get("_target_", ""))
+        if "hydra_submitit_launcher" in launcher:  # SLURM or submitit_local: jobs may be requeued
+            self._continue_requeued_jobs(config)
+        if "SlurmLauncher" not in launcher:
             try:
                 refuse_relaunch_in_sweep(
                     training.strategy, training.devices, training.num_nodes, training.accelerator
                 )
             except BertlabError as error:
                 _stop(error)
-        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir = Path(config.hydra.sweep.dir).absolute()
+        try:
+            hold_run_folder(sweep_dir)  # one launch per sweep folder; the OS releases it at exit
+        except BertlabError as error:
+            _stop(error)
         if sweep_dir.exists() and any(sweep_dir.iterdir()):
             _stop(
                 BertlabError(
                     f"sweep folder {str(sweep_dir)!r} already exists; set experiment.name to a new name"
-                )
+                ),
+                held=sweep_dir,
             )
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if is_main_process():
+            release_run_folder(Path(config.hydra.sweep.dir).absolute())
+
+    @staticmethod
+    def _continue_requeued_jobs(config: DictConfig) -> None:
+        """submitit requeues a preempted or timed-out job (SLURM, or submitit_local) by running it again
+        with the same overrides; with is_resume=auto it continues in its folder instead of being refused.
+        Each job composes its config from hydra.overrides.task, so the override goes there."""
+        overrides = config.hydra.overrides.task
+        if any(str(item).startswith("training.resume.is_resume=") for item in overrides):
+            return
+        with read_write(config.hydra):
+            overrides.append(REQUEUE_OVERRIDE)
+        log.info("Sweep jobs run with %s: a requeued job continues in its own folder", REQUEUE_OVERRIDE)

@@ -1,5 +1,7 @@
 """Stopping cleanly: SIGTERM (cluster preemption), SIGUSR2 (SLURM's warning before the time limit, as
-submitit asks for it) and Ctrl-C save the last checkpoint at the next step boundary and end training; the final step saves it too. Both save from on_train_batch_end, the same point
+submitit asks for it) and Ctrl-C save the last checkpoint at the next step boundary and end training; the final step saves it too.
+A handler that was installed before training (submitit's, which requeues the job on SIGUSR2) runs after
+the checkpoint is saved. launch.py then exits with INTERRUPTED_EXIT_STATUS. Both save from on_train_batch_end, the same point
 as the periodic checkpoints, so every last checkpoint resumes the same way.
 
 Under DDP every process installs the handler and, after each step, the processes agree whether any of them
@@ -18,6 +20,8 @@ from typing import Any
 import lightning as L
 
 log = logging.getLogger(__name__)
+# The exit status of a run a signal stopped after saving its checkpoint (EX_TEMPFAIL: relaunch to continue).
+INTERRUPTED_EXIT_STATUS = 75
 STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR2") if hasattr(signal, name)
 )
@@ -63,11 +67,19 @@ class StepBoundaryCheckpoint(L.Callback):
             trainer.should_stop = True
             trainer._logger_connector.update_train_step_metrics()
             log.warning(
-                "Stopped at step %d; checkpoint %s. Continue with training.resume.is_resume=true",
+                "Stopped at step %d; checkpoint %s. Continue with the same command and "
+                "training.resume.is_resume=auto (or true)",
                 trainer.global_step,
                 self.path,
             )
-            signal_name = signal.Signals(self.requested).name if self.requested is not None else None
+            signum = self.requested
+            signal_name = signal.Signals(signum).name if signum is not None else None
+            previous = self._previous.get(signum) if signum is not None else None
+            self._restore_handlers()
+            if callable(previous) and previous is not signal.default_int_handler:
+                # A launcher's own handler, now that the checkpoint is saved: submitit's on SIGUSR2
+                # requeues the job (it runs the same command again, which continues from here).
+                previous(signum, None)
             raise TrainingInterrupted(trainer.global_step, self.path, signal_name)
         if 0 < trainer.max_steps <= trainer.global_step:
             self._save(trainer)
@@ -79,6 +91,9 @@ class StepBoundaryCheckpoint(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.saved_step != trainer.global_step:  # ended by max_epochs rather than max_steps
             self._save(trainer)
+        self._restore_handlers()
+
+    def _restore_handlers(self) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()

@@ -23,30 +23,68 @@ import torch
 from torch import nn
 
 from bertlab.errors import BertlabError
-from bertlab.run_folder import claim_run_folder, examine_run_folder
+from bertlab.run_folder import COMPLETED, claim_run_folder, examine_run_folder, read_run_status
 from bertlab.saved_run import SavedRun
 
 log = logging.getLogger(__name__)
 
 
+AUTO = "auto"  # training.resume.is_resume=auto: continue this run if it has a checkpoint, else start it
+
+
 @dataclass(frozen=True)
 class ResumeRequest:
-    """What a launch asks for: the `training.resume` section as plain values (same names)."""
+    """What a launch asks for: the `training.resume` section as plain values (same names).
 
-    is_resume: bool = False
+    `is_resume`: true (continue a run; it must exist), false (a new run), or "auto": continue this run in
+    its own folder if it has `checkpoint_path`, start it otherwise, so that a requeued job can run the same
+    command again.
+    """
+
+    is_resume: bool | str = False
     resume_pretraining_name: str | None = None  # another run of the same kind to continue from
     checkpoint_path: str = "checkpoints/model.ckpt"  # relative to the run resumed from
     strict: bool = True
     load_only_model_state: bool = False
     allow_config_changes: bool = False
 
-    def source(self, kind_dir: Path, name: str) -> tuple[Path | None, Path | None]:
-        """The run a resume continues (resume_pretraining_name, or run `name` itself) under
-        `kind_dir` (<output_dir>/<kind>) and its checkpoint file; (None, None) for a fresh run."""
+    def __post_init__(self) -> None:
+        if self.is_resume not in (True, False, AUTO):
+            raise BertlabError(
+                f"must be true, false or auto (continue this run if it has a checkpoint, else start it), "
+                f"got {self.is_resume!r}",
+                "training.resume.is_resume",
+            )
+        if self.is_resume == AUTO and self.resume_pretraining_name is not None:
+            raise BertlabError(
+                "auto continues this run in its own folder; to continue another run set "
+                "training.resume.is_resume=true",
+                "training.resume.resume_pretraining_name",
+            )
+
+    def source(self, run_dir: Path, kind_dir: Path, name: str) -> tuple[Path | None, Path | None]:
+        """The run a resume continues and its checkpoint file; (None, None) for a fresh run.
+
+        With true, run `resume_pretraining_name` (or run `name` itself) under `kind_dir`
+        (<output_dir>/<kind>); with auto, the run in `run_dir` (a sweep job's folder too) if it has a
+        checkpoint.
+        """
+        if self.is_resume == AUTO:
+            checkpoint = Path(run_dir) / self.checkpoint_path
+            return (Path(run_dir), checkpoint) if checkpoint.is_file() else (None, None)
         if not self.is_resume:
             return None, None
         source_dir = Path(kind_dir) / (self.resume_pretraining_name or name)
         return source_dir, source_dir / self.checkpoint_path
+
+    def resumes(self, run_dir: Path, kind_dir: Path, name: str) -> bool:
+        """Whether the run continues from a checkpoint (and so needs no initial weights)."""
+        return self.source(run_dir, kind_dir, name)[1] is not None
+
+
+def already_completed(run_dir: Path, request: ResumeRequest) -> bool:
+    """is_resume=auto on a run that ran to its end: the relaunch has nothing to do."""
+    return request.is_resume == AUTO and read_run_status(run_dir) == COMPLETED
 
 
 def resumes_in_place(run_dir: Path, kind_dir: Path, name: str, request: ResumeRequest) -> bool:
@@ -54,7 +92,7 @@ def resumes_in_place(run_dir: Path, kind_dir: Path, name: str, request: ResumeRe
 
     Touches nothing: the launcher's guard asks it before Hydra writes into the folder.
     """
-    source_dir, checkpoint = request.source(kind_dir, name)
+    source_dir, checkpoint = request.source(run_dir, kind_dir, name)
     return examine_run_folder(run_dir, source_dir, checkpoint).in_place
 
 
@@ -73,6 +111,7 @@ class ResumePlan:
     step: int = 0  # the optimizer step training continues from
     batches_done: int = 0  # training batches already consumed (step x accumulate_grad_batches)
     truncate_metrics: bool = False  # continuing in its own folder: drop metric rows after `step`
+    completed: bool = False  # is_resume=auto found the run completed: nothing to do
 
     @property
     def source_dir(self) -> Path | None:
@@ -107,9 +146,11 @@ def plan_resume(
     """The one decision of how a run starts: claim `run_dir` (main process), read the checkpoint once,
     check that it can continue as `run_config` on `world_size` processes. Refuses a changed model or data,
     naming the key, unless the key is in `may_change` (see check_resume_config)."""
-    source_dir, checkpoint = request.source(kind_dir, name)
+    source_dir, checkpoint = request.source(run_dir, kind_dir, name)
     if main_process:
         checkpoint = claim_run_folder(run_dir, source_dir, checkpoint)
+    if checkpoint is not None and already_completed(run_dir, request):
+        return ResumePlan(completed=True)
     elif checkpoint is not None and not checkpoint.is_file():
         checkpoint = None  # other DDP processes start after the main one has claimed the folder
     if checkpoint is None or source_dir is None:
