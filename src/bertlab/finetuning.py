@@ -56,6 +56,21 @@ def architecture_config(
     return merged, overrides
 
 
+def freeze_schedule(backbone: Any, freeze: dict[str, Any]) -> FreezeSchedule:
+    """The training.freeze section as a callback; errors name its keys."""
+    try:
+        return FreezeSchedule(
+            backbone,
+            backbone.num_layers,
+            embeddings=freeze["embeddings"],
+            layers=freeze["layers"],
+            backbone_frozen=freeze["backbone"],
+            unfreeze_after_epochs=freeze["unfreeze_after_epochs"],
+        )
+    except BertlabError as error:
+        raise error.in_section("training.freeze") from None
+
+
 def finetune(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float | None:
     """Finetune per `cfg` into `run_dir`; returns the best monitored validation value (for sweepers)."""
     return run_training(cfg, run_dir, sweep, Finetuning(cfg, run_dir))
@@ -77,8 +92,11 @@ class FinetuningInputs:
     hf: HFStart | None  # or the Hugging Face model folder it starts from
 
     @property
-    def starts_pretrained(self) -> bool:
-        return self.pretrained is not None or self.hf is not None
+    def start_record(self) -> dict[str, Any] | None:
+        """Where the backbone's weights came from, for the run-info file."""
+        if self.pretrained is not None:
+            return {"run": str(self.pretrained.run_dir), "checkpoint": str(self.pretrained.checkpoint)}
+        return {"hf_source": self.hf.model.record()} if self.hf is not None else None
 
 
 class Finetuning:
@@ -151,8 +169,7 @@ class Finetuning:
 
     def build(self, inputs: FinetuningInputs, plan: RunPlan) -> BuiltRun:
         run_dir, datamodule, training = self.run_dir, inputs.datamodule, inputs.config["training"]
-        pretrained, hf = inputs.pretrained, inputs.hf
-        source_run = pretrained.run_dir if pretrained else plan.resume.source_dir
+        source_run = inputs.pretrained.run_dir if inputs.pretrained else plan.resume.source_dir
         tokenizer = run_tokenizer(
             inputs.tokenizer,
             run_dir,
@@ -164,38 +181,14 @@ class Finetuning:
         prepared_dir = datamodule.prepare(tokenizer)
         datamodule.setup("fit")
 
-        backbone = instantiate_node(
-            inputs.architecture,
-            "architecture",
-            vocab_size=tokenizer.vocab_size,
-            pad_token_id=tokenizer.pad_id,
-        )
-        if plan.resume.checkpoint is None and (pretrained or hf):
-            weights, origin = (
-                (pretrained.state_dict, pretrained.checkpoint)
-                if pretrained
-                else (hf.state_dict, hf.model.folder)
-            )
-            load_backbone(backbone, weights, origin)
-            log.info("Backbone loaded from %s", origin)
+        backbone = self._backbone(inputs, plan, tokenizer)
         head = instantiate_node(
             inputs.config["classification_head"],
             "classification_head",
             hidden_size=backbone.hidden_size,
             num_labels=datamodule.num_labels,
         )
-        freeze = training["freeze"]
-        try:
-            freezing = FreezeSchedule(
-                backbone,
-                backbone.num_layers,
-                embeddings=freeze["embeddings"],
-                layers=freeze["layers"],
-                backbone_frozen=freeze["backbone"],
-                unfreeze_after_epochs=freeze["unfreeze_after_epochs"],
-            )
-        except BertlabError as error:
-            raise error.in_section("training.freeze") from None
+        freezing = freeze_schedule(backbone, training["freeze"])
         model = SequenceClassifier(
             backbone,
             head,
@@ -208,10 +201,6 @@ class Finetuning:
             backbone_config=inputs.architecture,
             lr=inputs.lr,
         )
-        if pretrained:
-            pretrained_from = {"run": str(pretrained.run_dir), "checkpoint": str(pretrained.checkpoint)}
-        else:
-            pretrained_from = {"hf_source": hf.model.record()} if hf else None
         return BuiltRun(
             model,
             datamodule,
@@ -219,7 +208,7 @@ class Finetuning:
             eval_columns=EVAL_COLUMNS,
             info={
                 "task": SequenceClassifier.task,
-                "pretrained_from": pretrained_from,
+                "pretrained_from": inputs.start_record,
                 "architecture": inputs.architecture,
                 "architecture_overrides": inputs.architecture_overrides,
                 "learning_rate": {"lr": inputs.lr, "head_lr": inputs.head_lr},
@@ -230,6 +219,26 @@ class Finetuning:
             },
             callbacks=[freezing],
         )
+
+    @staticmethod
+    def _backbone(inputs: FinetuningInputs, plan: RunPlan, tokenizer: TextTokenizer) -> Any:
+        """The backbone, with the pretrained weights unless the run resumes (its checkpoint has them)."""
+        backbone = instantiate_node(
+            inputs.architecture,
+            "architecture",
+            vocab_size=tokenizer.vocab_size,
+            pad_token_id=tokenizer.pad_id,
+        )
+        pretrained, hf = inputs.pretrained, inputs.hf
+        if plan.resume.checkpoint is None and (pretrained or hf):
+            weights, origin = (
+                (pretrained.state_dict, pretrained.checkpoint)
+                if pretrained
+                else (hf.state_dict, hf.model.folder)
+            )
+            load_backbone(backbone, weights, origin)
+            log.info("Backbone loaded from %s", origin)
+        return backbone
 
     def after_test(self, inputs: FinetuningInputs, trainer: L.Trainer, built: BuiltRun) -> None:
         """The test results and predictions, with the linear baseline's figures beside the model's."""
