@@ -115,3 +115,33 @@ def test_bad_override_through_launch_exits_nonzero_with_the_key(tmp_path):
     assert result.returncode != 0
     assert "architecture.num_heads: 3 heads do not divide hidden_size 128" in result.stderr
     assert not (tmp_path / "pretraining" / "pretrain" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        (
+            "training.optimzer.lr=1",
+            "Error: Could not override 'training.optimzer.lr'. To append to your config use "
+            "+training.optimzer.lr=1; Key 'optimzer' not in 'PretrainTrainingConfig'",
+        ),
+        (
+            "training.max_steps=abc",
+            "Error: Error merging override training.max_steps=abc; Value 'abc' of type 'str' could not be "
+            "converted to Integer",
+        ),
+        (
+            "architecture=nope",
+            "Error: In 'config': Could not find 'architecture/nope'; Available options in 'architecture': "
+            "bert_base, bert_medium, bert_mini, bert_small, bert_tiny, from_hf, from_pretrained, "
+            "modern_small, modern_tiny",
+        ),
+        ("training.resume.is_resume=maybe", "Error: training.resume.is_resume: must be true, false or auto"),
+    ],
+)
+def test_hydras_own_errors_are_one_error_line_with_exit_status_2(tmp_path, override, line):
+    result = launch(["+experiment=smoke", override], tmp_path, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(line), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not tmp_path.joinpath("pretraining").exists()
