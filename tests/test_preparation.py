@@ -19,8 +19,8 @@ from bertlab.data.corpus import TextCorpus
 from bertlab.data.pretraining import PretrainingDataModule
 from bertlab.errors import BertlabError
 from bertlab.run import run
-from bertlab.tokenizer import WordPieceTokenizer
-from tests.conftest import ROOT, compose_config, snapshot
+from bertlab.tokenizer import TextTokenizer, WordPieceTokenizer
+from tests.conftest import ROOT, compose_config, launch, snapshot
 
 WORDS = [
     "the",
@@ -265,4 +265,57 @@ def test_two_process_preparation_ends_when_the_parent_ignores_sigterm(tmp_path, 
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("refused: source.train: " if mode == "error" else "prepared"), (
         result.stdout
+    )
+
+
+def last_line(result) -> str:
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_error_mode_leaves_no_cache_lock_or_tokenizer_where_there_was_none(tmp_path):
+    """A run and a preparation stopped by a bad record: one Error line, exit 2, the output folder as it was."""
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(("\n".join(sentences(300)) + "\n").encode() + b"caf\xe9 latin-1\n")
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "kept.txt").write_text("a file of the user's")
+    expected = (
+        f"Error: data.source.train: {bad}:301 is not valid UTF-8 (byte 0xe9 at column 4); re-encode the file "
+        f"as UTF-8 (e.g. iconv -f latin1 -t utf-8); or set data.on_bad_record=skip to skip and count bad records"
+    )
+    common = [f"data.source.train={bad}", "data.on_bad_record=error", "data.num_proc=1"]
+    for args in (["+experiment=smoke", "data=text", *common], ["+experiment=prepare", *common]):
+        result = launch(args, output, check=False)
+        assert (result.returncode, last_line(result)) == (2, expected), result.stderr[-2000:]
+        assert sorted(p.name for p in output.rglob("*")) == ["kept.txt"]
+
+
+def test_a_damaged_prepared_folder_is_refused_naming_the_shard_and_the_command(tmp_path):
+    (tmp_path / "a.txt").write_text("\n".join(sentences(3000)) + "\n")
+    args = ["+experiment=prepare", f"data.source.train={tmp_path / 'a.txt'}", "experiment.name=corpus"]
+    launch(args, tmp_path)
+    prepared = tmp_path / "preparation" / "corpus"
+    shard = prepared / "train" / "00000.bin"
+    whole = shard.read_bytes()
+    rebuild = (
+        f"the folder is damaged; prepare it again with `python launch.py experiment.output_dir={tmp_path} "
+        f"{' '.join(args)}` after moving the damaged folder away (or with another experiment.name), then "
+        f"point data.prepared at the new folder"
+    )
+    pretrain = ["+experiment=smoke", f"data.prepared={prepared}", "training.max_steps=2"]
+    shard.write_bytes(whole[: len(whole) // 2])
+    result = launch(pretrain, tmp_path / "runs", check=False)
+    assert (result.returncode, last_line(result)) == (
+        2,
+        f"Error: data.prepared: shard 'train/00000.bin' of prepared folder '{prepared}' has "
+        f"{len(whole) // 2:,} bytes, its manifest records {len(whole):,}: {rebuild}",
+    )
+    assert not (tmp_path / "runs").exists()
+    shard.write_bytes(whole[:100] + bytes([whole[100] ^ 1]) + whole[101:])  # one bit flipped
+    data = PretrainingDataModule(TextCorpus(train=str(tmp_path / "a.txt")), prepared=str(prepared))
+    with pytest.raises(BertlabError) as caught:
+        data.prepare(TextTokenizer.from_file(prepared / "tokenizer.json"))
+    assert str(caught.value) == (
+        f"prepared: shard 'train/00000.bin' of prepared folder '{prepared}' does not match the checksum its "
+        f"manifest records: {rebuild}"
     )
