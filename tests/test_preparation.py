@@ -319,3 +319,46 @@ def test_a_damaged_prepared_folder_is_refused_naming_the_shard_and_the_command(t
         f"prepared: shard 'train/00000.bin' of prepared folder '{prepared}' does not match the checksum its "
         f"manifest records: {rebuild}"
     )
+
+
+def test_a_line_of_megabytes_is_read_and_encoded_in_bounded_pieces(tmp_path):
+    from bertlab.data.chunk_encoding import MAX_DOCUMENT_CHARS, BadRecords, chunk_documents
+
+    words = " ".join(sentences(2000))
+    line = (words + " ") * (3_000_000 // len(words)) + "naïve café"  # 3 MB, no newline, ends in UTF-8
+    (tmp_path / "long.txt").write_text(line)
+    corpus = TextCorpus(train=str(tmp_path / "long.txt"))
+    chunks = list(corpus.chunks(chunk_bytes=1 << 20))
+    assert len(chunks) == 3 and all(len(chunk.data) <= 1 << 20 for chunk in chunks)
+    documents = [d for chunk in chunks for d in chunk_documents(chunk, "text", False, BadRecords())]
+    assert all(len(d) <= MAX_DOCUMENT_CHARS for d in documents) and len(documents) > 3_000_000 / (1 << 16)
+    assert " ".join(documents) == line.strip()  # cut only at spaces: every word whole
+    data = datamodule(tmp_path, str(tmp_path / "long.txt"), chunk_bytes=1 << 20)
+    manifest = json.loads((data.prepare(tokenizer()) / "manifest.json").read_text())
+    assert manifest["splits"]["train"]["documents"] == len(documents) - sum(
+        manifest["splits"][s]["documents"] for s in ("val", "test")
+    )
+
+
+def test_a_split_that_comes_out_empty_says_so_at_once_with_advice_that_fits(tmp_path):
+    output = tmp_path / "out"
+    one = tmp_path / "one.txt"
+    one.write_text(" ".join(sentences(50)) + "\n")  # one document: a ratio cannot split it
+    result = launch(["+experiment=prepare", f"data.source.train={one}"], output, check=False)
+    assert (result.returncode, last_line(result)) == (
+        2,
+        "Error: data.val_ratio: the val split came out empty: the training text is a single document, which "
+        "a ratio cannot split (documents go to a split whole); give val text of its own with "
+        "data.source.val=<file>",
+    )
+    assert not output.exists()
+    few = tmp_path / "few.txt"
+    few.write_text("\n".join(sentences(4)) + "\n")
+    with pytest.raises(BertlabError) as caught:
+        datamodule(tmp_path / "few", str(few)).prepare(tokenizer())
+    assert str(caught.value) == (
+        "val_ratio: the val split came out empty: data.val_ratio=0.1 of 4 documents gave none (documents go to "
+        "a split whole, by a hash of their text); give val text of its own with data.source.val=<file>, or "
+        "raise data.val_ratio"
+    )
+    assert not (tmp_path / "few").exists()  # nothing left: no shards, state, lock or cache folder

@@ -84,6 +84,7 @@ class PreparationPlan:
     shard_tokens: int
     on_bad_record: str
     description: dict[str, Any]  # sources, tokenizer, settings: copied into the manifest
+    given_splits: frozenset[str] = frozenset({"train"})  # splits read from files of their own
 
 
 class Progress:
@@ -326,6 +327,7 @@ def _prepare(plan: PreparationPlan, folder: Path, num_proc: int) -> dict[str, An
         if writer is not None:
             writer.discard()
     manifest = _manifest(plan, records, bad)
+    _check_splits(plan, manifest)
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     seconds = time.monotonic() - started
     tokens = sum(s["tokens"] for s in manifest["splits"].values())
@@ -340,6 +342,36 @@ def _prepare(plan: PreparationPlan, folder: Path, num_proc: int) -> dict[str, An
     for source, firsts in bad.first.items():
         log.warning("%s: %s skipped; first: %s", source, bad.counts[source], "; ".join(firsts))
     return manifest
+
+
+def _check_splits(plan: PreparationPlan, manifest: dict[str, Any]) -> None:
+    """A split that was to get text but came out empty stops the preparation now, saying why: training
+    on the folder would be refused anyway."""
+    for split in ("val", "test"):
+        if manifest["splits"][split]["tokens"]:
+            continue
+        if split in plan.given_splits:
+            raise BertlabError(
+                f"the {split} files hold no text that could be read; check them (or leave data.source.{split} "
+                f"unset to split {split} text off the training files)",
+                f"source.{split}",
+            )
+        ratio = getattr(plan.settings.rule, f"{split}_ratio")
+        if ratio == 0:
+            continue  # left out on purpose
+        documents = sum(manifest["splits"][s]["documents"] for s in SPLITS)
+        if documents == 1:
+            advice = (
+                "the training text is a single document, which a ratio cannot split (documents go to a "
+                f"split whole); give {split} text of its own with data.source.{split}=<file>"
+            )
+        else:
+            advice = (
+                f"data.{split}_ratio={ratio} of {documents:,} documents gave none (documents go to a split whole, by "
+                f"a hash of their text); give {split} text of its own with data.source.{split}=<file>, or "
+                f"raise data.{split}_ratio"
+            )
+        raise BertlabError(f"the {split} split came out empty: {advice}", f"{split}_ratio")
 
 
 def _manifest(plan: PreparationPlan, records: list[dict[str, Any]], bad: BadRecords) -> dict[str, Any]:

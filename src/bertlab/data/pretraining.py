@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bertlab.data.batch_masking import BatchMasker
-from bertlab.data.chunk_encoding import BadRecords, SplitRule, chunk_documents
+from bertlab.data.chunk_encoding import MAX_DOCUMENT_CHARS, BadRecords, SplitRule, chunk_documents
 from bertlab.data.corpus import CHUNK_BYTES, SPLITS
 from bertlab.data.loader_workers import resolve_num_workers
 from bertlab.data.masking import MaskingPolicy
@@ -189,6 +189,7 @@ class PretrainingDataModule(SplitDataModule):
             self.shard_tokens,
             self.chunk_bytes,
             self.on_bad_record,
+            f"pieces-{MAX_DOCUMENT_CHARS}",
         ]
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
@@ -203,6 +204,7 @@ class PretrainingDataModule(SplitDataModule):
             ),
             shard_tokens=self.shard_tokens,
             on_bad_record=self.on_bad_record,
+            given_splits=frozenset(self.source.given_splits()),
             description={
                 "sources_fingerprint": self.source.fingerprint(),
                 "splits_fingerprint": self.splits_fingerprint(),
