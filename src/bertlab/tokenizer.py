@@ -343,7 +343,7 @@ class WordPieceTokenizer(TextTokenizer):
         for text in texts:
             characters.update(normalize(text))
         splitter = pre_tokenizers.BertPreTokenizer()
-        inside = (c for c in characters if len(splitter.pre_tokenize_str("a" + c)) == 1)
+        inside = (c for c in characters if [w for w, _ in splitter.pre_tokenize_str("a" + c)] == ["a" + c])
         return [f"##{c}" for c in sorted(inside)]
 
     def _train(self, texts: Callable[[], Iterable[str]]) -> Tokenizer:

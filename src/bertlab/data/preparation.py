@@ -17,6 +17,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -26,6 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from bertlab.atomic_write import atomic_write_text
 from bertlab.data.chunk_encoding import (
@@ -46,6 +49,7 @@ from bertlab.data.shard_store import (
 )
 from bertlab.data.text_sources import Chunk
 from bertlab.errors import BertlabError
+from bertlab.run_folder import HYDRA_CONFIG
 
 log = logging.getLogger(__name__)
 STATE = "preparation.json"  # what a partial folder is being prepared from (checked by a relaunch)
@@ -402,12 +406,9 @@ def _manifest(plan: PreparationPlan, records: list[dict[str, Any]], bad: BadReco
 def rebuild_advice(folder: Path) -> str:
     """How to prepare `folder` again: the command of its preparation run (from the overrides Hydra saved
     in it), into a new name; a folder without them is a cache, which is simply removed."""
-    overrides = Path(folder) / ".hydra" / "overrides.yaml"
+    overrides = Path(folder) / HYDRA_CONFIG.parent / "overrides.yaml"
     if not overrides.is_file():
         return f"remove {str(folder)!r} and it is prepared again on the next run"
-    import shlex
-
-    import yaml
 
     command = " ".join(shlex.quote(str(item)) for item in yaml.safe_load(overrides.read_text()) or [])
     return (

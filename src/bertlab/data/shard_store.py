@@ -187,11 +187,12 @@ def verify_shards(
         )
 
 
-def _crc32_of(path: Path, block: int = 16 << 20) -> int:
-    crc = 0
+def _crc32_of(path: Path, block: int = 1 << 20) -> int:
+    crc, buffer = 0, bytearray(block)
+    view = memoryview(buffer)
     with path.open("rb") as handle:
-        while data := handle.read(block):
-            crc = zlib.crc32(data, crc)
+        while size := handle.readinto(buffer):
+            crc = zlib.crc32(view[:size], crc)
     return crc
 
 
