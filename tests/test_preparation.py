@@ -362,3 +362,19 @@ def test_a_split_that_comes_out_empty_says_so_at_once_with_advice_that_fits(tmp_
         "raise data.val_ratio"
     )
     assert not (tmp_path / "few").exists()  # nothing left: no shards, state, lock or cache folder
+
+
+def test_error_mode_keeps_the_finished_shards_of_a_folder_that_existed(tmp_path):
+    lines = sentences(3000)
+    (tmp_path / "a.txt").write_bytes("\n".join(lines).encode() + b"\nnot \xff utf-8\n")
+    settings = {"on_bad_record": "error", "chunk_bytes": 8000, "shard_tokens": 6000}
+    fresh = datamodule(tmp_path / "fresh", str(tmp_path / "a.txt"), **settings)
+    with pytest.raises(BertlabError, match=r"a\.txt:3001 is not valid UTF-8"):
+        fresh.prepare(tokenizer())
+    assert not (tmp_path / "fresh").exists()  # created by this preparation: gone, lock and all
+    again = datamodule(tmp_path / "again", str(tmp_path / "a.txt"), **settings)
+    folder = again.cache_dir / again.fingerprint(tokenizer())
+    folder.mkdir(parents=True)  # as an interrupted preparation leaves it, to be continued
+    with pytest.raises(BertlabError, match=r"a\.txt:3001 is not valid UTF-8"):
+        again.prepare(tokenizer())
+    assert len(list((folder / "shards").glob("*.json"))) >= 3  # what it finished stays for the relaunch
