@@ -340,8 +340,13 @@ class WordPieceTokenizer(TextTokenizer):
         """'##c' for every character c that may follow another inside a word of `texts`, sorted."""
         normalize = self._normalizer().normalize_str
         characters: set[str] = set()
+        ascii_characters: set[str] = set()
         for text in texts:
-            characters.update(normalize(text))
+            if text.isascii():  # NFKC leaves ASCII as it is: skip the (slower) normalizer
+                ascii_characters.update(text)
+            else:
+                characters.update(normalize(text))
+        characters.update(c.lower() if self.lowercase else c for c in ascii_characters)
         splitter = pre_tokenizers.BertPreTokenizer()
         inside = (c for c in characters if [w for w, _ in splitter.pre_tokenize_str("a" + c)] == ["a" + c])
         return [f"##{c}" for c in sorted(inside)]
