@@ -87,6 +87,8 @@ def is_saved_tokenizer(source: str | Path) -> bool:
 class TextTokenizer:
     """A `tokenizers.Tokenizer` plus what bertlab needs of it: special ids, lengths, batch encoding."""
 
+    passes = 1  # reads of the training sample that training takes
+
     def __init__(
         self,
         vocab_source: str = "corpus",
@@ -183,7 +185,7 @@ class TextTokenizer:
     def _replayable(self, texts: Texts) -> Callable[[], Iterable[str]]:
         if callable(texts):
             return texts
-        if iter(texts) is texts:  # a one-shot iterator: keep its sample for a second pass
+        if self.passes > 1 and iter(texts) is texts:  # a one-shot iterator: keep its sample for a second pass
             kept = list(self.sample(texts, report=False))
             return lambda: kept
         return lambda: texts
@@ -322,6 +324,8 @@ class WordPieceTokenizer(TextTokenizer):
     #1794). Here those pieces are handed to the trainer first, sorted, so every id and so every tie is
     the same in every process: this costs one more read of the sample, to find its characters.
     """
+
+    passes = 2
 
     def _pipeline(self, continuation: Sequence[str] = ()) -> tuple[Tokenizer, trainers.Trainer]:
         tokenizer = Tokenizer(models.WordPiece(unk_token=UNK))
