@@ -293,8 +293,12 @@ def test_error_mode_leaves_no_cache_lock_or_tokenizer_where_there_was_none(tmp_p
 def test_a_damaged_prepared_folder_is_refused_naming_the_shard_and_the_command(tmp_path):
     (tmp_path / "a.txt").write_text("\n".join(sentences(3000)) + "\n")
     args = ["+experiment=prepare", f"data.source.train={tmp_path / 'a.txt'}", "experiment.name=corpus"]
-    launch(args, tmp_path)
     prepared = tmp_path / "preparation" / "corpus"
+    run(compose_config(args, tmp_path), prepared)
+    (prepared / ".hydra").mkdir()  # what launch.py's Hydra saves there: the command's overrides
+    (prepared / ".hydra" / "overrides.yaml").write_text(
+        "".join(f"- {item}\n" for item in [f"experiment.output_dir={tmp_path}", *args])
+    )
     shard = prepared / "train" / "00000.bin"
     whole = shard.read_bytes()
     rebuild = (
