@@ -196,11 +196,6 @@ class TextTokenizer:
         tokenizer.train_from_iterator(self.sample(texts()), trainer=trainer)
         return tokenizer
 
-    @classmethod
-    def determinism(cls) -> str | None:
-        """None when the same sample always trains the same vocabulary; else why it may not."""
-        return None
-
     def sample(
         self, texts: Iterable[str], report_every_s: float = 30.0, report: bool = True
     ) -> Iterator[str]:
@@ -385,7 +380,16 @@ class BPETokenizer(TextTokenizer):
 
 
 class UnigramTokenizer(TextTokenizer):
-    """SentencePiece-style Unigram language model over Metaspace-split text."""
+    """SentencePiece-style Unigram language model over Metaspace-split text (the one trainer whose output
+    may differ between processes: NOT_DETERMINISTIC, logged as a warning whenever it trains)."""
+
+    NOT_DETERMINISTIC = (
+        "Unigram vocabularies may differ between runs of the same command: the Unigram trainer of "
+        "`tokenizers` sums its statistics in hash-map order, which changes from process to process; bertlab "
+        f"rounds the scores to {UNIGRAM_SCORE_DECIMALS} decimals and orders the pieces by score and text, which "
+        "gives the same vocabulary whenever the trainer kept the same pieces, but that is not guaranteed (use "
+        "tokenizer=wordpiece or tokenizer=bpe, or reuse a tokenizer.json, for runs that must match)"
+    )
 
     def _pipeline(self) -> tuple[Tokenizer, trainers.Trainer]:
         tokenizer = Tokenizer(models.Unigram())
@@ -400,18 +404,8 @@ class UnigramTokenizer(TextTokenizer):
         )
         return tokenizer, trainer
 
-    @classmethod
-    def determinism(cls) -> str | None:
-        return (
-            "the Unigram trainer of `tokenizers` sums its statistics in hash-map order, which changes from "
-            "process to process; bertlab rounds the scores to "
-            f"{UNIGRAM_SCORE_DECIMALS} decimals and orders the pieces by score and text, which gives the "
-            "same vocabulary whenever the trainer kept the same pieces, but that is not guaranteed (use "
-            "tokenizer=wordpiece or tokenizer=bpe, or reuse a tokenizer.json, for runs that must match)"
-        )
-
     def _train(self, texts: Callable[[], Iterable[str]]) -> Tokenizer:
-        log.warning("Unigram vocabularies may differ between runs: %s", self.determinism())
+        log.warning(self.NOT_DETERMINISTIC)
         tokenizer = super()._train(texts)
         saved = json.loads(tokenizer.to_str())["model"]
         special = [(piece, score) for piece, score in saved["vocab"] if piece in SPECIAL_TOKENS]
