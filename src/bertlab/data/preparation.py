@@ -409,7 +409,6 @@ def rebuild_advice(folder: Path) -> str:
     overrides = Path(folder) / HYDRA_CONFIG.parent / "overrides.yaml"
     if not overrides.is_file():
         return f"remove {str(folder)!r} and it is prepared again on the next run"
-
     command = " ".join(shlex.quote(str(item)) for item in yaml.safe_load(overrides.read_text()) or [])
     return (
         f"prepare it again with `python launch.py {command}` after moving the damaged folder away (or "
