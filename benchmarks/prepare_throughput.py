@@ -18,6 +18,8 @@ Targets: peak RSS grows < 10 % from 1x to 10x and stays < 2 GB; ratio >= 0.8.
     python benchmarks/prepare_throughput.py --tiny          # 1 MB and 10 MB, for tests
     python benchmarks/prepare_throughput.py --ratio-only    # the 1x preparation against bare encoding only
     python benchmarks/prepare_throughput.py --corpus my.txt # a given corpus as the 1x
+    python benchmarks/prepare_throughput.py --long-line 20 200   # one line of 20 MB, one of 200 MB
+                                                            # (no newline at all): peak RSS of preparing each
 """
 
 from __future__ import annotations
@@ -73,6 +75,57 @@ def bare_encode_seconds(corpus: Path, tokenizer_file: Path) -> tuple[float, int]
     return seconds, tokens
 
 
+def write_long_line(path: Path, megabytes: float) -> None:
+    """The generated documents joined by spaces: one line of `megabytes` MB with no newline."""
+    from bertlab.data.embedded_corpus import generate_documents
+
+    with path.open("w", encoding="utf-8") as handle:
+        seed = 0
+        while handle.tell() < megabytes * 1e6:
+            handle.write(" ".join(generate_documents(20000 if megabytes >= 20 else 2000, seed)) + " ")
+            seed += 1
+
+
+def long_lines(sizes: list[float], work: Path, output: Path) -> None:
+    """Peak RSS of preparing single lines of `sizes` MB (the tokenizer trained on them, as by default)."""
+    runs, files = {}, {}
+    for mb in sizes:
+        name = f"line_{mb:g}mb"
+        files[name] = work / f"{name}.txt"
+        if not files[name].is_file():
+            write_long_line(files[name], mb)
+        runs[name] = ["+experiment=prepare", f"experiment.name={name}", f"data.source.train={files[name]}"]
+    rss = peak_rss_of_runs(runs, work / "runs", parallel=False)
+    results = {}
+    for name in runs:
+        run_dir = work / "runs" / "preparation" / name
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        results[name] = {
+            "text_mb": round(files[name].stat().st_size / 1e6, 1),
+            "documents": sum(s["documents"] for s in manifest["splits"].values()),
+            "tokens": {split: s["tokens"] for split, s in manifest["splits"].items()},
+            "preparation_seconds": logged_preparation_seconds(run_dir),
+            **rss[name],
+        }
+    print_table(
+        ["line", "text MB", "pieces", "train/val/test tokens", "preparation s", "peak RSS MB"],
+        [
+            [
+                n,
+                r["text_mb"],
+                r["documents"],
+                "/".join(f"{t:,}" for t in r["tokens"].values()),
+                r["preparation_seconds"],
+                r["peak_rss_mb"],
+            ]
+            for n, r in results.items()
+        ],
+    )
+    write_json(
+        output, {"benchmark": "prepare_long_lines", "machine": machine(), "runs": results, "work": str(work)}
+    )
+
+
 def logged_preparation_seconds(run_dir: Path) -> float:
     match = re.search(
         r"Prepared [\d,]+ tokens in \d+ shard\(s\) in ([\d.]+) s", (run_dir / "run.log").read_text()
@@ -91,7 +144,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--tiny", action="store_true", help="1 MB and 10 MB: seconds, for tests")
     parser.add_argument("--ratio-only", action="store_true", help="only the 1x preparation and the ratio")
+    parser.add_argument(
+        "--long-line", type=float, nargs="+", default=None, metavar="MB", help="single lines of these sizes"
+    )
     args = parser.parse_args(argv)
+    if args.long_line:
+        work = args.work or Path(tempfile.mkdtemp(prefix="prepare_long_lines_"))
+        work.mkdir(parents=True, exist_ok=True)
+        output = args.output if args.output != DEFAULT_OUTPUT else RESULTS / "prepare_long_lines.json"
+        long_lines(args.long_line, work, output)
+        return
     if args.tiny:
         args.mb = 1.0
     work = args.work or Path(tempfile.mkdtemp(prefix="prepare_throughput_"))

@@ -7,6 +7,7 @@ The folders are tiny BERT and RoBERTa models with random weights and tokenizers 
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 from pathlib import Path
@@ -241,3 +242,51 @@ def test_a_model_bertlab_cannot_reproduce_is_refused_before_anything_is_written(
         assert "architecture.path" in result.stderr and "model_type 'gpt2'" in result.stderr
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert not output.exists()  # no folder, no .hydra/, no cache: nothing at all
+
+
+def copied_model(hf_folders, folder: Path) -> Path:
+    folder.mkdir()
+    for file in hf_folders["bert"].iterdir():
+        (folder / file.name).write_bytes(file.read_bytes())
+    return folder
+
+
+def test_unreadable_or_pickled_weights_are_named_in_one_error_line(hf_folders, tmp_path):
+    truncated = copied_model(hf_folders, tmp_path / "truncated")
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a copy cut short
+    output = tmp_path / "runs"
+    output.mkdir()
+    args = [
+        "+experiment=pretrain",
+        "architecture=from_hf",
+        "data=text",
+        f"data.source.train={text_file(tmp_path)}",
+    ]
+    result = launch([*args, f"architecture.path={truncated}"], output, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: architecture.path: file '{weights}' cannot be read as weights (Error while deserializing "
+        f"header: incomplete metadata, file not fully covered): it is truncated or damaged; copy or download "
+        f"the model folder again"
+    )
+    assert not any(output.iterdir())  # no run folder, no .hydra/, no run.log
+
+    pickled = copied_model(hf_folders, tmp_path / "pickled")
+    state = load_file_tensors(pickled / "model.safetensors")
+    (pickled / "model.safetensors").unlink()
+    torch.save({**state, "note": argparse.Namespace(run="code")}, pickled / "pytorch_model.bin")
+    with pytest.raises(BertlabError) as caught:  # the same path as the launch above, in this process
+        read_hf_model(pickled).state_dict()
+    assert "weights_only" not in str(caught.value) and caught.value.__cause__ is None
+    assert caught.value.message == (
+        f"file '{pickled / 'pytorch_model.bin'}' is a pickle that holds objects other than tensors; bertlab "
+        f"reads weights only as plain tensors and never runs code from a model file: use a folder with "
+        f"model.safetensors instead"
+    )
+
+
+def load_file_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))

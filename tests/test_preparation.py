@@ -19,8 +19,8 @@ from bertlab.data.corpus import TextCorpus
 from bertlab.data.mlm_datamodule import MLMDataModule
 from bertlab.errors import BertlabError
 from bertlab.run import run
-from bertlab.tokenizer import WordPieceTokenizer
-from tests.conftest import ROOT, compose_config, snapshot
+from bertlab.tokenizer import TextTokenizer, WordPieceTokenizer
+from tests.conftest import ROOT, compose_config, launch, snapshot
 
 WORDS = [
     "the",
@@ -264,3 +264,119 @@ def test_two_process_preparation_ends_when_the_parent_ignores_sigterm(tmp_path, 
     assert result.stdout.startswith("refused: source.train: " if mode == "error" else "prepared"), (
         result.stdout
     )
+
+
+def last_line(result) -> str:
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_error_mode_leaves_no_cache_lock_or_tokenizer_where_there_was_none(tmp_path):
+    """A run and a preparation stopped by a bad record: one Error line, exit 2, the output folder as it was."""
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(("\n".join(sentences(300)) + "\n").encode() + b"caf\xe9 latin-1\n")
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "kept.txt").write_text("a file of the user's")
+    expected = (
+        f"Error: data.source.train: {bad}:301 is not valid UTF-8 (byte 0xe9 at column 4); re-encode the file "
+        f"as UTF-8 (e.g. iconv -f latin1 -t utf-8); or set data.on_bad_record=skip to skip and count bad records"
+    )
+    common = [f"data.source.train={bad}", "data.on_bad_record=error", "data.num_proc=1"]
+    for args in (["+experiment=smoke", "data=text", *common], ["+experiment=prepare", *common]):
+        result = launch(args, output, check=False)
+        assert (result.returncode, last_line(result)) == (2, expected), result.stderr[-2000:]
+        assert sorted(p.name for p in output.rglob("*")) == ["kept.txt"]
+
+
+def test_a_damaged_prepared_folder_is_refused_naming_the_shard_and_the_command(tmp_path):
+    (tmp_path / "a.txt").write_text("\n".join(sentences(3000)) + "\n")
+    args = ["+experiment=prepare", f"data.source.train={tmp_path / 'a.txt'}", "experiment.name=corpus"]
+    prepared = tmp_path / "preparation" / "corpus"
+    run(compose_config(args, tmp_path), prepared)
+    (prepared / ".hydra").mkdir()  # what launch.py's Hydra saves there: the command's overrides
+    (prepared / ".hydra" / "overrides.yaml").write_text(
+        "".join(f"- {item}\n" for item in [f"experiment.output_dir={tmp_path}", *args])
+    )
+    shard = prepared / "train" / "00000.bin"
+    whole = shard.read_bytes()
+    rebuild = (
+        f"the folder is damaged; prepare it again with `python launch.py experiment.output_dir={tmp_path} "
+        f"{' '.join(args)}` after moving the damaged folder away (or with another experiment.name), then "
+        f"point data.prepared at the new folder"
+    )
+    pretrain = ["+experiment=smoke", f"data.prepared={prepared}", "training.max_steps=2"]
+    shard.write_bytes(whole[: len(whole) // 2])
+    result = launch(pretrain, tmp_path / "runs", check=False)
+    assert (result.returncode, last_line(result)) == (
+        2,
+        f"Error: data.prepared: shard 'train/00000.bin' of prepared folder '{prepared}' has "
+        f"{len(whole) // 2:,} bytes, its manifest records {len(whole):,}: {rebuild}",
+    )
+    assert not (tmp_path / "runs").exists()
+    shard.write_bytes(whole[:100] + bytes([whole[100] ^ 1]) + whole[101:])  # one bit flipped
+    data = MLMDataModule(TextCorpus(train=str(tmp_path / "a.txt")), prepared=str(prepared))
+    with pytest.raises(BertlabError) as caught:
+        data.prepare(TextTokenizer.from_file(prepared / "tokenizer.json"))
+    assert str(caught.value) == (
+        f"prepared: shard 'train/00000.bin' of prepared folder '{prepared}' does not match the checksum its "
+        f"manifest records: {rebuild}"
+    )
+
+
+def test_a_line_of_megabytes_is_read_and_encoded_in_bounded_pieces(tmp_path):
+    from bertlab.data.chunk_encoding import MAX_DOCUMENT_CHARS, BadRecords, chunk_documents
+
+    words = " ".join(sentences(2000))
+    line = (words + " ") * (3_000_000 // len(words)) + "naïve café"  # 3 MB, no newline, ends in UTF-8
+    (tmp_path / "long.txt").write_text(line)
+    corpus = TextCorpus(train=str(tmp_path / "long.txt"))
+    chunks = list(corpus.chunks(chunk_bytes=1 << 20))
+    assert len(chunks) == 3 and all(len(chunk.data) <= 1 << 20 for chunk in chunks)
+    documents = [d for chunk in chunks for d in chunk_documents(chunk, "text", False, BadRecords())]
+    assert all(len(d) <= MAX_DOCUMENT_CHARS for d in documents) and len(documents) > 3_000_000 / (1 << 16)
+    assert " ".join(documents) == line.strip()  # cut only at spaces: every word whole
+    data = datamodule(tmp_path, str(tmp_path / "long.txt"), chunk_bytes=1 << 20)
+    manifest = json.loads((data.prepare(tokenizer()) / "manifest.json").read_text())
+    assert manifest["splits"]["train"]["documents"] == len(documents) - sum(
+        manifest["splits"][s]["documents"] for s in ("val", "test")
+    )
+
+
+def test_a_split_that_comes_out_empty_says_so_at_once_with_advice_that_fits(tmp_path):
+    output = tmp_path / "out"
+    one = tmp_path / "one.txt"
+    one.write_text(" ".join(sentences(50)) + "\n")  # one document: a ratio cannot split it
+    result = launch(["+experiment=prepare", f"data.source.train={one}"], output, check=False)
+    assert (result.returncode, last_line(result)) == (
+        2,
+        "Error: data.val_ratio: the val split came out empty: the training text is a single document, which "
+        "a ratio cannot split (documents go to a split whole); give val text of its own with "
+        "data.source.val=<file>",
+    )
+    assert not output.exists()
+    few = tmp_path / "few.txt"
+    few.write_text("\n".join(sentences(4)) + "\n")
+    with pytest.raises(BertlabError) as caught:
+        datamodule(tmp_path / "few", str(few)).prepare(tokenizer())
+    assert str(caught.value) == (
+        "val_ratio: the val split came out empty: data.val_ratio=0.1 of 4 documents gave none (documents go to "
+        "a split whole, by a hash of their text); give val text of its own with data.source.val=<file>, or "
+        "raise data.val_ratio"
+    )
+    assert not (tmp_path / "few").exists()  # nothing left: no shards, state, lock or cache folder
+
+
+def test_error_mode_keeps_the_finished_shards_of_a_folder_that_existed(tmp_path):
+    lines = sentences(3000)
+    (tmp_path / "a.txt").write_bytes("\n".join(lines).encode() + b"\nnot \xff utf-8\n")
+    settings = {"on_bad_record": "error", "chunk_bytes": 8000, "shard_tokens": 6000}
+    fresh = datamodule(tmp_path / "fresh", str(tmp_path / "a.txt"), **settings)
+    with pytest.raises(BertlabError, match=r"a\.txt:3001 is not valid UTF-8"):
+        fresh.prepare(tokenizer())
+    assert not (tmp_path / "fresh").exists()  # created by this preparation: gone, lock and all
+    again = datamodule(tmp_path / "again", str(tmp_path / "a.txt"), **settings)
+    folder = again.cache_dir / again.fingerprint(tokenizer())
+    folder.mkdir(parents=True)  # as an interrupted preparation leaves it, to be continued
+    with pytest.raises(BertlabError, match=r"a\.txt:3001 is not valid UTF-8"):
+        again.prepare(tokenizer())
+    assert len(list((folder / "shards").glob("*.json"))) >= 3  # what it finished stays for the relaunch

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,8 @@ class HFModel:
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of one weight file; a file that cannot be read is named, and a pickle holding more
+    than tensors is refused (loading it would run code from the file)."""
     if path.suffix == ".safetensors":
         try:
             from safetensors.torch import load_file
@@ -113,8 +116,34 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
                 f"{str(path)!r} needs safetensors: pip install 'bertlab[hf]' (or pip install safetensors)",
                 "path",
             ) from error
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return load_file(str(path))
+        except Exception as error:  # safetensors raises SafetensorError, OSError, ...
+            raise _unreadable(path, error) from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" not in str(error):
+            raise _unreadable(path, error) from None
+        raise BertlabError(
+            f"file {str(path)!r} is a pickle that holds objects other than tensors; bertlab reads weights "
+            f"only as plain tensors and never runs code from a model file: use a folder with "
+            f"model.safetensors instead",
+            "path",
+        ) from None
+    except Exception as error:  # a truncated or damaged file: RuntimeError, EOFError, OSError, ...
+        raise _unreadable(path, error) from None
+
+
+def _unreadable(path: Path, error: Exception) -> BertlabError:
+    detail = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    if "weights_only" in detail:
+        detail = type(error).__name__
+    return BertlabError(
+        f"file {str(path)!r} cannot be read as weights ({detail}): it is truncated or damaged; copy or "
+        f"download the model folder again",
+        "path",
+    )
 
 
 def _weight_files(folder: Path, key: str) -> list[Path]:

@@ -58,7 +58,7 @@ def prepare(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> None:
         clear_stores(run_dir)
         try:
             tokenizer.fit(
-                datamodule.tokenizer_sample() if tokenizer.needs_corpus else (),
+                datamodule.tokenizer_sample if tokenizer.needs_corpus else (),
                 cache_file=datamodule.tokenizer_cache_file(tokenizer),
             )
         except BertlabError as error:  # raised while reading the text: named by its data.* key

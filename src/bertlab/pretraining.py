@@ -91,7 +91,7 @@ class Pretraining:
             run_dir,
             source_dir,
             fit=lambda fresh: fresh.fit(
-                _data_errors(datamodule.tokenizer_sample()) if fresh.needs_corpus else (),
+                (lambda: _data_errors(datamodule.tokenizer_sample())) if fresh.needs_corpus else (),
                 cache_file=datamodule.tokenizer_cache_file(fresh),
             ),
         )

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +50,9 @@ BERT_TOKENS = SpecialTokens(PAD, UNK, CLS, SEP, MASK, pair=f"{CLS} $A {SEP} $B:1
 ROBERTA_TOKENS = SpecialTokens("<pad>", "<unk>", "<s>", "</s>", "<mask>", pair="<s> $A </s> </s> $B </s>")
 SPECIAL_TOKEN_SETS = (BERT_TOKENS, ROBERTA_TOKENS)
 HF_TOKENIZER_FILES = (TOKENIZER_FILE, "vocab.txt")  # Hugging Face folders use the same name
+UNIGRAM_SCORE_DECIMALS = 6  # Unigram scores are rounded to this many decimals (see UnigramTokenizer)
+
+Texts = Iterable[str] | Callable[[], Iterable[str]]  # texts, or a function that reads them (again)
 
 
 def read_saved_tokenizer(source: str | Path) -> Tokenizer:
@@ -83,6 +86,8 @@ def is_saved_tokenizer(source: str | Path) -> bool:
 
 class TextTokenizer:
     """A `tokenizers.Tokenizer` plus what bertlab needs of it: special ids, lengths, batch encoding."""
+
+    passes = 1  # reads of the training sample that training takes
 
     def __init__(
         self,
@@ -149,18 +154,17 @@ class TextTokenizer:
         ]
         return hashlib.sha256(repr(settings).encode()).hexdigest()[:16]
 
-    def fit(self, texts: Iterable[str], cache_file: str | Path | None = None) -> None:
+    def fit(self, texts: Texts, cache_file: str | Path | None = None) -> None:
         """Train on `texts` when the vocabulary comes from the corpus; otherwise load the saved file.
 
-        The `tokenizers` trainers break ties between equally frequent merges in a different order in each
-        process, so the same corpus can give another vocabulary. With `cache_file` (keyed by corpus and
-        settings), a vocabulary trained once is reused, which keeps reruns of a command identical.
+        `texts` may be a function that reads them: a trainer that needs two passes calls it twice (a
+        one-shot iterator is held in memory instead, up to `train_sample_bytes`). With `cache_file` (keyed
+        by corpus and settings), a vocabulary trained once is reused.
         """
         if self.needs_corpus and cache_file is not None and Path(cache_file).is_file():
             tokenizer = Tokenizer.from_file(str(cache_file))
         elif self.needs_corpus:
-            tokenizer, trainer = self._pipeline()
-            tokenizer.train_from_iterator(self.sample(texts), trainer=trainer)
+            tokenizer = self._train(self._replayable(texts))
             if cache_file is not None:
                 cache_file = Path(cache_file)
                 cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -178,9 +182,25 @@ class TextTokenizer:
         tokenizer.no_padding()
         self._tokenizer = tokenizer
 
-    def sample(self, texts: Iterable[str], report_every_s: float = 30.0) -> Iterator[str]:
+    def _replayable(self, texts: Texts) -> Callable[[], Iterable[str]]:
+        if callable(texts):
+            return texts
+        if self.passes > 1 and iter(texts) is texts:  # a one-shot iterator: keep its sample for a second pass
+            kept = list(self.sample(texts, report=False))
+            return lambda: kept
+        return lambda: texts
+
+    def _train(self, texts: Callable[[], Iterable[str]]) -> Tokenizer:
+        """A tokenizer trained on the sample of `texts()`."""
+        tokenizer, trainer = self._pipeline()
+        tokenizer.train_from_iterator(self.sample(texts()), trainer=trainer)
+        return tokenizer
+
+    def sample(
+        self, texts: Iterable[str], report_every_s: float = 30.0, report: bool = True
+    ) -> Iterator[str]:
         """The first `train_sample_bytes` of `texts` (UTF-8): a vocabulary needs a sample, not the whole
-        corpus, and the same corpus gives the same sample. Logs its progress."""
+        corpus, and the same corpus gives the same sample. Logs its progress (`report`)."""
         taken, start = 0, time.monotonic()
         last = start
         for text in texts:
@@ -188,13 +208,15 @@ class TextTokenizer:
                 break
             taken += len(text.encode("utf-8"))
             yield text
-            if time.monotonic() - last >= report_every_s:
+            if report and time.monotonic() - last >= report_every_s:
                 last = time.monotonic()
                 log.info(
                     "Tokenizer training sample: %.0f MB of at most %.0f MB read",
                     taken / 1e6,
                     self.train_sample_bytes / 1e6,
                 )
+        if not report:
+            return
         log.info(
             "Training the %s vocabulary on %.1f MB of text (%.0f s to read it)",
             type(self).__name__,
@@ -289,9 +311,18 @@ class TextTokenizer:
 
 
 class WordPieceTokenizer(TextTokenizer):
-    """BERT's WordPiece: whitespace and punctuation split, '##' continuation pieces."""
+    """BERT's WordPiece: whitespace and punctuation split, '##' continuation pieces.
 
-    def _pipeline(self) -> tuple[Tokenizer, trainers.Trainer]:
+    The `tokenizers` WordPiece trainer gives each '##' + character piece its id in the order it meets it
+    while iterating a hash map, whose order changes from process to process; merges of equal count are
+    then chosen by those ids, so the same text trained different vocabularies (huggingface/tokenizers
+    #1794). Here those pieces are handed to the trainer first, sorted, so every id and so every tie is
+    the same in every process: this costs one more read of the sample, to find its characters.
+    """
+
+    passes = 2
+
+    def _pipeline(self, continuation: Sequence[str] = ()) -> tuple[Tokenizer, trainers.Trainer]:
         tokenizer = Tokenizer(models.WordPiece(unk_token=UNK))
         tokenizer.normalizer = self._normalizer()
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -299,10 +330,35 @@ class WordPieceTokenizer(TextTokenizer):
         trainer = trainers.WordPieceTrainer(
             vocab_size=self.vocab_size_limit,
             min_frequency=self.min_frequency,
-            special_tokens=SPECIAL_TOKENS,
+            special_tokens=[*SPECIAL_TOKENS, *continuation],
             show_progress=False,
         )
         return tokenizer, trainer
+
+    def continuation_pieces(self, texts: Iterable[str]) -> list[str]:
+        """'##c' for every character c that may follow another inside a word of `texts`, sorted."""
+        normalize = self._normalizer().normalize_str
+        characters: set[str] = set()
+        ascii_characters: set[str] = set()
+        for text in texts:
+            if text.isascii():  # NFKC leaves ASCII as it is: skip the (slower) normalizer
+                ascii_characters.update(text)
+            else:
+                characters.update(normalize(text))
+        characters.update(c.lower() if self.lowercase else c for c in ascii_characters)
+        splitter = pre_tokenizers.BertPreTokenizer()
+        inside = (c for c in characters if [w for w, _ in splitter.pre_tokenize_str("a" + c)] == ["a" + c])
+        return [f"##{c}" for c in sorted(inside)]
+
+    def _train(self, texts: Callable[[], Iterable[str]]) -> Tokenizer:
+        continuation = self.continuation_pieces(self.sample(texts(), report=False))
+        trained, trainer = self._pipeline(continuation)
+        trained.train_from_iterator(self.sample(texts()), trainer=trainer)
+        # The continuation pieces were special only for the trainer: rebuild with the real special tokens.
+        tokenizer, _ = self._pipeline()
+        tokenizer.model = models.WordPiece(trained.get_vocab(with_added_tokens=False), unk_token=UNK)
+        tokenizer.add_special_tokens(SPECIAL_TOKENS)
+        return tokenizer
 
 
 class BPETokenizer(TextTokenizer):
@@ -324,7 +380,16 @@ class BPETokenizer(TextTokenizer):
 
 
 class UnigramTokenizer(TextTokenizer):
-    """SentencePiece-style Unigram language model over Metaspace-split text."""
+    """SentencePiece-style Unigram language model over Metaspace-split text (the one trainer whose output
+    may differ between processes: NOT_DETERMINISTIC, logged as a warning whenever it trains)."""
+
+    NOT_DETERMINISTIC = (
+        "Unigram vocabularies may differ between runs of the same command: the Unigram trainer of "
+        "`tokenizers` sums its statistics in hash-map order, which changes from process to process; bertlab "
+        f"rounds the scores to {UNIGRAM_SCORE_DECIMALS} decimals and orders the pieces by score and text, which "
+        "gives the same vocabulary whenever the trainer kept the same pieces, but that is not guaranteed (use "
+        "tokenizer=wordpiece or tokenizer=bpe, or reuse a tokenizer.json, for runs that must match)"
+    )
 
     def _pipeline(self) -> tuple[Tokenizer, trainers.Trainer]:
         tokenizer = Tokenizer(models.Unigram())
@@ -338,3 +403,21 @@ class UnigramTokenizer(TextTokenizer):
             show_progress=False,
         )
         return tokenizer, trainer
+
+    def _train(self, texts: Callable[[], Iterable[str]]) -> Tokenizer:
+        log.warning(self.NOT_DETERMINISTIC)
+        tokenizer = super()._train(texts)
+        saved = json.loads(tokenizer.to_str())["model"]
+        special = [(piece, score) for piece, score in saved["vocab"] if piece in SPECIAL_TOKENS]
+        rest = sorted(
+            (
+                (piece, round(score, UNIGRAM_SCORE_DECIMALS))
+                for piece, score in saved["vocab"]
+                if piece not in SPECIAL_TOKENS
+            ),
+            key=lambda item: (-item[1], item[0]),
+        )
+        tokenizer.model = models.Unigram(
+            [*special, *rest], unk_id=SPECIAL_TOKENS.index(UNK), byte_fallback=saved["byte_fallback"]
+        )
+        return tokenizer

@@ -22,6 +22,7 @@ from bertlab.data.text_sources import Chunk
 SPLITS = ("train", "val", "test")
 FIRST_LOCATIONS = 5  # per file and kind of bad record
 ENCODE_BATCH = 1024  # documents per encode_batch call: bounds the Encoding objects alive at once
+MAX_DOCUMENT_CHARS = 1 << 16  # longer documents are cut into pieces (each a document) before encoding
 
 
 @dataclass(frozen=True)
@@ -185,15 +186,36 @@ def _record_documents(chunk: Chunk, bad: BadRecords) -> list[str]:
     return documents
 
 
+def pieces(text: str, limit: int = MAX_DOCUMENT_CHARS) -> list[str]:
+    """`text` cut into pieces of at most `limit` characters, each after a space where there is one in its
+    second half: a tokenizer's memory grows with the length of what it encodes at once."""
+    if len(text) <= limit:
+        return [text]
+    parts = []
+    while len(text) > limit:
+        cut = text.rfind(" ", limit // 2, limit + 1)
+        cut = cut if cut > 0 else limit
+        parts.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    if text:
+        parts.append(text)
+    return [part for part in parts if part]
+
+
 def chunk_documents(chunk: Chunk, text_field: str, paragraphs: bool, bad: BadRecords) -> list[str]:
-    """The documents of a chunk, in order; bad records go to `bad`."""
+    """The documents of a chunk, in order (one longer than MAX_DOCUMENT_CHARS as its pieces, each a
+    document of its own); bad records go to `bad`."""
     for kind, location, detail in chunk.issues:
         bad.add(chunk.source, kind, location, detail)
     if chunk.format == "txt":
-        return _txt_documents(chunk, paragraphs, bad)
-    if chunk.format == "jsonl":
-        return _jsonl_documents(chunk, text_field, bad)
-    return _record_documents(chunk, bad)
+        documents = _txt_documents(chunk, paragraphs, bad)
+    elif chunk.format == "jsonl":
+        documents = _jsonl_documents(chunk, text_field, bad)
+    else:
+        documents = _record_documents(chunk, bad)
+    if all(len(text) <= MAX_DOCUMENT_CHARS for text in documents):
+        return documents
+    return [piece for text in documents for piece in pieces(text)]
 
 
 @dataclass

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,17 +23,20 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bertlab.data.batch_masking import BatchMasker
-from bertlab.data.chunk_encoding import BadRecords, SplitRule, chunk_documents
+from bertlab.data.chunk_encoding import MAX_DOCUMENT_CHARS, BadRecords, SplitRule, chunk_documents
 from bertlab.data.corpus import CHUNK_BYTES, SPLITS
 from bertlab.data.loader_workers import resolve_num_workers
 from bertlab.data.masking import MaskingPolicy
 from bertlab.data.sampler import BatchKey, epoch_batch_loader, process_share
-from bertlab.data.shard_store import load_shards, read_manifest
+from bertlab.data.shard_store import load_shards, read_manifest, verify_shards
 from bertlab.data.split_datamodule import SplitDataModule
 from bertlab.data.streaming_preparation import (
     PreparationPlan,
     encoding_settings,
+    first_missing,
     prepare_folder,
+    rebuild_advice,
+    remove_created,
     resolve_num_proc,
     wait_for_manifest,
 )
@@ -156,8 +160,8 @@ class MLMDataModule(SplitDataModule):
     ) -> None:
         super().__init__(val_ratio, test_ratio, seed, batch_size, num_workers, empty_splits=True)
         self.eval_tokens = resolve_eval_tokens(eval_tokens)
-        if prepared is not None:
-            read_manifest(prepared)
+        if prepared is not None:  # sizes now (cheap, every process); checksums in prepare()
+            verify_shards(prepared, read_manifest(prepared), rebuild_advice(Path(prepared)), checksums=False)
         if batch_size < 1:
             raise BertlabError(f"must be a positive integer, got {batch_size}", "batch_size")
         if on_bad_record not in BAD_RECORD_MODES:
@@ -174,6 +178,7 @@ class MLMDataModule(SplitDataModule):
         self.chunk_bytes = chunk_bytes  # shards close at chunk boundaries: part of the fingerprint
         self.tokenizer: TextTokenizer | None = None
         self.masker: BatchMasker | None = None
+        self.new_tokenizer_cache: tuple[Path, Path | None] | None = None  # (file, first folder it created)
 
     # -- preparation (once, in the launching process, before the Trainer exists) ------------------------
     def split_rule(self) -> SplitRule:
@@ -198,12 +203,24 @@ class MLMDataModule(SplitDataModule):
         return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:16]
 
     def tokenizer_cache_file(self, tokenizer: TextTokenizer) -> Path:
-        """Where a vocabulary trained on these training documents with these settings is kept."""
-        return (
+        """Where a vocabulary trained on these training documents with these settings is kept.
+
+        Asked before the tokenizer trains: if the file is new, a preparation stopped by bad input removes
+        it again (see `_undo_tokenizer_cache`).
+        """
+        path = (
             self.cache_dir
             / "tokenizers"
             / f"{self.splits_fingerprint()}-{tokenizer.settings_fingerprint()}.json"
         )
+        if not path.exists():
+            self.new_tokenizer_cache = (path, first_missing(path))
+        return path
+
+    def _undo_tokenizer_cache(self) -> None:
+        if self.new_tokenizer_cache is not None:
+            remove_created(*self.new_tokenizer_cache)
+            self.new_tokenizer_cache = None
 
     def fingerprint(self, tokenizer: TextTokenizer) -> str:
         parts = [
@@ -212,6 +229,7 @@ class MLMDataModule(SplitDataModule):
             self.shard_tokens,
             self.chunk_bytes,
             self.on_bad_record,
+            f"pieces-{MAX_DOCUMENT_CHARS}",
         ]
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
@@ -226,6 +244,7 @@ class MLMDataModule(SplitDataModule):
             ),
             shard_tokens=self.shard_tokens,
             on_bad_record=self.on_bad_record,
+            given_splits=frozenset(self.source.given_splits()),
             description={
                 "sources_fingerprint": self.source.fingerprint(),
                 "splits_fingerprint": self.splits_fingerprint(),
@@ -242,7 +261,11 @@ class MLMDataModule(SplitDataModule):
 
     def write_prepared(self, tokenizer: TextTokenizer, folder: Path) -> dict:
         """Prepare into `folder` (a preparation run's own folder), continuing an interrupted preparation."""
-        return prepare_folder(self.plan(tokenizer), Path(folder), self.num_proc)
+        try:
+            return prepare_folder(self.plan(tokenizer), Path(folder), self.num_proc)
+        except BertlabError:
+            self._undo_tokenizer_cache()
+            raise
 
     def prepare(self, tokenizer: TextTokenizer, main: bool = True) -> Path:
         """Build the token stores into the cache (or reuse them); returns their folder.
@@ -252,10 +275,18 @@ class MLMDataModule(SplitDataModule):
         self.tokenizer = tokenizer
         if self.prepared is not None:
             self.prepared_dir = self.prepared
+            if main:
+                started = time.monotonic()
+                verify_shards(self.prepared, read_manifest(self.prepared), rebuild_advice(self.prepared))
+                log.info("Checked the shards of %s (%.1f s)", self.prepared, time.monotonic() - started)
             return self.prepared_dir
         self.prepared_dir = self.cache_dir / self.fingerprint(tokenizer)
         if main:
-            prepare_folder(self.plan(tokenizer), self.prepared_dir, self.num_proc)
+            try:
+                prepare_folder(self.plan(tokenizer), self.prepared_dir, self.num_proc)
+            except BertlabError:
+                self._undo_tokenizer_cache()
+                raise
         else:
             wait_for_manifest(self.prepared_dir)
         return self.prepared_dir
@@ -266,6 +297,10 @@ class MLMDataModule(SplitDataModule):
             raise RuntimeError("call prepare(tokenizer) before setup()")
         block_length = self.tokenizer.max_length
         manifest = read_manifest(self.prepared_dir)
+        if (
+            self.prepared is None
+        ):  # a cached folder: its sizes, for a damaged one left by a crash or a full disk
+            verify_shards(self.prepared_dir, manifest, rebuild_advice(self.prepared_dir), checksums=False)
         if manifest["tokenizer_fingerprint"] != self.tokenizer.fingerprint():
             raise BertlabError(
                 f"folder {str(self.prepared_dir)!r} was prepared with another tokenizer than the run's "

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -45,12 +47,17 @@ class ShardWriter:
         self.number = number
         self.files: dict[str, tuple[BinaryIO, BinaryIO]] = {}
         self.counts = {split: {"documents": 0, "tokens": 0} for split in SPLITS}
+        self.crc32 = {split: {"bin": 0, "idx": 0} for split in SPLITS}  # of the bytes written, for checks
         for split in SPLITS:
             (folder / split).mkdir(parents=True, exist_ok=True)
             ids = self._partial(split, "bin").open("wb")
             offsets = self._partial(split, "idx").open("wb")
-            offsets.write(np.zeros(1, dtype="<i8").tobytes())
             self.files[split] = (ids, offsets)
+            self._write(split, "idx", np.zeros(1, dtype="<i8").tobytes())
+
+    def _write(self, split: str, ext: str, data: bytes) -> None:
+        self.files[split][0 if ext == "bin" else 1].write(data)
+        self.crc32[split][ext] = zlib.crc32(data, self.crc32[split][ext])
 
     def _partial(self, split: str, ext: str) -> Path:
         return self.folder / split / f".{shard_name(self.number)}.{ext}.partial"
@@ -62,10 +69,11 @@ class ShardWriter:
     def append(self, split: str, ids: np.ndarray, lengths: np.ndarray) -> None:
         if not lengths.size:
             return
-        ids_file, offsets_file = self.files[split]
         counts = self.counts[split]
-        ids_file.write(ids.astype(ids.dtype.newbyteorder("<"), copy=False).tobytes())
-        offsets_file.write((np.cumsum(lengths, dtype=np.int64) + counts["tokens"]).astype("<i8").tobytes())
+        self._write(split, "bin", ids.astype(ids.dtype.newbyteorder("<"), copy=False).tobytes())
+        self._write(
+            split, "idx", (np.cumsum(lengths, dtype=np.int64) + counts["tokens"]).astype("<i8").tobytes()
+        )
         counts["documents"] += int(lengths.size)
         counts["tokens"] += int(ids.size)
 
@@ -80,7 +88,7 @@ class ShardWriter:
                 os.replace(
                     self._partial(split, ext), self.folder / split / f"{shard_name(self.number)}.{ext}"
                 )
-        record = {"shard": self.number, "splits": self.counts, **record}
+        record = {"shard": self.number, "splits": self.counts, "crc32": self.crc32, **record}
         (self.folder / RECORDS).mkdir(exist_ok=True)
         atomic_write_text(
             self.folder / RECORDS / f"{shard_name(self.number)}.json", json.dumps(record, indent=1)
@@ -139,6 +147,53 @@ def read_manifest(folder: str | Path, key: str = "prepared") -> dict[str, Any]:
             key,
         )
     return manifest
+
+
+def shard_files(folder: Path, manifest: dict[str, Any]) -> Iterator[tuple[Path, int, int | None]]:
+    """(path, size in bytes, CRC-32 or None) of every shard file the manifest lists."""
+    itemsize = np.dtype(manifest["dtype"]).itemsize
+    for split in SPLITS:
+        entry = manifest["splits"][split]
+        checksums = entry.get("shard_crc32") or [{} for _ in entry["shard_tokens"]]
+        documents = entry.get("shard_documents") or [None for _ in entry["shard_tokens"]]
+        for number, (tokens, count, crc) in enumerate(
+            zip(entry["shard_tokens"], documents, checksums, strict=True)
+        ):
+            yield folder / split / f"{shard_name(number)}.bin", tokens * itemsize, crc.get("bin")
+            if count is not None:
+                yield folder / split / f"{shard_name(number)}.idx", (count + 1) * 8, crc.get("idx")
+
+
+def verify_shards(
+    folder: str | Path, manifest: dict[str, Any], rebuild: str, key: str = "prepared", checksums: bool = True
+) -> None:
+    """Every shard file has the size (and, with `checksums`, the CRC-32) its manifest records: a damaged
+    folder is refused, naming the file and how to rebuild it, before anything reads it."""
+    folder = Path(folder)
+    for path, size, crc in shard_files(folder, manifest):
+        relative = path.relative_to(folder)
+        if not path.is_file():
+            problem = "is missing"
+        elif (actual := path.stat().st_size) != size:
+            problem = f"has {actual:,} bytes, its manifest records {size:,}"
+        elif checksums and crc is not None and _crc32_of(path) != crc:
+            problem = "does not match the checksum its manifest records"
+        else:
+            continue
+        raise BertlabError(
+            f"shard {str(relative)!r} of prepared folder {str(folder)!r} {problem}: the folder is damaged; "
+            f"{rebuild}",
+            key,
+        )
+
+
+def _crc32_of(path: Path, block: int = 1 << 20) -> int:
+    crc, buffer = 0, bytearray(block)
+    view = memoryview(buffer)
+    with path.open("rb") as handle:
+        while size := handle.readinto(buffer):
+            crc = zlib.crc32(view[:size], crc)
+    return crc
 
 
 def load_shards(folder: str | Path, split: str, manifest: dict[str, Any]) -> list[torch.Tensor]:

@@ -17,6 +17,8 @@ import json
 import logging
 import multiprocessing
 import os
+import shlex
+import shutil
 import signal
 import sys
 import time
@@ -25,6 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from bertlab.atomic_write import atomic_write_text
 from bertlab.data.chunk_encoding import (
@@ -45,6 +49,7 @@ from bertlab.data.shard_store import (
 )
 from bertlab.data.text_sources import Chunk
 from bertlab.errors import BertlabError
+from bertlab.run_folder import HYDRA_CONFIG
 
 log = logging.getLogger(__name__)
 STATE = "preparation.json"  # what a partial folder is being prepared from (checked by a relaunch)
@@ -83,6 +88,7 @@ class PreparationPlan:
     shard_tokens: int
     on_bad_record: str
     description: dict[str, Any]  # sources, tokenizer, settings: copied into the manifest
+    given_splits: frozenset[str] = frozenset({"train"})  # splits read from files of their own
 
 
 class Progress:
@@ -130,16 +136,60 @@ class Progress:
 
 
 @contextmanager
-def folder_lock(folder: Path) -> Iterator[None]:
-    """One preparation per folder at a time (two runs preparing the same cached data, for instance)."""
+def folder_lock(folder: Path) -> Iterator[bool]:
+    """One preparation per folder at a time (two runs preparing the same cached data, for instance).
+
+    Yields whether this process created the lock file: a failed preparation removes it again (while
+    holding it), and a process that then gets the lock of a removed file takes the new one instead.
+    """
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f".{folder.name}.lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("Waiting for another process that is preparing %s", folder)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
+    path = lock_file(folder)
+    while True:
+        created = not path.exists()
+        with open(path, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("Waiting for another process that is preparing %s", folder)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                current = os.stat(path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(handle.fileno()).st_ino:
+                yield created
+                return
+
+
+def lock_file(folder: Path) -> Path:
+    return folder.parent / f".{folder.name}.lock"
+
+
+def first_missing(path: Path) -> Path | None:
+    """The highest of `path` and its ancestors that does not exist yet: what writing `path` creates first
+    (None when `path` exists)."""
+    path = Path(path).absolute()
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
+    return path
+
+
+def remove_created(path: Path, top: Path | None) -> None:
+    """Remove `path`, which this process created, then its ancestors up to `top` while they are empty:
+    what a failed preparation wrote where nothing was before (anything another process wrote stays)."""
+    path = Path(path).absolute()
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+    if top is None:
+        return
+    folder = path.parent
+    while folder.is_relative_to(top) and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
 
 
 def _encoded(chunks: Iterable[Chunk], num_proc: int, settings: EncodingSettings) -> Iterator[EncodedChunk]:
@@ -199,12 +249,25 @@ def _raise_bad(encoded: EncodedChunk) -> None:
 
 
 def prepare_folder(plan: PreparationPlan, folder: Path, num_proc: int) -> dict[str, Any]:
-    """Prepare into `folder` (continuing a preparation interrupted there); returns the manifest."""
-    with folder_lock(folder):
+    """Prepare into `folder` (continuing a preparation interrupted there); returns the manifest.
+
+    Input that stops the preparation (BertlabError) leaves no trace where there was none: a folder it
+    created goes, and so does its lock file; the finished shards of an earlier, interrupted preparation
+    in the folder stay for the relaunch.
+    """
+    top = first_missing(folder)
+    with folder_lock(folder) as created_lock:
         if (folder / MANIFEST).is_file():
             log.info("Reusing prepared datasets in %s", folder)
             return json.loads((folder / MANIFEST).read_text())
-        return _prepare(plan, folder, num_proc)
+        try:
+            return _prepare(plan, folder, num_proc)
+        except BertlabError:
+            if top is not None:
+                remove_created(folder, None)
+            if created_lock:
+                remove_created(lock_file(folder), top)
+            raise
 
 
 def _prepare(plan: PreparationPlan, folder: Path, num_proc: int) -> dict[str, Any]:
@@ -268,6 +331,7 @@ def _prepare(plan: PreparationPlan, folder: Path, num_proc: int) -> dict[str, An
         if writer is not None:
             writer.discard()
     manifest = _manifest(plan, records, bad)
+    _check_splits(plan, manifest)
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     seconds = time.monotonic() - started
     tokens = sum(s["tokens"] for s in manifest["splits"].values())
@@ -284,14 +348,49 @@ def _prepare(plan: PreparationPlan, folder: Path, num_proc: int) -> dict[str, An
     return manifest
 
 
+def _check_splits(plan: PreparationPlan, manifest: dict[str, Any]) -> None:
+    """A split that was to get text but came out empty stops the preparation now, saying why: training
+    on the folder would be refused anyway."""
+    for split in ("val", "test"):
+        if manifest["splits"][split]["tokens"]:
+            continue
+        if split in plan.given_splits:
+            raise BertlabError(
+                f"the {split} files hold no text that could be read; check them (or leave data.source.{split} "
+                f"unset to split {split} text off the training files)",
+                f"source.{split}",
+            )
+        ratio = getattr(plan.settings.rule, f"{split}_ratio")
+        if ratio == 0:
+            continue  # left out on purpose
+        documents = sum(manifest["splits"][s]["documents"] for s in SPLITS)
+        if documents == 1:
+            advice = (
+                "the training text is a single document, which a ratio cannot split (documents go to a "
+                f"split whole); give {split} text of its own with data.source.{split}=<file>"
+            )
+        else:
+            advice = (
+                f"data.{split}_ratio={ratio} of {documents:,} documents gave none (documents go to a split whole, by "
+                f"a hash of their text); give {split} text of its own with data.source.{split}=<file>, or "
+                f"raise data.{split}_ratio"
+            )
+        raise BertlabError(f"the {split} split came out empty: {advice}", f"{split}_ratio")
+
+
 def _manifest(plan: PreparationPlan, records: list[dict[str, Any]], bad: BadRecords) -> dict[str, Any]:
     splits = {}
     for split in SPLITS:
         shard_tokens = [r["splits"][split]["tokens"] for r in records]
+        shard_documents = [r["splits"][split]["documents"] for r in records]
         splits[split] = {
-            "documents": sum(r["splits"][split]["documents"] for r in records),
+            "documents": sum(shard_documents),
             "tokens": sum(shard_tokens),
             "shard_tokens": shard_tokens,
+            "shard_documents": shard_documents,
+            "shard_crc32": [r["crc32"][split] for r in records]
+            if all("crc32" in r for r in records)
+            else None,
         }
     return {
         "format": FORMAT_VERSION,
@@ -302,6 +401,19 @@ def _manifest(plan: PreparationPlan, records: list[dict[str, Any]], bad: BadReco
         "bad_records": {"total": bad.total(), "per_file": bad.as_dict()},
         **plan.description,
     }
+
+
+def rebuild_advice(folder: Path) -> str:
+    """How to prepare `folder` again: the command of its preparation run (from the overrides Hydra saved
+    in it), into a new name; a folder without them is a cache, which is simply removed."""
+    overrides = Path(folder) / HYDRA_CONFIG.parent / "overrides.yaml"
+    if not overrides.is_file():
+        return f"remove {str(folder)!r} and it is prepared again on the next run"
+    command = " ".join(shlex.quote(str(item)) for item in yaml.safe_load(overrides.read_text()) or [])
+    return (
+        f"prepare it again with `python launch.py {command}` after moving the damaged folder away (or "
+        f"with another experiment.name), then point data.prepared at the new folder"
+    )
 
 
 def wait_for_manifest(folder: Path, report_every_s: float = 60.0, poll_s: float = 1.0) -> None:

@@ -156,7 +156,12 @@ def _not_text(item: TextInput, detail: str, split: str) -> BertlabError:
 
 
 def _byte_chunks(item: TextInput, split: str, paragraphs: bool, chunk_bytes: int) -> Iterator[Chunk]:
-    """Raw bytes cut after the last newline (or blank line, for paragraphs) of each block read."""
+    """Raw bytes cut after the last newline (or blank line, for paragraphs) of each block read.
+
+    A .txt line (or paragraph) longer than `chunk_bytes` is cut while streaming, after its last space
+    within the chunk (or, without one, between two characters): its pieces are documents of their own,
+    so memory stays bounded for any line. A .jsonl record is read whole (its text is cut once parsed).
+    """
     separator = b"\n\n" if paragraphs else b"\n"
     line, carry, first = 1, b"", True
     with _open(item, split) as stream:
@@ -173,15 +178,30 @@ def _byte_chunks(item: TextInput, split: str, paragraphs: bool, chunk_bytes: int
                 break
             data = carry + block if carry else block
             cut = data.rfind(separator)
-            if cut < 0:
+            if cut >= 0:
+                cut += len(separator)
+            elif item.format == "txt" and len(data) >= chunk_bytes:
+                cut = long_line_cut(data)
+            else:
                 carry = data
                 continue
-            cut += len(separator)
             yield Chunk(item.location, item.format, data[:cut], line, split, cut)
             line += data.count(b"\n", 0, cut)
             carry = data[cut:]
     if carry:
         yield Chunk(item.location, item.format, carry, line, split, len(carry))
+
+
+def long_line_cut(data: bytes) -> int:
+    """Where to cut text with no line end: after its last space, tab or newline, else before the last
+    character that starts in it (never inside a UTF-8 sequence)."""
+    cut = max(data.rfind(b" "), data.rfind(b"\t"), data.rfind(b"\n")) + 1
+    if cut > len(data) // 2:
+        return cut
+    cut = len(data) - 1
+    while cut > 0 and data[cut] & 0xC0 == 0x80:  # a continuation byte
+        cut -= 1
+    return cut or len(data)
 
 
 def _csv_chunks(item: TextInput, split: str, text_field: str, chunk_bytes: int) -> Iterator[Chunk]:
