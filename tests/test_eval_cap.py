@@ -13,6 +13,7 @@ from bertlab.data.sampler import epoch_batch_loader
 from bertlab.data.token_store import TokenStore
 from bertlab.errors import BertlabError
 from bertlab.run import run
+from bertlab.training.interruption import TrainingInterrupted
 from tests.conftest import FAST, compose_config, read_csv
 from tests.test_resume import interrupt_at, weights
 
@@ -108,7 +109,8 @@ def test_a_capped_run_resumes_exactly(monkeypatch, tmp_path):
     run(compose_config(["+experiment=pretrain", "experiment.name=straight", *settings], tmp_path), straight)
     with monkeypatch.context() as patch:
         interrupt_at(patch, 6)
-        run(compose_config(["+experiment=pretrain", "experiment.name=cut", *settings], tmp_path), cut)
+        with pytest.raises(TrainingInterrupted):
+            run(compose_config(["+experiment=pretrain", "experiment.name=cut", *settings], tmp_path), cut)
     resumed = ["+experiment=pretrain", "experiment.name=cut", *settings, "training.resume.is_resume=true"]
     run(compose_config(resumed, tmp_path), cut)
     rows = [read_csv(folder / "metrics/eval/metrics.csv") for folder in (straight, cut)]

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from bertlab.run import run
+from bertlab.training.interruption import TrainingInterrupted
 from tests.conftest import FAST, RUN_ARTIFACTS, compose_config, read_csv
 from tests.test_resume import STEPS, interrupt_at, weights
 
@@ -66,7 +67,9 @@ def test_sigterm_then_resume_on_cuda_matches_straight_training(tmp_path, monkeyp
     straight = pretrain(tmp_path, "straight", *STEPS)
     with monkeypatch.context() as patch:
         interrupt_at(patch, 9)
-        cut = pretrain(tmp_path, "cut", *STEPS)
+        with pytest.raises(TrainingInterrupted):
+            pretrain(tmp_path, "cut", *STEPS)
+    cut = tmp_path / "pretraining" / "cut"
     assert torch.load(cut / "checkpoints/model.ckpt", weights_only=True)["global_step"] == 9
     pretrain(tmp_path, "cut", *STEPS, "training.resume.is_resume=true")
     straight_rows = read_csv(straight / "metrics/train/metrics.csv")

@@ -18,6 +18,7 @@ from types import FrameType
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import Checkpoint
 
 log = logging.getLogger(__name__)
 # The exit status of a run a signal stopped after saving its checkpoint (EX_TEMPFAIL: relaunch to continue).
@@ -37,11 +38,18 @@ class TrainingInterrupted(Exception):
         self.signal_name = signal_name
 
 
-class StepBoundaryCheckpoint(L.Callback):
+class StepBoundaryCheckpoint(Checkpoint):
+    """A Checkpoint callback, so Lightning runs its hooks after ModelCheckpoint's: a stop at a step that
+    validates waits for that validation (and the best checkpoint it may give), and the checkpoint saved then
+    resumes without repeating or losing it."""
+
+    monitor = None  # not a ModelCheckpoint: it follows no metric
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.requested: int | None = None
         self.saved_step: int | None = None
+        self.stop_after_validation = False
         self._previous: dict[int, Any] = {}
 
     def _request(self, signum: int, frame: FrameType | None) -> None:
@@ -62,27 +70,38 @@ class StepBoundaryCheckpoint(L.Callback):
         if trainer.world_size > 1:
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if stop:
-            self._save(trainer)
+            if _validation_follows(trainer):
+                self.stop_after_validation = True  # every process agreed above: all of them wait
+                return
             # Lightning logs a step's metrics after this hook; log them now so the step's row is not lost.
-            trainer.should_stop = True
             trainer._logger_connector.update_train_step_metrics()
-            log.warning(
-                "Stopped at step %d; checkpoint %s. Continue with the same command and "
-                "training.resume.is_resume=auto (or true)",
-                trainer.global_step,
-                self.path,
-            )
-            signum = self.requested
-            signal_name = signal.Signals(signum).name if signum is not None else None
-            previous = self._previous.get(signum) if signum is not None else None
-            self._restore_handlers()
-            if callable(previous) and previous is not signal.default_int_handler:
-                # A launcher's own handler, now that the checkpoint is saved: submitit's on SIGUSR2
-                # requeues the job (it runs the same command again, which continues from here).
-                previous(signum, None)
-            raise TrainingInterrupted(trainer.global_step, self.path, signal_name)
+            self._stop(trainer)
         if 0 < trainer.max_steps <= trainer.global_step:
             self._save(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.stop_after_validation and not trainer.sanity_checking:
+            self._stop(trainer)
+
+    def _stop(self, trainer: L.Trainer) -> None:
+        """Save the last checkpoint, hand the signal to a launcher's handler, end fit()."""
+        self._save(trainer)
+        trainer.should_stop = True
+        log.warning(
+            "Stopped at step %d; checkpoint %s. Continue with the same command and "
+            "training.resume.is_resume=auto (or true)",
+            trainer.global_step,
+            self.path,
+        )
+        signum = self.requested
+        signal_name = signal.Signals(signum).name if signum is not None else None
+        previous = self._previous.get(signum) if signum is not None else None
+        self._restore_handlers()
+        if callable(previous) and previous is not signal.default_int_handler:
+            # A launcher's own handler, now that the checkpoint is saved: submitit's on SIGUSR2
+            # requeues the job (it runs the same command again, which continues from here).
+            previous(signum, None)
+        raise TrainingInterrupted(trainer.global_step, self.path, signal_name)
 
     def _save(self, trainer: L.Trainer) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)
@@ -97,3 +116,12 @@ class StepBoundaryCheckpoint(L.Callback):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+
+def _validation_follows(trainer: L.Trainer) -> bool:
+    """Whether Lightning validates right after the current training batch (asked of its loop)."""
+    loop = trainer.fit_loop
+    try:
+        return bool(loop.epoch_loop._should_check_val_fx(loop._data_fetcher))
+    except (AttributeError, TypeError):  # another Lightning: stop at once, as before
+        return False
