@@ -147,7 +147,7 @@ def test_sigterm_to_the_main_process_stops_both_at_one_step_and_the_run_resumes(
     wait_for_step(process, run_dir / "metrics/train/metrics.csv", 5)
     process.send_signal(signal.SIGTERM)  # the main process only: the other learns it at the step's end
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr
+    assert process.returncode == 75, stderr  # interrupted: the same command continues it
     step = read_checkpoint(run_dir / "checkpoints/model.ckpt")["global_step"]
     assert 5 <= step < 30
     assert int(read_csv(run_dir / "metrics/train/metrics.csv")[-1]["step"]) == step

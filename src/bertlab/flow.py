@@ -41,6 +41,7 @@ from bertlab.run_folder import (
     RUN_INFO_FILE,
     RUNNING,
     TOKENIZER_FILE,
+    hold_run_folder,
     release_run_folder,
     write_json,
     write_run_status,
@@ -119,6 +120,8 @@ class RunKind(Protocol):
 def run_training(cfg: DictConfig, run_dir: Path, sweep: str | None, kind: RunKind) -> float | None:
     """Run `kind` per `cfg` into `run_dir`; returns the best monitored validation value (for sweepers)."""
     inputs = kind.resolve()
+    if is_main_process():
+        hold_run_folder(run_dir)  # one launch per run folder (launch.py's guard holds it already)
     try:
         plan = plan_run(cfg, run_dir, inputs, sweep, kind.reports_mfu)
         if plan.resume.completed:

@@ -8,6 +8,7 @@ guard asks it before Hydra writes); `claim_run_folder` is the one place that act
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import hashlib
 import json
@@ -196,9 +197,8 @@ def examine_run_folder(run_dir: Path, source_dir: Path | None, checkpoint: Path 
 
 
 def claim_run_folder(run_dir: Path, source_dir: Path | None, checkpoint: Path | None) -> Path | None:
-    """Hold the folder (one launch per run folder), then act on `examine_run_folder`: clear an unfinished
-    attempt's outputs, say so; returns the checkpoint to resume from, or None."""
-    hold_run_folder(run_dir)
+    """Act on `examine_run_folder`: clear an unfinished attempt's outputs, say so; returns the checkpoint
+    to resume from, or None. The caller holds the folder (hold_run_folder: one launch per run folder)."""
     claim = examine_run_folder(run_dir, source_dir, checkpoint)
     removed = clear_unfinished_attempt(run_dir) if claim.leftovers else []
     if removed or claim.restarts:
@@ -226,9 +226,18 @@ def refuse_finished_preparation(run_dir: Path) -> None:
 class _Hold:
     descriptor: int
     created: Path | None  # the highest folder the hold created for its lock file (removed on release)
+    count: int = 1  # holds taken in this process (the launcher's guard, then the run): released at 0
 
 
 _holds: dict[Path, _Hold] = {}  # run folders this process holds
+
+
+@atexit.register
+def _release_all() -> None:
+    """A process that ends without releasing (a failed sweep, an exception) leaves no lock file."""
+    for path, hold in list(_holds.items()):
+        hold.count = 1
+        release_run_folder(path.parent / path.name[1 : -len(".lock")])
 
 
 def lock_file_of(run_dir: Path) -> Path:
@@ -242,10 +251,11 @@ def hold_run_folder(run_dir: Path, key: str = "experiment.name") -> None:
 
     An exclusive `flock` on a lock file beside the folder: a second launch of the same run fails at once,
     naming the process that holds it, and changes nothing; the OS releases the lock of a killed holder.
-    Holding the folder again in the same process is a no-op.
+    Holding the folder again in the same process counts: each hold is ended by one release.
     """
     path = lock_file_of(run_dir)
     if path in _holds:
+        _holds[path].count += 1
         return
     created = None
     folder = path.parent
@@ -277,11 +287,15 @@ def hold_run_folder(run_dir: Path, key: str = "experiment.name") -> None:
 
 
 def release_run_folder(run_dir: Path) -> None:
-    """End this process's hold on `run_dir`: the lock file goes, and the folders made only for it."""
+    """End one hold on `run_dir`; the last one removes the lock file and the folders made only for it."""
     path = lock_file_of(run_dir)
-    hold = _holds.pop(path, None)
+    hold = _holds.get(path)
     if hold is None:
         return
+    hold.count -= 1
+    if hold.count > 0:
+        return
+    del _holds[path]
     path.unlink(missing_ok=True)  # while still locked: a waiting launch then locks a new file
     os.close(hold.descriptor)
     if hold.created is not None:

@@ -162,7 +162,8 @@ def folder_lock(folder: Path) -> Iterator[bool]:
 
 
 def lock_file(folder: Path) -> Path:
-    return folder.parent / f".{folder.name}.lock"
+    """Beside the folder, and not the run-folder lock of a preparation run (run_folder.lock_file_of)."""
+    return folder.parent / f".{folder.name}.preparing.lock"
 
 
 def first_missing(path: Path) -> Path | None:
