@@ -193,6 +193,12 @@ class TableWriter:
                 )
             )
 
+    def discard(self) -> None:
+        """Release the open file without finishing it (the write is abandoned)."""
+        for handle in (self.parquet, self.handle):
+            if handle is not None:
+                handle.close()
+
     def close(self, columns: list[str]) -> None:
         """Finish the file; an input without records still gets its header (csv) or schema (parquet)."""
         if self.kind == "parquet":
@@ -236,7 +242,11 @@ class NpyWriter:
         self.handle.write(np.ascontiguousarray(matrix, dtype="<f4").tobytes())
         self.rows += len(matrix)
 
-    def close(self) -> None:
+    def discard(self) -> None:
+        self.handle.close()
+
+    def close(self, columns: list[str] | None = None) -> None:
+        """Write the final row count into the header and close the file."""
         header = self._header(self.rows)
         if len(header) != len(self.header):  # more rows than the header has room for: never in practice
             raise RuntimeError(f"the .npy header grew from {len(self.header)} to {len(header)} bytes")
@@ -358,24 +368,29 @@ def predict(
             writer: Any = (
                 NpyWriter(temporary, predictor.width) if kind == "npy" else TableWriter(temporary, kind)
             )
-            for chunk in _renamed_errors(read_chunks(inputs, "predict", text_field, False, chunk_bytes)):
-                before = summary.bad.total()
-                records = chunk_records(chunk, text_field, summary.bad)
-                if on_bad_record == "error" and summary.bad.total() > before:
-                    raise BertlabError(
-                        f"{summary.bad.describe_first()}; or use --on-bad-record skip to skip and count them",
-                        "--data",
-                    )
-                outputs, kept = _predict_chunk(predictor, run, records, batch_size)
-                if kind == "npy":
-                    writer.write(outputs)
-                    summary.written += len(records)
-                elif kept:
-                    writer.write(_rows(chunk.source, records, outputs, kept, labels, embeddings))
-                    summary.written += len(kept)
-                summary.records += len(records)
-                bar.update(chunk.raw_bytes, len(records))
-            writer.close() if kind == "npy" else writer.close(columns)
+            try:
+                for chunk in _renamed_errors(read_chunks(inputs, "predict", text_field, False, chunk_bytes)):
+                    before = summary.bad.total()
+                    records = chunk_records(chunk, text_field, summary.bad)
+                    if on_bad_record == "error" and summary.bad.total() > before:
+                        raise BertlabError(
+                            f"{summary.bad.describe_first()}; or use --on-bad-record skip to skip and count "
+                            f"them",
+                            "--data",
+                        )
+                    outputs, kept = _predict_chunk(predictor, run, records, batch_size)
+                    if kind == "npy":
+                        writer.write(outputs)
+                        summary.written += len(records)
+                    elif kept:
+                        writer.write(_rows(chunk.source, records, outputs, kept, labels, embeddings))
+                        summary.written += len(kept)
+                    summary.records += len(records)
+                    bar.update(chunk.raw_bytes, len(records))
+            except BaseException:
+                writer.discard()  # the private file is removed by replacing_path
+                raise
+            writer.close(columns)
     finally:
         bar.close()
     summary.seconds = time.monotonic() - start
