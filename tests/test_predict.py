@@ -18,7 +18,7 @@ from pyarrow import parquet
 from bertlab.errors import BertlabError
 from bertlab.predict import Predictor, main, predict
 from bertlab.trained_model import load_trained_model
-from tests.conftest import ROOT, read_csv, split_texts
+from tests.conftest import ROOT, decided, read_csv, split_texts
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -46,14 +46,16 @@ def test_predictions_over_many_batches_and_chunks_equal_the_runs_own_test_predic
     labels = json.loads((finetuned_run / "labels.json").read_text())
     assert list(rows[0]) == ["file", "line", "label", *[f"p_{label}" for label in labels]]
     assert [int(row["line"]) for row in rows] == list(range(1, len(texts) + 1))
-    assert [row["label"] for row in rows] == [row["prediction"] for row in expected]
+    decisive = [i for i, row in enumerate(expected) if decided(row)]  # a near-tie may flip with the padding
+    assert len(decisive) > 0.9 * len(expected)
+    assert [rows[i]["label"] for i in decisive] == [expected[i]["prediction"] for i in decisive]
     for name in (f"p_{label}" for label in labels):
         got = np.array([float(row[name]) for row in rows])
         want = np.array([float(row[name]) for row in expected])
         np.testing.assert_allclose(got, want, atol=2e-6)
 
     parquet_out = tmp_path / "predictions.parquet"
-    predict(finetuned_run, [data], parquet_out, batch_size=8, progress=False)
+    predict(finetuned_run, [data], parquet_out, batch_size=8, chunk_bytes=1024, progress=False)
     table = parquet.read_table(parquet_out).to_pylist()
     assert [row["label"] for row in table] == [row["label"] for row in rows]
     assert leftovers(tmp_path) == []
