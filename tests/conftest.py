@@ -124,3 +124,48 @@ def pretrained_run(tmp_path_factory) -> Path:
     output_dir = tmp_path_factory.mktemp("shared_runs")
     launch(["+experiment=pretrain", "experiment.name=shared", *FAST], output_dir)
     return output_dir / "pretraining" / "shared"
+
+
+# A finetune from scratch that takes seconds: no pretraining run needed, no baseline.
+FAST_SCRATCH_FINETUNE = [
+    "+experiment=finetune",
+    "pretrained_experiment=none",
+    "training.max_epochs=1",
+    "training.batch_size=16",
+    "data.source.count=400",
+    "tokenizer.max_length=48",
+    "tokenizer.vocab_size=300",
+    "training.baseline=false",
+    "training.precision=32-true",
+]
+
+
+@pytest.fixture(scope="session")
+def finetuned_run(tmp_path_factory) -> Path:
+    """One finished finetuning run (in-process, from scratch), shared by the tests that only read its folder."""
+    from bertlab.run import run
+
+    output_dir = tmp_path_factory.mktemp("finetuned_runs")
+    cfg = compose_config([*FAST_SCRATCH_FINETUNE, "experiment.name=classifier"], output_dir)
+    run_dir = output_dir / "finetuning" / "classifier"
+    run(cfg, run_dir)
+    return run_dir
+
+
+def decided(row: dict[str, str], margin: float = 1e-4) -> bool:
+    """A predictions.csv row whose top probability leads the next by more than `margin`: its label cannot
+    flip with float rounding (another padding, another library), so comparisons of labels use only these."""
+    top = sorted((float(value) for key, value in row.items() if key.startswith("p_")), reverse=True)
+    return top[0] - top[1] > margin
+
+
+def split_texts(run_dir: Path, split: str = "test") -> list[str]:
+    """The texts of a finetuning run's split, in the order of its predictions.csv ids (from the config saved
+    in its best checkpoint)."""
+    from hydra.utils import instantiate
+
+    from bertlab.saved_run import SavedRun
+
+    config = SavedRun.open(run_dir, "best").config
+    datamodule = instantiate(config["data"], batch_size=8, num_workers=0)
+    return [text for text, _ in datamodule.examples()[split]]

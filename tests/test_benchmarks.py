@@ -27,6 +27,7 @@ BENCHMARKS = (
     "quality",
     "pretraining_curve",
     "eval_cost",
+    "predict_throughput",
 )
 TIMEOUT = 420  # generous: the machine may be shared; together they take one to two minutes alone
 
@@ -199,3 +200,15 @@ def test_gpu_check_without_cuda_says_so_and_runs_nothing(tmp_path):
     assert completed.returncode == 0, completed.stderr
     assert "needs a CUDA GPU" in completed.stdout and "nothing was run" in completed.stdout
     assert not output.exists()
+
+
+def test_predict_throughput_tiny_times_bertlab_and_the_pipeline_and_measures_rss(tiny_results):
+    stdout, result = finished(tiny_results, "predict_throughput")
+    timed = result["throughput"]
+    assert timed["texts"] == 1000 and timed["bertlab_texts_per_s"] > 0 and timed["pipeline_texts_per_s"] > 0
+    assert timed["ratio"] > 0 and result["target_ratio"] == 1.5
+    assert timed["labels_agree"] > 0.99  # the same model on both sides
+    assert result["rss"]["small"]["lines"] == 1000 and result["rss"]["large"]["lines"] == 10000
+    assert all(r["peak_rss_mb"] > 50 for r in result["rss"].values())
+    assert result["target_growth"] == 0.1
+    assert "ratio bertlab/pipeline:" in stdout and "peak RSS growth" in stdout

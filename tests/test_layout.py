@@ -13,8 +13,8 @@ LAYERS = [
     ("model", "tokenizer", "data", "config.schema", "config.instantiate"),
     ("saved_run",),
     ("training", "tasks", "reporting", "config.checks"),
-    ("flow", "pretrained", "hf_import", "baseline"),
-    ("pretraining", "finetuning", "preparation", "evaluate", "export"),
+    ("flow", "pretrained", "hf_import", "baseline", "trained_model"),
+    ("pretraining", "finetuning", "preparation", "evaluate", "export", "onnx_export", "predict"),
     ("run",),
     ("launcher",),
 ]

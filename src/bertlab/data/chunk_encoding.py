@@ -128,11 +128,10 @@ def _decoded_lines(chunk: Chunk, bad: BadRecords) -> Iterator[tuple[int, str | N
 
 
 def _txt_documents(chunk: Chunk, paragraphs: bool, bad: BadRecords) -> list[str]:
-    lines = _decoded_lines(chunk, bad)
     if not paragraphs:
-        return [text for _, line in lines if line is not None and (text := line.strip())]
+        return [text for _, text in _txt_records(chunk, bad) if text is not None]
     documents, paragraph = [], []
-    for _, line in lines:
+    for _, line in _decoded_lines(chunk, bad):
         if line is None:
             continue
         if line.strip():
@@ -145,10 +144,23 @@ def _txt_documents(chunk: Chunk, paragraphs: bool, bad: BadRecords) -> list[str]
     return documents
 
 
-def _jsonl_documents(chunk: Chunk, text_field: str, bad: BadRecords) -> list[str]:
-    documents = []
+def _txt_records(chunk: Chunk, bad: BadRecords) -> list[tuple[int, str | None]]:
+    """Each non-blank line; an undecodable one as None."""
+    return [
+        (number, None if line is None else line.strip())
+        for number, line in _decoded_lines(chunk, bad)
+        if line is None or line.strip()
+    ]
+
+
+def _jsonl_records(chunk: Chunk, text_field: str, bad: BadRecords) -> list[tuple[int, str | None]]:
+    """Each non-blank line's text; a bad record (undecodable, broken JSON, no or empty text) as None."""
+    records: list[tuple[int, str | None]] = []
     for number, line in _decoded_lines(chunk, bad):
-        if line is None or not line.strip():
+        if line is None:
+            records.append((number, None))
+            continue
+        if not line.strip():
             continue
         location = f"{chunk.source}:{number}"
         try:
@@ -156,20 +168,22 @@ def _jsonl_documents(chunk: Chunk, text_field: str, bad: BadRecords) -> list[str
         except json.JSONDecodeError as error:
             detail = error.msg.removesuffix(" at")  # json's "Invalid control character at"
             bad.add(chunk.source, "broken_json", location, f"{detail} at column {error.colno}")
+            records.append((number, None))
             continue
         if not isinstance(record, dict) or text_field not in record:
             bad.add(chunk.source, "no_text_field", location, f"no field {text_field!r}")
+            records.append((number, None))
             continue
         text = "" if record[text_field] is None else str(record[text_field]).strip()
-        if text:
-            documents.append(text)
-        else:
+        if not text:
             bad.add(chunk.source, "empty", location, f"field {text_field!r} is empty")
-    return documents
+        records.append((number, text or None))
+    return records
 
 
-def _record_documents(chunk: Chunk, bad: BadRecords) -> list[str]:
-    documents = []
+def _table_records(chunk: Chunk, bad: BadRecords) -> list[tuple[int, str | None]]:
+    """Each row's text (a .csv or .parquet record); an undecodable or empty one as None."""
+    records: list[tuple[int, str | None]] = []
     for number, value in zip(itertools.count(chunk.first_line), chunk.data):
         location = f"{chunk.source} row {number}"  # a record's row (a CSV record may span lines)
         if isinstance(value, bytes):
@@ -177,13 +191,26 @@ def _record_documents(chunk: Chunk, bad: BadRecords) -> list[str]:
                 value = value.decode("utf-8")
             except UnicodeDecodeError as error:
                 bad.add(chunk.source, "undecodable", location, f"byte 0x{value[error.start]:02x}")
+                records.append((number, None))
                 continue
         text = "" if value is None else str(value).strip()
-        if text:
-            documents.append(text)
-        else:
+        if not text:
             bad.add(chunk.source, "empty", location, "no text")
-    return documents
+        records.append((number, text or None))
+    return records
+
+
+def chunk_records(chunk: Chunk, text_field: str, bad: BadRecords) -> list[tuple[int, str | None]]:
+    """(line number, or row number for .csv/.parquet, and text) of each record of a chunk, in order: a
+    .txt file's non-blank lines, a .jsonl file's non-blank lines, a table's rows. A bad record is counted
+    in `bad` and given as None, so that a caller can keep its place (prediction) or drop it."""
+    for kind, location, detail in chunk.issues:
+        bad.add(chunk.source, kind, location, detail)
+    if chunk.format == "txt":
+        return _txt_records(chunk, bad)
+    if chunk.format == "jsonl":
+        return _jsonl_records(chunk, text_field, bad)
+    return _table_records(chunk, bad)
 
 
 def pieces(text: str, limit: int = MAX_DOCUMENT_CHARS) -> list[str]:
@@ -205,14 +232,12 @@ def pieces(text: str, limit: int = MAX_DOCUMENT_CHARS) -> list[str]:
 def chunk_documents(chunk: Chunk, text_field: str, paragraphs: bool, bad: BadRecords) -> list[str]:
     """The documents of a chunk, in order (one longer than MAX_DOCUMENT_CHARS as its pieces, each a
     document of its own); bad records go to `bad`."""
-    for kind, location, detail in chunk.issues:
-        bad.add(chunk.source, kind, location, detail)
-    if chunk.format == "txt":
+    if chunk.format == "txt" and paragraphs:
+        for kind, location, detail in chunk.issues:
+            bad.add(chunk.source, kind, location, detail)
         documents = _txt_documents(chunk, paragraphs, bad)
-    elif chunk.format == "jsonl":
-        documents = _jsonl_documents(chunk, text_field, bad)
     else:
-        documents = _record_documents(chunk, bad)
+        documents = [text for _, text in chunk_records(chunk, text_field, bad) if text is not None]
     if all(len(text) <= MAX_DOCUMENT_CHARS for text in documents):
         return documents
     return [piece for text in documents for piece in pieces(text)]

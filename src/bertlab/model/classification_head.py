@@ -10,6 +10,14 @@ from bertlab.errors import BertlabError
 POOLINGS = ("cls", "mean")
 
 
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
+    """One vector per sequence: the first token's state (`cls`) or the mean over real tokens (`mean`)."""
+    if pooling == "cls" or attention_mask is None:
+        return hidden[:, 0] if pooling == "cls" else hidden.mean(1)
+    weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
 class ClassificationHead(nn.Module):
     """Pooling (`cls`: the first token; `mean`: average over non-padding tokens), dropout, optional tanh
     hidden layer, then a linear layer to `num_labels` logits. `num_labels` comes from the data."""
@@ -44,10 +52,7 @@ class ClassificationHead(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        if self.pooling == "cls" or attention_mask is None:
-            return hidden[:, 0] if self.pooling == "cls" else hidden.mean(1)
-        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return pool(hidden, attention_mask, self.pooling)
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.classifier(self.dropout(self.pool(hidden, attention_mask)))

@@ -61,15 +61,19 @@ class HFFormat:
     offset_positions: bool  # position ids start at pad_token_id + 1 (RoBERTa)
     type_vocab_size: int  # what an export writes
     bos_eos: bool  # the tokenizer names its [CLS]/[SEP] roles bos and eos too (RoBERTa's <s> and </s>)
+    sequence_classification: str  # the transformers class with the classification head
+    classifier_hidden: str  # its tanh layer on the first token (BERT's pooler, RoBERTa's head dense)
+    classifier_out: str  # its output layer
 
     def position_offset(self, pad_token_id: int) -> int:
         return pad_token_id + 1 if self.offset_positions else 0
 
-    def names(self, num_layers: int) -> dict[str, str]:
-        """bertlab name (q, k, v unfused, `backbone.`/`head.` prefixed) -> Hugging Face name."""
+    def names(self, num_layers: int, mlm_head: bool = True) -> dict[str, str]:
+        """bertlab name (q, k, v unfused, `backbone.`/`head.` prefixed) -> Hugging Face name; the encoder's
+        only without `mlm_head`."""
         modules = {
             "backbone.embedding_norm": f"{self.base}.embeddings.LayerNorm",
-            **{f"head.{ours}": theirs for ours, theirs in self.head.items()},
+            **({f"head.{ours}": theirs for ours, theirs in self.head.items()} if mlm_head else {}),
         }
         for index in range(num_layers):
             ours, theirs = f"backbone.layers.{index}", f"{self.base}.encoder.layer.{index}"
@@ -89,6 +93,7 @@ class HFFormat:
         tied: bool = True,
         cls_id: int | None = None,
         sep_id: int | None = None,
+        labels: list | None = None,
     ) -> dict[str, Any]:
         """The transformers config of this family for a bertlab `architecture` (its config section)."""
         return {
@@ -102,7 +107,16 @@ class HFFormat:
             **({"bos_token_id": cls_id, "eos_token_id": sep_id} if self.bos_eos else {}),
             "position_embedding_type": "absolute",
             "tie_word_embeddings": tied,
-            "architectures": [self.masked_lm],
+            "architectures": [self.masked_lm if labels is None else self.sequence_classification],
+            **(
+                {
+                    "num_labels": len(labels),
+                    "id2label": {i: str(label) for i, label in enumerate(labels)},
+                    "label2id": {str(label): i for i, label in enumerate(labels)},
+                }
+                if labels is not None
+                else {}
+            ),
         }
 
     def architecture(self, config: Mapping[str, Any], pad_token_id: int) -> dict[str, Any]:
@@ -143,6 +157,9 @@ BERT = HFFormat(
     offset_positions=False,
     type_vocab_size=2,
     bos_eos=False,
+    sequence_classification="BertForSequenceClassification",
+    classifier_hidden="bert.pooler.dense",
+    classifier_out="classifier",
 )
 ROBERTA = HFFormat(
     model_type="roberta",
@@ -153,6 +170,9 @@ ROBERTA = HFFormat(
     offset_positions=True,
     type_vocab_size=1,
     bos_eos=True,
+    sequence_classification="RobertaForSequenceClassification",
+    classifier_hidden="classifier.dense",
+    classifier_out="classifier.out_proj",
 )
 FORMATS = {fmt.model_type: fmt for fmt in (BERT, ROBERTA)}
 POSITIONS = "backbone.position_embeddings.embedding.weight"
@@ -180,16 +200,23 @@ def split_qkv(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torc
 
 
 def to_hf(
-    state: dict[str, torch.Tensor], fmt: HFFormat, num_layers: int, fused: bool, pad_token_id: int
+    state: dict[str, torch.Tensor],
+    fmt: HFFormat,
+    num_layers: int,
+    fused: bool,
+    pad_token_id: int,
+    mlm_head: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """bertlab's MLM weights (`backbone.*`, `head.*`) under the format's names."""
+    """bertlab's MLM weights (`backbone.*`, `head.*`) under the format's names; without `mlm_head`, the
+    encoder's only (a classifier adds its head itself)."""
     state = split_qkv(state, num_layers) if fused else state
-    out = {theirs: state[ours] for ours, theirs in fmt.names(num_layers).items()}
+    out = {theirs: state[ours] for ours, theirs in fmt.names(num_layers, mlm_head).items()}
     positions = state[POSITIONS]
     offset = fmt.position_offset(pad_token_id)
     out[fmt.position_key] = torch.cat([positions.new_zeros(offset, positions.size(1)), positions])
     out[fmt.token_type_key] = positions.new_zeros(fmt.type_vocab_size, positions.size(1))
-    out[fmt.head_bias] = state["head.decoder.bias"]
+    if mlm_head:
+        out[fmt.head_bias] = state["head.decoder.bias"]
     return {key: tensor.detach().clone().contiguous() for key, tensor in out.items()}
 
 

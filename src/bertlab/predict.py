@@ -1,0 +1,527 @@
+"""Label unlabelled text with a finetuned classifier, or embed it with any run's encoder, over inputs of
+any size.
+
+    bertlab-predict runs/finetuning/<name> --data new.jsonl --out predictions.parquet
+    bertlab-predict runs/pretraining/<name> --data new.txt --embeddings --out vectors.npy
+    python -m bertlab.predict RUN --data FILE [FILE ...] --out FILE [options]
+
+Inputs are read by the readers a preparation uses (data/text_sources.py: .txt, .jsonl, .csv, the three
+also .gz/.zst/.bz2, .parquet, `datasets` folders), one bounded chunk at a time: each chunk's texts are
+tokenized together, sorted by length into batches (little padding) and put back in input order, so
+memory does not grow with the input. A record is a non-blank line of a .txt or .jsonl file, or a row of
+a table. Predictions: one row per record, `file`, `line` (line number, or row number for .csv/.parquet),
+`label` and one `p_<label>` column per label, to .csv, .jsonl or .parquet (by the suffix of --out).
+Embeddings (--embeddings, pooled by --pooling cls|mean, --normalize for unit length): .npy, one row per
+record in input order (a skipped bad record gets a row of NaN, so rows stay aligned with the records), or
+.parquet with `file`, `line` and `embedding`.
+
+Bad records (undecodable, broken JSON, empty) follow the run's data.on_bad_record unless --on-bad-record
+says otherwise: `skip` counts them and reports them at the end, `error` stops at the first, naming it.
+The output is written to a hidden file beside --out and renamed when complete: an interrupted predict
+(an error, Ctrl-C, SIGTERM) leaves no output. An existing --out is refused unless --overwrite.
+The run is rebuilt by trained_model.load_trained_model; the device is the GPU when there is one, with
+bf16 autocast where it supports it (--device, --precision).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bertlab.atomic_write import replacing_path
+from bertlab.data.chunk_encoding import MAX_DOCUMENT_CHARS, BadRecords, chunk_records, pieces
+from bertlab.data.text_sources import read_chunks, resolve_inputs
+from bertlab.errors import BertlabError
+from bertlab.model.classification_head import POOLINGS, pool
+from bertlab.trained_model import TrainedModel, load_trained_model
+
+log = logging.getLogger(__name__)
+
+PREDICTION_FORMATS = (".csv", ".jsonl", ".parquet")
+EMBEDDING_FORMATS = (".npy", ".parquet")
+BAD_RECORD_MODES = ("skip", "error")
+CHUNK_BYTES = 1 << 20  # text read (and sorted by length) at a time
+ENCODE_BATCH = 1024  # texts per tokenizer call
+PRECISIONS = ("auto", "32", "bf16")
+
+
+@dataclass
+class PredictSummary:
+    """What a predict did, for the command's last lines."""
+
+    out: Path
+    records: int = 0
+    written: int = 0
+    seconds: float = 0.0
+    device: str = "cpu"
+    precision: str = "32"
+    bad: BadRecords = field(default_factory=BadRecords)
+
+
+def output_kind(out: Path, embeddings: bool) -> str:
+    """The output's format from its suffix; a suffix the mode cannot write is refused naming --out."""
+    suffix = out.suffix.lower()
+    allowed = EMBEDDING_FORMATS if embeddings else PREDICTION_FORMATS
+    if suffix not in allowed:
+        what = "embeddings" if embeddings else "predictions"
+        raise BertlabError(
+            f"{str(out)!r}: {what} are written as {' or '.join(allowed)} (chosen by the suffix)", "--out"
+        )
+    return suffix[1:]
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise BertlabError(
+            f"{str(out)!r} exists; choose another file, or --overwrite to replace it (it is replaced only "
+            f"when the new one is complete)",
+            "--out",
+        )
+    if out.is_dir():
+        raise BertlabError(f"{str(out)!r} is a folder; give a file name", "--out")
+    if not out.parent.is_dir():
+        raise BertlabError(f"folder {str(out.parent)!r} does not exist; create it first", "--out")
+
+
+def choose_device(device: str, precision: str) -> tuple[torch.device, torch.dtype | None]:
+    """The device (`auto`: the GPU when there is one) and the autocast dtype (None: fp32)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise BertlabError(f"unknown device {device!r}; use auto, cpu or cuda[:N]", "--device") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise BertlabError("no CUDA GPU is visible; use --device cpu (or auto)", "--device")
+    if precision not in PRECISIONS:
+        raise BertlabError(f"must be one of {PRECISIONS}, got {precision!r}", "--precision")
+    if precision == "auto":
+        bf16 = resolved.type == "cuda" and torch.cuda.is_bf16_supported()
+        return resolved, torch.bfloat16 if bf16 else None
+    return resolved, torch.bfloat16 if precision == "bf16" else None
+
+
+class Progress:
+    """A bar (records/s) on a terminal; otherwise a log line every `every_s` seconds."""
+
+    def __init__(self, total_bytes: int | None, enabled: bool, every_s: float = 30.0) -> None:
+        self.records, self.start = 0, time.monotonic()
+        self.last, self.every_s = self.start, every_s
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total_bytes, unit="B", unit_scale=True, desc="Predicting", dynamic_ncols=True
+            )
+
+    def update(self, raw_bytes: int, records: int) -> None:
+        self.records += records
+        now = time.monotonic()
+        rate = self.records / max(now - self.start, 1e-9)
+        if self.bar is not None:
+            self.bar.update(raw_bytes)
+            self.bar.set_postfix_str(f"{rate:,.0f} texts/s", refresh=False)
+        elif now - self.last >= self.every_s:
+            self.last = now
+            log.info("Predicting: %s records, %.0f texts/s", f"{self.records:,}", rate)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# -- writers: every one writes to a private path that replaces --out once complete ------------------------
+class TableWriter:
+    """Rows of named columns to .csv, .jsonl or .parquet."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        self.path, self.kind = path, kind
+        self.handle: IO[Any] | None = None
+        self.parquet: Any = None
+        self.csv: Any = None
+
+    def write(self, columns: dict[str, Any]) -> None:
+        names = list(columns)
+        if self.kind == "parquet":
+            import pyarrow as pa
+            from pyarrow import parquet
+
+            arrays = {}
+            for name, values in columns.items():
+                if isinstance(values, np.ndarray) and values.ndim == 2:
+                    flat = pa.array(values.reshape(-1), type=pa.float32())
+                    arrays[name] = pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
+                else:
+                    arrays[name] = pa.array(values)
+            table = pa.table(arrays)
+            if self.parquet is None:
+                self.parquet = parquet.ParquetWriter(self.path, table.schema)
+            self.parquet.write_table(table)
+            return
+        if self.handle is None:
+            self.handle = self.path.open("x", newline="" if self.kind == "csv" else None, encoding="utf-8")
+            if self.kind == "csv":
+                self.csv = csv.writer(self.handle)
+                self.csv.writerow(names)
+        values = [
+            columns[name].tolist() if isinstance(columns[name], np.ndarray) else columns[name]
+            for name in names
+        ]
+        if self.kind == "csv":
+            self.csv.writerows(
+                [v if not isinstance(v, float) else f"{v:.6f}" for v in row]
+                for row in zip(*values, strict=True)
+            )
+        else:
+            self.handle.write(
+                "".join(
+                    json.dumps(dict(zip(names, row, strict=True))) + "\n" for row in zip(*values, strict=True)
+                )
+            )
+
+    def discard(self) -> None:
+        """Release the open file without finishing it (the write is abandoned)."""
+        for handle in (self.parquet, self.handle):
+            if handle is not None:
+                handle.close()
+
+    def close(self, columns: list[str]) -> None:
+        """Finish the file; an input without records still gets its header (csv) or schema (parquet)."""
+        if self.kind == "parquet":
+            if self.parquet is None:
+                import pyarrow as pa
+                from pyarrow import parquet
+
+                parquet.write_table(
+                    pa.table({name: pa.array([], pa.string()) for name in columns}), self.path
+                )
+            else:
+                self.parquet.close()
+            return
+        if self.handle is None:
+            self.handle = self.path.open("x", newline="", encoding="utf-8")
+            if self.kind == "csv":
+                csv.writer(self.handle).writerow(columns)
+        self.handle.close()
+
+
+class NpyWriter:
+    """A float32 .npy matrix appended row block by row block; the header's row count is rewritten at the
+    end (numpy leaves room in the header for the first axis to grow), so nothing is held in memory."""
+
+    def __init__(self, path: Path, width: int) -> None:
+        self.path, self.width, self.rows = path, width, 0
+        self.handle = path.open("xb")
+        self.header = self._header(0)
+        self.handle.write(self.header)
+
+    def _header(self, rows: int) -> bytes:
+        import io
+
+        buffer = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            buffer, {"descr": "<f4", "fortran_order": False, "shape": (rows, self.width)}
+        )
+        return buffer.getvalue()
+
+    def write(self, matrix: np.ndarray) -> None:
+        self.handle.write(np.ascontiguousarray(matrix, dtype="<f4").tobytes())
+        self.rows += len(matrix)
+
+    def discard(self) -> None:
+        self.handle.close()
+
+    def close(self, columns: list[str] | None = None) -> None:
+        """Write the final row count into the header and close the file."""
+        header = self._header(self.rows)
+        if len(header) != len(self.header):  # more rows than the header has room for: never in practice
+            raise RuntimeError(f"the .npy header grew from {len(self.header)} to {len(header)} bytes")
+        self.handle.seek(0)
+        self.handle.write(header)
+        self.handle.close()
+
+
+# -- the model side ------------------------------------------------------------------------------------
+class Predictor:
+    """Batches of token ids -> class probabilities or pooled embeddings, on the chosen device."""
+
+    def __init__(
+        self,
+        run: TrainedModel,
+        embeddings: bool,
+        pooling: str,
+        normalize: bool,
+        device: torch.device,
+        autocast: torch.dtype | None,
+    ) -> None:
+        self.run, self.embeddings, self.pooling, self.normalize = run, embeddings, pooling, normalize
+        self.device, self.autocast = device, autocast
+        self.backbone = run.backbone.to(device).eval()
+        self.head = run.head.to(device).eval()
+        self.pad_id = run.tokenizer.pad_id
+
+    @property
+    def width(self) -> int:
+        return self.backbone.hidden_size if self.embeddings else len(self.run.labels or [])
+
+    @torch.inference_mode()
+    def __call__(self, encoded: Sequence[Sequence[int]]) -> np.ndarray:
+        """Outputs (float32, one row per sequence, in the given order) of one batch."""
+        width = max(len(ids) for ids in encoded)
+        input_ids = np.full((len(encoded), width), self.pad_id, dtype=np.int64)
+        for row, ids in enumerate(encoded):
+            input_ids[row, : len(ids)] = ids
+        ids = torch.from_numpy(input_ids).to(self.device, non_blocking=True)
+        lengths = torch.tensor([len(e) for e in encoded], device=self.device)
+        mask = (torch.arange(width, device=self.device)[None, :] < lengths[:, None]).long()
+        enabled = self.autocast is not None
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=enabled):
+            hidden = self.backbone(ids, mask)
+            if self.embeddings:
+                out = pool(hidden.float(), mask, self.pooling)
+                if self.normalize:
+                    out = F.normalize(out, dim=-1)
+            else:
+                out = self.head(hidden, mask).float().softmax(-1)
+        return out.float().cpu().numpy()
+
+
+def _sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def predict(
+    run_dir: str | Path,
+    data: Sequence[str | Path],
+    out: str | Path,
+    *,
+    embeddings: bool = False,
+    pooling: str = "cls",
+    normalize: bool = False,
+    text_field: str | None = None,
+    checkpoint: str | Path | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    precision: str = "auto",
+    on_bad_record: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> PredictSummary:
+    """Predict labels (or embeddings) for every record of `data` into `out`; see the module docstring."""
+    out = Path(out)
+    kind = output_kind(out, embeddings)
+    check_output(out, overwrite)
+    if pooling not in POOLINGS:
+        raise BertlabError(f"must be one of {list(POOLINGS)}, got {pooling!r}", "--pooling")
+    if batch_size < 1:
+        raise BertlabError(f"must be a positive integer, got {batch_size}", "--batch-size")
+    try:
+        inputs = resolve_inputs([str(d) for d in data], "--data")
+    except BertlabError as error:
+        raise _renamed(error) from None
+    run = load_trained_model(run_dir, checkpoint)
+    if not embeddings and run.task != "classification":
+        raise BertlabError(
+            f"{str(run_dir)!r} is a pretraining run: it has no labels to predict. Add --embeddings for its "
+            f"pooled vectors, or give a finetuning run (runs/finetuning/<name>)",
+            "run",
+        )
+    data_cfg = run.config.get("data") or {}
+    text_field = (
+        text_field or data_cfg.get("text_field") or (data_cfg.get("source") or {}).get("text_field") or "text"
+    )
+    on_bad_record = on_bad_record or data_cfg.get("on_bad_record") or "skip"
+    if on_bad_record not in BAD_RECORD_MODES:
+        raise BertlabError(f"must be one of {BAD_RECORD_MODES}, got {on_bad_record!r}", "--on-bad-record")
+    run.tokenizer.truncation = True  # a long text is cut to max_length, as in training, never refused
+    target, autocast = choose_device(device, precision)
+    predictor = Predictor(run, embeddings, pooling, normalize, target, autocast)
+    summary = PredictSummary(out, device=str(target), precision="bf16" if autocast else "32")
+    sizes = [item.size() for item in inputs]
+    bar = Progress(None if None in sizes else sum(s or 0 for s in sizes), progress)
+    start = time.monotonic()
+    labels = [str(label) for label in run.labels or []]
+    columns = (
+        ["file", "line", "embedding"]
+        if embeddings
+        else ["file", "line", "label", *[f"p_{x}" for x in labels]]
+    )
+    try:
+        with replacing_path(out) as temporary:
+            writer: Any = (
+                NpyWriter(temporary, predictor.width) if kind == "npy" else TableWriter(temporary, kind)
+            )
+            try:
+                for chunk in _renamed_errors(read_chunks(inputs, "predict", text_field, False, chunk_bytes)):
+                    before = summary.bad.total()
+                    records = chunk_records(chunk, text_field, summary.bad)
+                    if on_bad_record == "error" and summary.bad.total() > before:
+                        raise BertlabError(
+                            f"{summary.bad.describe_first()}; or use --on-bad-record skip to skip and count "
+                            f"them",
+                            "--data",
+                        )
+                    outputs, kept = _predict_chunk(predictor, run, records, batch_size)
+                    if kind == "npy":
+                        writer.write(outputs)
+                        summary.written += len(records)
+                    elif kept:
+                        writer.write(_rows(chunk.source, records, outputs, kept, labels, embeddings))
+                        summary.written += len(kept)
+                    summary.records += len(records)
+                    bar.update(chunk.raw_bytes, len(records))
+            except BaseException:
+                writer.discard()  # the private file is removed by replacing_path
+                raise
+            writer.close(columns)
+    finally:
+        bar.close()
+    summary.seconds = time.monotonic() - start
+    return summary
+
+
+def _predict_chunk(
+    predictor: Predictor, run: TrainedModel, records: list[tuple[int, str | None]], batch_size: int
+) -> tuple[np.ndarray, list[int]]:
+    """Outputs of a chunk's records in their order (NaN for bad ones), and the indices of the good ones."""
+    kept = [i for i, (_, text) in enumerate(records) if text is not None]
+    outputs = np.full((len(records), predictor.width), np.nan, dtype=np.float32)
+    if kept:
+        # a record is cut to max_length tokens anyway: only its start goes to the tokenizer, whose memory
+        # grows with what it encodes at once
+        texts = [_start(records[i][1]) for i in kept]
+        encoded = [  # in slices: the tokenizer's Encoding objects are large, only their ids are kept
+            ids
+            for start in range(0, len(texts), ENCODE_BATCH)
+            for ids in run.tokenizer.encode_sequences(texts[start : start + ENCODE_BATCH])
+        ]
+        positions = np.asarray(kept)
+        for batch in _sorted_batches([len(ids) for ids in encoded], batch_size):
+            outputs[positions[batch]] = predictor([encoded[i] for i in batch])
+    return outputs, kept
+
+
+def _start(text: str) -> str:
+    return text if len(text) <= MAX_DOCUMENT_CHARS else pieces(text)[0]
+
+
+def _rows(
+    source: str,
+    records: list[tuple[int, str | None]],
+    outputs: np.ndarray,
+    kept: list[int],
+    labels: list[str],
+    embeddings: bool,
+) -> dict[str, Any]:
+    values: dict[str, Any] = {"file": [source] * len(kept), "line": [records[i][0] for i in kept]}
+    rows = outputs[kept]
+    if embeddings:
+        values["embedding"] = rows
+    else:
+        values["label"] = [labels[i] for i in rows.argmax(1)]
+        values.update({f"p_{label}": rows[:, j].astype(np.float64) for j, label in enumerate(labels)})
+    return values
+
+
+def _renamed(error: BertlabError) -> BertlabError:
+    """Errors of the shared readers name their config keys; here the options that set them."""
+    key = error.key or ""
+    if key.endswith("text_field"):
+        return BertlabError(error.message.replace("data.source.text_field", "--text-field"), "--text-field")
+    if key.startswith("source."):
+        return BertlabError(error.message, "--data")
+    return error
+
+
+def _renamed_errors(chunks: Iterator[Any]) -> Iterator[Any]:
+    try:
+        yield from chunks
+    except BertlabError as error:
+        raise _renamed(error) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line; prints one `Error: ...` line and exits 2 on bad input, leaving no output."""
+    parser = argparse.ArgumentParser(
+        prog="bertlab-predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("run", type=Path, help="a finetuning run (labels) or any run (--embeddings)")
+    parser.add_argument("--data", nargs="+", required=True, help="files, folders or globs of text")
+    parser.add_argument("--out", type=Path, required=True, help=".csv/.jsonl/.parquet, or .npy/.parquet")
+    parser.add_argument("--embeddings", action="store_true", help="pooled vectors instead of labels")
+    parser.add_argument("--pooling", choices=POOLINGS, default="cls", help="embeddings: cls or mean")
+    parser.add_argument("--normalize", action="store_true", help="embeddings: scale to unit length")
+    parser.add_argument("--text-field", default=None, help="jsonl/csv/parquet: default the run's, else text")
+    parser.add_argument("--checkpoint", default=None, help="best (default, else last), last, or a path")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda")
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="auto", help="auto: bf16 on a GPU that has it"
+    )
+    parser.add_argument("--on-bad-record", choices=BAD_RECORD_MODES, default=None, help="default: the run's")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        summary = predict(
+            args.run,
+            args.data,
+            args.out,
+            embeddings=args.embeddings,
+            pooling=args.pooling,
+            normalize=args.normalize,
+            text_field=args.text_field,
+            checkpoint=args.checkpoint,
+            batch_size=args.batch_size,
+            device=args.device,
+            precision=args.precision,
+            on_bad_record=args.on_bad_record,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+    except BertlabError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    bad = summary.bad.total()
+    if bad:
+        counts = "; ".join(
+            f"{source}: {', '.join(f'{n} {kind}' for kind, n in sorted(kinds.items()))}"
+            for source, kinds in summary.bad.counts.items()
+        )
+        print(f"Skipped {bad} bad records ({counts}); first: {summary.bad.describe_first()}", file=sys.stderr)
+    rate = summary.records / max(summary.seconds, 1e-9)
+    print(
+        f"Wrote {summary.written} rows for {summary.records} records to {summary.out} in {summary.seconds:.1f} s "
+        f"({rate:,.0f} texts/s, {summary.device}, {'bf16' if summary.precision == 'bf16' else 'fp32'})"
+    )
+    return 0
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM unwinds like Ctrl-C, so the private output file is removed and --out is left untouched."""
+    raise SystemExit(128 + signum)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
