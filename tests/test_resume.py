@@ -13,6 +13,7 @@ import torch
 import bertlab.flow
 from bertlab.errors import BertlabError
 from bertlab.run import run
+from bertlab.training.interruption import TrainingInterrupted
 from tests.conftest import FAST, compose_config, read_csv, snapshot
 
 STEPS = ["training.max_steps=20", "training.val_check_interval=6", "training.checkpoint.every_n_steps=5"]
@@ -53,7 +54,8 @@ def test_sigterm_then_resume_equals_straight_training(tmp_path, monkeypatch, pre
     cut = tmp_path / "pretraining" / "cut"
     with monkeypatch.context() as patch:
         interrupt_at(patch, 9)  # mid-epoch, between periodic checkpoints
-        run(compose_config(["+experiment=pretrain", "experiment.name=cut", *settings], tmp_path), cut)
+        with pytest.raises(TrainingInterrupted):  # the launcher turns it into exit status 75
+            run(compose_config(["+experiment=pretrain", "experiment.name=cut", *settings], tmp_path), cut)
     assert torch.load(cut / "checkpoints/model.ckpt", weights_only=True)["global_step"] == 9
     assert [int(r["step"]) for r in read_csv(cut / "metrics/train/metrics.csv")][-1] == 8
 
