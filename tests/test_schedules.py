@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from bertlab.errors import BertlabError
+from bertlab.run_folder import job_folder_name
 from bertlab.training.schedule import one_cycle, warmup_stable_decay, warmup_then_decay
 
 
@@ -91,3 +92,7 @@ def test_invalid_schedules_name_the_parameter(factory, kwargs, key):
     with pytest.raises(BertlabError) as caught:
         rates(factory, 100, **kwargs)
     assert caught.value.key == key
+
+
+def test_a_sweep_over_schedules_names_one_job_folder_each():
+    assert job_folder_name(1, "training/scheduler-wsd") == "job1_training.scheduler-wsd"
