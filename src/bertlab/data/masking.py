@@ -8,8 +8,8 @@ and padding tokens are never selected.
 The unit of selection is a token (default), a whole word (`unit=word`: every piece of a chosen word is
 masked together; words start where the tokenizer's vocabulary says, a per-token-id table) or a span of
 whole words (`unit=span`: SpanBERT's geometric number of words, cut at `max_span`). Units are taken in a
-random order until the count is reached; the unit that crosses it is taken with the probability that makes
-the expected count exact, into `unit_slack` extra slots (a unit that would not fit them is left out).
+random order while they fit the count; later units that fit `unit_slack` extra slots complete it, the
+last one taken with the probability that makes the expected count exact.
 `final_probability` moves the rate linearly from `probability` at the first step to it at the last
 (evaluation masks at the final rate); the slots stay those of the higher rate, so shapes never change.
 
@@ -33,6 +33,7 @@ _UNMASKABLE = 1 << 62  # the key of special tokens: they sort after every maskab
 _ROLL_SCALE = 1 << 24  # the low 24 bits of each draw decide [MASK] / random / kept
 _ROLL_MASK = _ROLL_SCALE - 1
 UNITS = ("token", "word", "span")
+_COMPLETION_PASSES = 3  # later units tried, one at a time, to complete a count the whole units left short
 
 
 def batch_generator(
@@ -214,8 +215,10 @@ class MaskingPolicy:
         count: int | None,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        """[B, L] bool: whole units (words or spans of words) in a random order until `count` tokens, the
-        unit crossing it taken with probability (count - before) / its length, never more than `slots`."""
+        """[B, L] bool: whole units (words or spans of words) in a random order while they fit `count`
+        tokens; then the first later unit that fits the `slots`, with probability (count - tokens so far) /
+        its length, so that the expected number is `count` (short only where no later unit fits, or after
+        _COMPLETION_PASSES units each shorter than what was left)."""
         batch, length = input_ids.shape
         device = input_ids.device
         count = slots if count is None else count
@@ -237,6 +240,26 @@ class MaskingPolicy:
         rank = order.argsort(dim=1)  # where each token sits in the random order of units
         before = rank - (position - start_of)  # tokens of earlier units in that order
         after = before + unit_length
-        crossing = (before < count) & (after > count) & (after <= slots)
-        take = (after <= count) | (crossing & (coin * unit_length < count - before))
-        return take & ~special
+        selected = (after <= count) & ~special  # the units that fit the count whole
+        pointer = torch.where(selected, after, torch.zeros_like(after)).amax(1, keepdim=True)
+        remaining = count - pointer
+        none = torch.full_like(before, 2 * length)
+        for _ in range(_COMPLETION_PASSES):
+            # the first later unit that fits the slots, taken with probability remaining / its length: a
+            # longer one ends the selection (count reached in expectation), a shorter one leaves a rest
+            fits = (
+                ~special
+                & (before >= pointer)
+                & (unit_length <= remaining + (slots - count))
+                & (remaining > 0)
+            )
+            first = torch.where(fits, before, none).amin(1, keepdim=True)
+            chosen = fits & (before == first)
+            selected |= chosen & (coin * unit_length < remaining)
+            chosen_length = torch.where(chosen, unit_length, torch.zeros_like(unit_length)).amax(
+                1, keepdim=True
+            )
+            rest = (chosen_length > 0) & (chosen_length < remaining)
+            remaining = torch.where(rest, remaining - chosen_length, torch.zeros_like(remaining))
+            pointer = first + chosen_length
+        return selected
