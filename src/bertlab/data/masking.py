@@ -162,15 +162,16 @@ class MaskingPolicy:
             keys = keys.masked_fill_(special, _UNMASKABLE)
             chosen = keys.topk(num_predictions, dim=1, largest=False)
             values = chosen.values
-            if num_selected is not None and num_selected < num_predictions:
-                values = values.clone()  # a scheduled rate below the slots: the last slots stay unused
+            fewer = num_selected is not None and num_selected < num_predictions
+            if fewer:  # a scheduled rate below the slots: the last slots stay unused
+                values = values.clone()
                 values[:, num_selected:] = _UNMASKABLE
             missing = values >= _UNMASKABLE
             # ascending positions, missing slots after the real ones
             positions = (chosen.indices + missing.long() * length).sort(dim=1).values
             missing = positions >= length
             positions = positions.masked_fill_(missing, 0)
-            if values is chosen.values:
+            if not fewer:
                 selected = (keys <= chosen.values[:, -1:]) & ~special
             else:
                 selected = keys <= values.masked_fill(values >= _UNMASKABLE, -1).amax(1, keepdim=True)
@@ -231,8 +232,10 @@ class MaskingPolicy:
         end_of = next_start.flip(1).cummin(1).values.flip(1)
         unit_length = end_of - start_of
         # a unit's random key and coin are those drawn at its start position
+        # the key keeps clear of the low 24 bits (the 80/10/10 roll) and stays below 2^61 once shifted back
         length_bits = max(1, (length - 1).bit_length())
-        unit_key = (bits >> (2 + 2 * length_bits)).gather(1, start_of)  # below 2^61 once shifted back
+        key_bits = min(_KEY_BITS, 61 - 2 * length_bits)
+        unit_key = (bits >> (63 - key_bits)).gather(1, start_of)
         coin = torch.rand((batch, length), generator=generator, device=device).gather(1, start_of)
         order_key = ((unit_key << length_bits) | start_of) << length_bits | position
         order_key = order_key.masked_fill_(special, _UNMASKABLE)
