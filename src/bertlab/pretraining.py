@@ -95,6 +95,11 @@ class Pretraining:
                 cache_file=datamodule.tokenizer_cache_file(fresh),
             ),
         )
+        if datamodule.masking.needs_word_starts:
+            try:
+                tokenizer.word_starts()
+            except BertlabError as error:
+                raise error.in_section("mlm_head.masking") from None
         try:
             prepared_dir = datamodule.prepare(tokenizer, main=is_main_process())
             datamodule.setup("fit")

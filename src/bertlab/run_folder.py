@@ -76,8 +76,11 @@ def run_dir_of(output_dir: str | Path, kind: str, name: str) -> Path:
 
 
 def job_folder_name(number: int, overrides: str) -> str:
-    """`job<N>_<overrides>` for a sweep job: readable, unique by N, short enough for any file system."""
-    name = f"job{number}_{overrides}".rstrip("_")
+    """`job<N>_<overrides>` for a sweep job: readable, unique by N, short enough for any file system.
+
+    One folder, never nested: a '/' (a nested config group such as training/scheduler, a path) becomes '.'.
+    """
+    name = f"job{number}_{overrides.replace('/', '.')}".rstrip("_")
     if len(name) <= JOB_NAME_LIMIT:
         return name
     digest = hashlib.sha1(overrides.encode()).hexdigest()[:8]

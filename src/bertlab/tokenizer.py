@@ -287,6 +287,33 @@ class TextTokenizer:
         registered = (i for i, token in self.backend.get_added_tokens_decoder().items() if token.special)
         return sorted({*(self.token_id(token) for token in self.special.tokens), *registered})
 
+    def word_starts(self) -> list[bool]:
+        """Per token id: does the token begin a word? From the vocabulary alone (whole-word masking).
+
+        WordPiece marks continuations ('##'); byte-level BPE ('Ġ') and Metaspace/Unigram ('▁') mark word
+        starts. Special tokens count as starts. A token without the start marker (punctuation split off by
+        the byte-level pre-tokenizer, for instance) belongs to the word before it.
+        """
+        vocab = self.backend.get_vocab()
+        table = [True] * self.vocab_size
+        continuation = getattr(self.backend.model, "continuing_subword_prefix", None)
+        if isinstance(self.backend.model, models.WordPiece) and continuation:
+            for token, index in vocab.items():
+                table[index] = not token.startswith(continuation)
+        else:
+            marker = max(("\u0120", "\u2581"), key=lambda m: sum(t.startswith(m) for t in vocab))
+            if not any(token.startswith(marker) for token in vocab):
+                raise BertlabError(
+                    "whole-word and span masking need a vocabulary that marks words ('##' continuations, "
+                    "or 'Ġ' / '▁' word starts); this one marks neither",
+                    "unit",
+                )
+            for token, index in vocab.items():
+                table[index] = token.startswith(marker)
+        for index in self.special_ids:
+            table[index] = True
+        return table
+
     # -- encoding -------------------------------------------------------------------------------------
     def encode_documents(self, texts: Sequence[str]) -> list[list[int]]:
         """Ids of each text without special tokens or truncation (pretraining concatenates them)."""

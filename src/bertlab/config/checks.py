@@ -67,6 +67,12 @@ def check_common(cfg: DictConfig) -> None:
         raise BertlabError(
             f"must be one of {list(WANDB_MODES)}, got {cfg.logging.wandb.mode!r}", "logging.wandb.mode"
         )
+    if not isinstance(cfg.training.scheduler, DictConfig):
+        raise BertlabError(
+            f"got {cfg.training.scheduler!r}; a schedule is a config group, chosen with "
+            f"training/scheduler=<name> (warmup_then_decay, wsd, one_cycle, triangle)",
+            "training.scheduler",
+        )
     lr = cfg.training.optimizer.get("lr")
     if lr == AUTO:
         if cfg.experiment.kind != "finetuning":

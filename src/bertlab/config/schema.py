@@ -19,6 +19,7 @@ RESUMABLE = {"resume_may_change": True}
 UNTYPED_RESUMABLE = (
     "data.cache_dir",  # where prepared data is kept, not what it is
     "data.eval_tokens",  # how much of val/test each evaluation reads, not what is trained on
+    "training.scheduler.decay_start_step",  # WSD: decay a stable-phase checkpoint from where it stopped
 )
 
 

@@ -337,6 +337,7 @@ class MLMDataModule(SplitDataModule):
                     f"{len(dataset) * block_length:,}",
                     WHOLE_SPLIT if self.eval_tokens is None else self.eval_tokens,
                 )
+        word_starts = self.tokenizer.word_starts() if self.masking.needs_word_starts else None
         self.masker = BatchMasker(
             self.masking,
             self.tokenizer.special_ids,
@@ -344,6 +345,8 @@ class MLMDataModule(SplitDataModule):
             self.tokenizer.vocab_size,
             self.masking.num_predictions(block_length - 2),
             self.seed,
+            word_starts=word_starts,
+            maskable=block_length - 2,
         )
 
     def eval_blocks(self, block_length: int) -> int | None:
@@ -392,7 +395,15 @@ class MLMDataModule(SplitDataModule):
         if self.masker is None:
             raise RuntimeError("call setup() before masking batches")
         rank = self.trainer.global_rank if self.trainer is not None else 0
-        return self.masker(batch, rank)
+        return self.masker(batch, rank, self.training_progress())
+
+    def training_progress(self) -> float:
+        """Share of training done, for a masking-rate schedule: 1 outside training (evaluation)."""
+        trainer = self.trainer
+        if not self.masking.scheduled or trainer is None or not trainer.training:
+            return 1.0
+        total = trainer.max_steps if trainer.max_steps > 0 else trainer.estimated_stepping_batches
+        return min(1.0, trainer.global_step / max(1, total - 1))
 
     def batches_per_epoch(self, world_size: int = 1) -> int:
         """Training batches each of `world_size` processes runs per epoch."""
