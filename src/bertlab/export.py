@@ -70,7 +70,7 @@ def publishing_folder(out_dir: Path, overwrite: bool) -> Iterator[Path]:
 
 def check_bert_compatible(run: TrainedModel) -> None:
     """Refuse, naming the option, what Hugging Face BERT cannot express."""
-    architecture, head = run.architecture, run.head_config
+    architecture, head = run.saved.architecture, run.head_config
     if architecture.get("_target_") != ENCODER_TARGET:
         raise BertlabError(
             f"must be {ENCODER_TARGET} to export, got {architecture.get('_target_')!r}",
@@ -114,7 +114,7 @@ def check_classifier_compatible(run: TrainedModel, hf_class: str) -> None:
             f"first token); export to ONNX (--to onnx) or predict with bertlab-predict instead",
             "classification_head.pooling",
         )
-    size, hidden = head.get("hidden_layer_size"), run.architecture["hidden_size"]
+    size, hidden = head.get("hidden_layer_size"), run.saved.architecture["hidden_size"]
     if size not in (None, hidden):
         raise BertlabError(
             f"{size} cannot be expressed in the Hugging Face format ({hf_class}'s hidden layer has the "
@@ -125,8 +125,8 @@ def check_classifier_compatible(run: TrainedModel, hf_class: str) -> None:
 
 def hf_state_dict(run: TrainedModel, pad_token_id: int) -> dict[str, torch.Tensor]:
     """bertlab's checkpoint keys mapped onto the Hugging Face format's (the fused QKV matrix split in three)."""
-    architecture, fmt = run.architecture, run.hf_format
-    state = {k: v for k, v in run.state_dict.items() if k.startswith(("backbone.", "head."))}
+    architecture, fmt = run.saved.architecture, run.hf_format
+    state = {k: v for k, v in run.saved.state_dict.items() if k.startswith(("backbone.", "head."))}
     num_layers, fused = architecture["num_layers"], architecture["fused_qkv"]
     if run.task == "mlm":
         if run.head_config.get("tie_word_embeddings", True):
@@ -174,8 +174,8 @@ def hf_model(run: TrainedModel) -> Any:
     config = transformers.AutoConfig.for_model(
         fmt.model_type,
         **fmt.config_kwargs(
-            run.architecture,
-            run.vocab_size,
+            run.saved.architecture,
+            run.saved.vocab_size,
             tokenizer.pad_id,
             bool(run.head_config.get("tie_word_embeddings", True)) if run.task == "mlm" else True,
             tokenizer.cls_id,
@@ -200,16 +200,16 @@ def hf_tokenizer(run: TrainedModel) -> Any:
     """The run's tokenizer as a `PreTrainedTokenizerFast` with its special tokens named."""
     transformers = _transformers()
     special = run.tokenizer.special
-    tokenizer_cfg = run.config.get("tokenizer", {})
+    tokenizer_cfg = run.saved.config.get("tokenizer", {})
     return transformers.PreTrainedTokenizerFast(
-        tokenizer_file=str(run.tokenizer_path),
+        tokenizer_file=str(run.saved.tokenizer_file),
         unk_token=special.unk,
         pad_token=special.pad,
         cls_token=special.cls,
         sep_token=special.sep,
         mask_token=special.mask,
         **({"bos_token": special.cls, "eos_token": special.sep} if run.hf_format.bos_eos else {}),
-        model_max_length=tokenizer_cfg.get("max_length", run.architecture["max_position_embeddings"]),
+        model_max_length=tokenizer_cfg.get("max_length", run.saved.architecture["max_position_embeddings"]),
         padding_side="right",
     )
 

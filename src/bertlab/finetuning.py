@@ -20,7 +20,7 @@ from bertlab.baseline import linear_baseline
 from bertlab.config.checks import check_finetuning
 from bertlab.config.instantiate import edited_config, instantiate_node, instantiate_section, plain_config
 from bertlab.errors import BertlabError
-from bertlab.flow import BuiltRun, RunPlan, configured_lr, resumes, run_tokenizer, run_training
+from bertlab.flow import BuiltRun, RunPlan, configured_lr, resumes, run_tokenizer
 from bertlab.hf_import import HFStart, finetuning_source
 from bertlab.pretrained import inherit_architecture, load_backbone, open_pretrained_run
 from bertlab.reporting.test_outputs import write_test_outputs
@@ -69,11 +69,6 @@ def freeze_schedule(backbone: Any, freeze: dict[str, Any]) -> FreezeSchedule:
         )
     except BertlabError as error:
         raise error.in_section("training.freeze") from None
-
-
-def finetune(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float | None:
-    """Finetune per `cfg` into `run_dir`; returns the best monitored validation value (for sweepers)."""
-    return run_training(cfg, run_dir, sweep, Finetuning(cfg, run_dir))
 
 
 @dataclass(frozen=True)

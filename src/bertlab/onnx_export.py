@@ -81,7 +81,7 @@ def write_onnx(run: TrainedModel, folder: Path) -> Path:
     module, outputs = exported_module(run)
     tokenizer = run.tokenizer
     # Example inputs with padding and two lengths, so nothing specialises on a size.
-    tokens = min(16, run.architecture["max_position_embeddings"])
+    tokens = min(16, run.saved.architecture["max_position_embeddings"])
     input_ids = torch.full((2, tokens), tokenizer.pad_id, dtype=torch.long)
     input_ids[:, 0], input_ids[0, 1:-1], input_ids[0, -1] = (
         tokenizer.cls_id,
@@ -93,7 +93,7 @@ def write_onnx(run: TrainedModel, folder: Path) -> Path:
     attention_mask = (torch.arange(tokens)[None, :] <= torch.tensor([[tokens - 1], [tokens // 2]])).long()
     path = folder / MODEL_FILE
     batch = torch.export.Dim("batch", min=1)
-    sequence = torch.export.Dim("sequence", min=1, max=run.architecture["max_position_embeddings"])
+    sequence = torch.export.Dim("sequence", min=1, max=run.saved.architecture["max_position_embeddings"])
     shapes = {"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}}
     quiet = logging.getLogger("torch.onnx._internal.exporter._registration")  # "torchvision is not installed"
     level = quiet.level
@@ -114,7 +114,7 @@ def write_onnx(run: TrainedModel, folder: Path) -> Path:
     finally:
         quiet.setLevel(level)
     program.save(str(path))
-    shutil.copy(run.tokenizer_path, folder / "tokenizer.json")
+    shutil.copy(run.saved.tokenizer_file, folder / "tokenizer.json")
     info: dict[str, Any] = {
         "task": run.task,
         "inputs": ["input_ids", "attention_mask"],
@@ -124,7 +124,7 @@ def write_onnx(run: TrainedModel, folder: Path) -> Path:
         "pad_token_id": tokenizer.pad_id,
         "cls_token_id": tokenizer.cls_id,
         "sep_token_id": tokenizer.sep_id,
-        "source": {"run": str(run.run_dir), "checkpoint": str(run.checkpoint)},
+        "source": {"run": str(run.saved.run_dir), "checkpoint": str(run.saved.checkpoint)},
     }
     (folder / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return path

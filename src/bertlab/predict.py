@@ -46,6 +46,7 @@ from bertlab.data.chunk_encoding import MAX_DOCUMENT_CHARS, BadRecords, chunk_re
 from bertlab.data.text_sources import read_chunks, resolve_inputs
 from bertlab.errors import BertlabError
 from bertlab.model.classification_head import POOLINGS, pool
+from bertlab.progress import StreamProgress
 from bertlab.trained_model import TrainedModel, load_trained_model
 
 log = logging.getLogger(__name__)
@@ -112,36 +113,6 @@ def choose_device(device: str, precision: str) -> tuple[torch.device, torch.dtyp
         bf16 = resolved.type == "cuda" and torch.cuda.is_bf16_supported()
         return resolved, torch.bfloat16 if bf16 else None
     return resolved, torch.bfloat16 if precision == "bf16" else None
-
-
-class Progress:
-    """A bar (records/s) on a terminal; otherwise a log line every `every_s` seconds."""
-
-    def __init__(self, total_bytes: int | None, enabled: bool, every_s: float = 30.0) -> None:
-        self.records, self.start = 0, time.monotonic()
-        self.last, self.every_s = self.start, every_s
-        self.bar = None
-        if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(
-                total=total_bytes, unit="B", unit_scale=True, desc="Predicting", dynamic_ncols=True
-            )
-
-    def update(self, raw_bytes: int, records: int) -> None:
-        self.records += records
-        now = time.monotonic()
-        rate = self.records / max(now - self.start, 1e-9)
-        if self.bar is not None:
-            self.bar.update(raw_bytes)
-            self.bar.set_postfix_str(f"{rate:,.0f} texts/s", refresh=False)
-        elif now - self.last >= self.every_s:
-            self.last = now
-            log.info("Predicting: %s records, %.0f texts/s", f"{self.records:,}", rate)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 # -- writers: every one writes to a private path that replaces --out once complete ------------------------
@@ -343,7 +314,7 @@ def predict(
             f"pooled vectors, or give a finetuning run (runs/finetuning/<name>)",
             "run",
         )
-    data_cfg = run.config.get("data") or {}
+    data_cfg = run.saved.config.get("data") or {}
     text_field = (
         text_field or data_cfg.get("text_field") or (data_cfg.get("source") or {}).get("text_field") or "text"
     )
@@ -355,7 +326,9 @@ def predict(
     predictor = Predictor(run, embeddings, pooling, normalize, target, autocast)
     summary = PredictSummary(out, device=str(target), precision="bf16" if autocast else "32")
     sizes = [item.size() for item in inputs]
-    bar = Progress(None if None in sizes else sum(s or 0 for s in sizes), progress)
+    bar = StreamProgress(
+        "Predicting", None if None in sizes else sum(s or 0 for s in sizes), "texts", enabled=progress
+    )
     start = time.monotonic()
     labels = [str(label) for label in run.labels or []]
     columns = (

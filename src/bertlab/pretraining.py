@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from bertlab.config.checks import check_pretraining
 from bertlab.config.instantiate import edited_config, instantiate_node, instantiate_section, plain_config
 from bertlab.errors import BertlabError
-from bertlab.flow import BuiltRun, RunPlan, configured_lr, resumes, run_tokenizer, run_training
+from bertlab.flow import BuiltRun, RunPlan, configured_lr, resumes, run_tokenizer
 from bertlab.hf_import import HFStart, load_weights, pretraining_source
 from bertlab.run_folder import RUN_INFO_FILE, TOKENIZER_FILE
 from bertlab.tasks.mlm import EVAL_COLUMNS, TRAIN_COLUMNS, MaskedLanguageModel
@@ -37,11 +37,6 @@ def _data_errors(texts: Iterator[str]) -> Iterator[str]:
         yield from texts
     except BertlabError as error:
         raise error.in_section("data") from None
-
-
-def pretrain(cfg: DictConfig, run_dir: Path, sweep: str | None = None) -> float | None:
-    """Pretrain per `cfg` into `run_dir`; returns the best monitored validation value (for sweepers)."""
-    return run_training(cfg, run_dir, sweep, Pretraining(cfg, run_dir))
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,15 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from bertlab.errors import BertlabError
-from bertlab.finetuning import finetune
+from bertlab.finetuning import Finetuning
+from bertlab.flow import run_training
 from bertlab.preparation import prepare
-from bertlab.pretraining import pretrain
+from bertlab.pretraining import Pretraining
 from bertlab.run_folder import FINETUNING, PREPARATION, PRETRAINING
 
-# experiment.kind -> the function that runs that kind of run.
-RUN_KINDS = {PRETRAINING: pretrain, FINETUNING: finetune, PREPARATION: prepare}
+# experiment.kind -> what is different about that kind of training run (flow.py runs the rest); a
+# preparation (PREPARATION) is no training run and has its own function.
+RUN_KINDS = {PRETRAINING: Pretraining, FINETUNING: Finetuning}
 
 
 def run(cfg: DictConfig, run_dir: str | Path, sweep: str | None = None) -> float | None:
@@ -26,9 +28,11 @@ def run(cfg: DictConfig, run_dir: str | Path, sweep: str | None = None) -> float
 
     `sweep` names the multirun sweep the run is a job of (it groups the jobs in W&B); None for one run.
     """
-    run_kind = RUN_KINDS.get(cfg.experiment.kind)
-    if run_kind is None:
+    kind, run_dir = cfg.experiment.kind, Path(run_dir)
+    if kind == PREPARATION:
+        return prepare(cfg, run_dir, sweep)
+    if kind not in RUN_KINDS:
         raise BertlabError(
-            f"must be one of {sorted(RUN_KINDS)}, got {cfg.experiment.kind!r}", "experiment.kind"
+            f"must be one of {sorted([*RUN_KINDS, PREPARATION])}, got {kind!r}", "experiment.kind"
         )
-    return run_kind(cfg, Path(run_dir), sweep)
+    return run_training(cfg, run_dir, sweep, RUN_KINDS[kind](cfg, run_dir))

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from bertlab.errors import BertlabError
@@ -26,7 +25,7 @@ from bertlab.tokenizer import TextTokenizer
 class TrainedModel:
     """A run's modules in eval mode on the CPU, and what was read to build them."""
 
-    run: SavedRun
+    saved: SavedRun  # the run folder and checkpoint it was rebuilt from (config, weights, architecture)
     task: str  # "mlm" | "classification"
     backbone: nn.Module
     head: nn.Module  # MLMHead or ClassificationHead
@@ -34,43 +33,15 @@ class TrainedModel:
     labels: list | None  # a finetune's label vocabulary (ids index into it)
 
     @property
-    def run_dir(self) -> Path:
-        return self.run.run_dir
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.run.checkpoint
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return self.run.config
-
-    @property
-    def architecture(self) -> dict[str, Any]:
-        return self.run.architecture
-
-    @property
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.run.state_dict
-
-    @property
-    def vocab_size(self) -> int:
-        return self.run.vocab_size
-
-    @property
-    def tokenizer_path(self) -> Path:
-        return self.run.tokenizer_file
-
-    @property
     def head_config(self) -> dict[str, Any]:
         if self.task == "mlm":
-            return dict((self.config.get("mlm_head") or {}).get("module", {}))
-        return dict(self.config.get("classification_head") or {})
+            return dict((self.saved.config.get("mlm_head") or {}).get("module", {}))
+        return dict(self.saved.config.get("classification_head") or {})
 
     @property
     def hf_format(self) -> HFFormat:
         """RoBERTa for a run that started, directly or through its pretraining run, from a RoBERTa model."""
-        return FORMATS[_hf_model_type(self.run_dir, self.config)]
+        return FORMATS[_hf_model_type(self.saved.run_dir, self.saved.config)]
 
 
 def load_trained_model(

@@ -20,7 +20,6 @@ import os
 import shlex
 import shutil
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -49,6 +48,7 @@ from bertlab.data.shard_store import (
 )
 from bertlab.data.text_sources import Chunk
 from bertlab.errors import BertlabError
+from bertlab.progress import StreamProgress
 from bertlab.run_folder import HYDRA_CONFIG
 
 log = logging.getLogger(__name__)
@@ -89,50 +89,6 @@ class PreparationPlan:
     on_bad_record: str
     description: dict[str, Any]  # sources, tokenizer, settings: copied into the manifest
     given_splits: frozenset[str] = frozenset({"train"})  # splits read from files of their own
-
-
-class Progress:
-    """A bar (tokens/s, MB/s, ETA) on a terminal; otherwise a log line every `every_s` seconds."""
-
-    def __init__(self, total_bytes: int | None, every_s: float = 30.0) -> None:
-        self.total = total_bytes
-        self.bytes = self.tokens = 0
-        self.start = self.last = time.monotonic()
-        self.every_s = every_s
-        self.bar = None
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(
-                total=total_bytes, unit="B", unit_scale=True, desc="Preparing", dynamic_ncols=True
-            )
-
-    def update(self, raw_bytes: int, tokens: int, counted: bool = True) -> None:
-        self.bytes += raw_bytes
-        self.tokens += tokens if counted else 0
-        now = time.monotonic()
-        rate = self.tokens / max(now - self.start, 1e-9)
-        if self.bar is not None:
-            self.bar.update(raw_bytes)
-            self.bar.set_postfix_str(f"{rate / 1e6:.2f} M tokens/s", refresh=False)
-        elif now - self.last >= self.every_s:
-            self.last = now
-            log.info("Preparing: %s", self.line(now))
-
-    def line(self, now: float | None = None) -> str:
-        elapsed = max((now or time.monotonic()) - self.start, 1e-9)
-        mb_s = self.bytes / elapsed / 1e6
-        text = (
-            f"{self.bytes / 1e6:,.0f} MB read, {self.tokens / elapsed / 1e6:.2f} M tokens/s, {mb_s:.1f} MB/s"
-        )
-        if self.total:
-            left = max(self.total - self.bytes, 0) / max(self.bytes / elapsed, 1e-9)
-            text += f", {100 * self.bytes / self.total:.0f} %, ETA {left / 60:.1f} min"
-        return text
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 @contextmanager
@@ -286,7 +242,7 @@ def _prepare(plan: PreparationPlan, folder: Path, num_proc: int) -> dict[str, An
         log.info("Continuing the preparation in %s after its %d finished shard(s)", folder, len(records))
     else:
         log.info("Preparing datasets into %s with %d process(es)", folder, num_proc)
-    progress = Progress(plan.total_bytes)
+    progress = StreamProgress("Preparing", plan.total_bytes, "tokens", 1e6, "M ")
     started = time.monotonic()
     chunks_done = 0
     bad = BadRecords()
@@ -298,7 +254,7 @@ def _prepare(plan: PreparationPlan, folder: Path, num_proc: int) -> dict[str, An
         for chunk in plan.chunks():
             chunks_done += 1
             if chunks_done <= skip:
-                progress.update(chunk.raw_bytes, 0, counted=False)
+                progress.update(chunk.raw_bytes)
                 continue
             yield chunk
 

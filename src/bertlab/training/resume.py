@@ -160,14 +160,7 @@ def plan_resume(
     check_resume_world(
         saved.world_size, world_size, weights_only=model_only, allow=request.allow_config_changes
     )
-    check_resume_config(
-        saved.config,
-        run_config,
-        may_change,
-        weights_only=model_only,
-        allow=request.allow_config_changes,
-        strict=request.strict,
-    )
+    check_resume_config(saved.config, run_config, may_change, request)
     step = 0 if model_only else saved.step
     return ResumePlan(
         source=saved,
@@ -281,12 +274,7 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple
 
 
 def check_resume_config(
-    saved: dict[str, Any],
-    current: dict[str, Any],
-    may_change: tuple[str, ...],
-    weights_only: bool,
-    allow: bool,
-    strict: bool = True,
+    saved: dict[str, Any], current: dict[str, Any], may_change: tuple[str, ...], request: ResumeRequest
 ) -> None:
     """Refuse a resume whose config changes the model or the data, naming the key (unless allowed).
 
@@ -294,6 +282,7 @@ def check_resume_config(
     reports (config.schema.resume_may_change). Non-strict loading is meant for changed architectures:
     their key mismatches are listed when loading.
     """
+    weights_only, allow = request.load_only_model_state, request.allow_config_changes
     for key, before, after in config_changes(saved, current):
         if key == BATCH_SIZE:
             log.warning(
@@ -306,7 +295,7 @@ def check_resume_config(
             continue
         if weights_only and not key.startswith(WEIGHTS_ONLY_MUST_MATCH):
             continue
-        if not strict and key.startswith("architecture."):
+        if not request.strict and key.startswith("architecture."):
             continue
         if allow:
             log.warning(

@@ -15,6 +15,7 @@ current config, so a resume with a longer run or a new `decay_start_step` follow
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
@@ -37,14 +38,14 @@ def decay_shape(shape: str, progress: float) -> float:
     return 1.0  # constant
 
 
+@dataclass
 class WarmupThenDecay:
     """Multiplier of the base learning rate at a step (a picklable object, so LambdaLR can save it)."""
 
-    def __init__(self, total_steps: int, warmup_steps: int, decay: str, min_lr_ratio: float) -> None:
-        self.total_steps = total_steps
-        self.warmup_steps = warmup_steps
-        self.decay = decay
-        self.min_lr_ratio = min_lr_ratio
+    total_steps: int
+    warmup_steps: int
+    decay: str
+    min_lr_ratio: float
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
@@ -56,47 +57,29 @@ class WarmupThenDecay:
         return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * shape
 
 
+@dataclass
 class WarmupStableDecay:
-    """WSD multiplier: warmup to 1, 1 until `decay_start`, then `decay` down to `min_lr_ratio` at the end.
+    """Trapezoid multiplier: warmup from `start_lr_ratio` to 1, 1 until `decay_start`, then `decay` down to
+    `min_lr_ratio` at the end. WSD starts its warmup at 0; a one-cycle is the trapezoid without a stable
+    phase (the decay starts at the peak).
 
     Its attributes are plain numbers and strings: a checkpoint stores them (and loads with weights_only).
     """
 
-    def __init__(
-        self, total_steps: int, warmup_steps: int, decay_start: int, decay: str, min_lr_ratio: float
-    ) -> None:
-        self.total_steps = total_steps
-        self.warmup_steps = warmup_steps
-        self.decay_start = decay_start
-        self.decay = decay
-        self.min_lr_ratio = min_lr_ratio
+    total_steps: int
+    warmup_steps: int
+    decay_start: int
+    decay: str
+    min_lr_ratio: float
+    start_lr_ratio: float = 0.0
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
+            return self.start_lr_ratio + (1.0 - self.start_lr_ratio) * (step + 1) / self.warmup_steps
         if step < self.decay_start:
             return 1.0
         progress = min(1.0, (step - self.decay_start) / max(1, self.total_steps - self.decay_start))
         return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * decay_shape(self.decay, progress)
-
-
-class OneCycle:
-    """One-cycle multiplier: linear rise from `start_lr_ratio` to 1 over `peak_steps`, then `shape` down."""
-
-    def __init__(
-        self, total_steps: int, peak_steps: int, start_lr_ratio: float, shape: str, min_lr_ratio: float
-    ) -> None:
-        self.total_steps = total_steps
-        self.peak_steps = peak_steps
-        self.start_lr_ratio = start_lr_ratio
-        self.shape = shape
-        self.min_lr_ratio = min_lr_ratio
-
-    def __call__(self, step: int) -> float:
-        if step < self.peak_steps:
-            return self.start_lr_ratio + (1.0 - self.start_lr_ratio) * (step + 1) / self.peak_steps
-        progress = min(1.0, (step - self.peak_steps) / max(1, self.total_steps - self.peak_steps))
-        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * decay_shape(self.shape, progress)
 
 
 class PositionOnlyLR(LambdaLR):
@@ -207,4 +190,7 @@ def one_cycle(
     _check_ratio(start_lr_ratio, "start_lr_ratio")
     _check_ratio(min_lr_ratio, "min_lr_ratio")
     peak_steps = round(peak_ratio * total_steps)
-    return PositionOnlyLR(optimizer, OneCycle(total_steps, peak_steps, start_lr_ratio, shape, min_lr_ratio))
+    return PositionOnlyLR(
+        optimizer,
+        WarmupStableDecay(total_steps, peak_steps, peak_steps, shape, min_lr_ratio, start_lr_ratio),
+    )
