@@ -21,6 +21,9 @@ import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 
 log = logging.getLogger(__name__)
+# Signals whose earlier handler runs once the checkpoint is saved: submitit's SIGUSR2 (time limit) requeues
+# the job. Not SIGTERM or SIGINT: Lightning's own SIGTERM handler would kill the other DDP processes.
+CHAINED_SIGNALS = tuple(getattr(signal, name) for name in ("SIGUSR2",) if hasattr(signal, name))
 # The exit status of a run a signal stopped after saving its checkpoint (EX_TEMPFAIL: relaunch to continue).
 INTERRUPTED_EXIT_STATUS = 75
 STOP_SIGNALS = tuple(
@@ -95,9 +98,9 @@ class StepBoundaryCheckpoint(Checkpoint):
         )
         signum = self.requested
         signal_name = signal.Signals(signum).name if signum is not None else None
-        previous = self._previous.get(signum) if signum is not None else None
+        previous = self._previous.get(signum) if signum in CHAINED_SIGNALS else None
         self._restore_handlers()
-        if callable(previous) and previous is not signal.default_int_handler:
+        if callable(previous) and type(previous).__module__.split(".")[0] != "lightning":
             # A launcher's own handler, now that the checkpoint is saved: submitit's on SIGUSR2
             # requeues the job (it runs the same command again, which continues from here).
             previous(signum, None)
