@@ -195,3 +195,18 @@ def test_submitit_requeues_a_job_stopped_by_sigusr2_and_it_continues_in_its_fold
     run_dir = metrics.parents[2]
     assert_same_run(run_dir, straight_dir)
     assert "Requeued job" in "".join(p.read_text() for p in run_dir.parent.glob(".submitit/*/*_log.*"))
+
+
+def test_one_folder_spelled_two_ways_is_one_hold(tmp_path):
+    """The guard sees hydra.run.dir (may hold '..'), the run Hydra's resolved output dir: one lock."""
+    from bertlab.run_folder import hold_run_folder, lock_file_of, release_run_folder
+
+    spelled = tmp_path / "x" / ".." / "pretraining" / "run"
+    resolved = tmp_path / "pretraining" / "run"
+    hold_run_folder(spelled)
+    hold_run_folder(resolved)  # the same process again: counted, not refused
+    release_run_folder(resolved)
+    assert lock_file_of(resolved).exists()
+    release_run_folder(spelled)
+    assert not lock_file_of(resolved).exists()
+    assert not (tmp_path / "pretraining").exists()  # the folder made for the lock went with it

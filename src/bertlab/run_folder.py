@@ -245,7 +245,7 @@ def _release_all() -> None:
 
 def lock_file_of(run_dir: Path) -> Path:
     """The run folder's lock, beside it: taken before the folder itself exists."""
-    run_dir = Path(run_dir).absolute()
+    run_dir = Path(os.path.abspath(run_dir))  # `..` resolved: one folder, one lock, however it is spelled
     return run_dir.parent / f".{run_dir.name}.lock"
 
 
@@ -264,9 +264,18 @@ def hold_run_folder(run_dir: Path, key: str = "experiment.name") -> None:
     folder = path.parent
     while not folder.exists():
         created, folder = folder, folder.parent
-    path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        path.parent.mkdir(parents=True, exist_ok=True)  # again if a releasing launch just removed it
+        try:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise BertlabError(
+                f"cannot open the run folder's lock {str(path)!r} ({error.strerror}); remove it if no launch "
+                f"of this run is alive, or choose another experiment.output_dir",
+                key,
+            ) from None
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -277,6 +286,13 @@ def hold_run_folder(run_dir: Path, key: str = "experiment.name") -> None:
                 f"Wait for it to end, or choose another experiment.name",
                 key,
             ) from None
+        except OSError as error:  # a file system without flock (some Lustre, NFS or FUSE mounts)
+            log.warning(
+                "The file system of %s cannot lock files (%s): two launches of this run are not kept apart",
+                path.parent,
+                error.strerror,
+            )
+            break
         try:
             same_file = os.stat(path).st_ino == os.fstat(descriptor).st_ino
         except FileNotFoundError:
@@ -304,7 +320,10 @@ def release_run_folder(run_dir: Path) -> None:
     if hold.created is not None:
         folder = path.parent
         while folder != hold.created.parent and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+            try:
+                folder.rmdir()
+            except OSError:  # another launch has just put its lock there
+                break
             folder = folder.parent
 
 

@@ -9,6 +9,7 @@ finds here is recorded, so that launch.py can remove what a launch refused by a 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ _launch: LaunchFootprint | None = None
 
 def record_launch(run_dir: Path, config_subdir: str, clear_outputs: bool = True) -> None:
     global _launch
-    run_dir = Path(run_dir).absolute()
+    run_dir = Path(os.path.abspath(run_dir))
     first_created = None
     folder = run_dir
     while not folder.exists():
@@ -77,7 +78,7 @@ def undo_launch(run_dir: Path) -> None:
     lines go, and, when no checkpoint exists, the attempt's outputs too (the run can be launched again).
     """
     footprint = _launch
-    run_dir = Path(run_dir).absolute()
+    run_dir = Path(os.path.abspath(run_dir))
     if footprint is None or footprint.run_dir != run_dir or not run_dir.is_dir():
         return
     if footprint.first_created is not None:
@@ -102,7 +103,7 @@ def undo_launch(run_dir: Path) -> None:
 
 def release_launch(run_dir: Path) -> None:
     """End the launch's hold on its run folder (after undo_launch, if the launch was refused)."""
-    release_run_folder(Path(run_dir).absolute())
+    release_run_folder(Path(os.path.abspath(run_dir)))
 
 
 def _stop(error: BertlabError, held: Path | None = None) -> None:
@@ -129,7 +130,7 @@ class RunFolderGuard(Callback):
                 config.hydra.output_subdir = None
             return
         experiment = config.experiment
-        run_dir = Path(config.hydra.run.dir).absolute()
+        run_dir = Path(os.path.abspath(config.hydra.run.dir))  # as Hydra's runtime.output_dir spells it
         if experiment.kind == PREPARATION:  # a partial folder is continued, a finished one kept
             try:
                 check_run_name(experiment.name)
@@ -193,7 +194,7 @@ class RunFolderGuard(Callback):
                 )
             except BertlabError as error:
                 _stop(error)
-        sweep_dir = Path(config.hydra.sweep.dir).absolute()
+        sweep_dir = Path(os.path.abspath(config.hydra.sweep.dir))
         try:
             hold_run_folder(sweep_dir)  # one launch per sweep folder; the OS releases it at exit
         except BertlabError as error:
@@ -208,16 +209,17 @@ class RunFolderGuard(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if is_main_process():
-            release_run_folder(Path(config.hydra.sweep.dir).absolute())
+            release_run_folder(Path(os.path.abspath(config.hydra.sweep.dir)))
 
     @staticmethod
     def _continue_requeued_jobs(config: DictConfig) -> None:
         """submitit requeues a preempted or timed-out job (SLURM, or submitit_local) by running it again
         with the same overrides; with is_resume=auto it continues in its folder instead of being refused.
         Each job composes its config from hydra.overrides.task, so the override goes there."""
+        resume = OmegaConf.select(config, "training.resume")
+        if resume is None or resume.is_resume is not False or resume.resume_pretraining_name is not None:
+            return  # the command (or an experiment file) chose how the jobs start
         overrides = config.hydra.overrides.task
-        if any(str(item).startswith("training.resume.is_resume=") for item in overrides):
-            return
         with read_write(config.hydra):
             overrides.append(REQUEUE_OVERRIDE)
         log.info("Sweep jobs run with %s: a requeued job continues in its own folder", REQUEUE_OVERRIDE)
