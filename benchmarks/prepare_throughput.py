@@ -41,13 +41,16 @@ DEFAULT_OUTPUT = RESULTS / "prepare_throughput.json"
 BATCH_BYTES = 4 << 20
 
 
-def write_1x(path: Path, megabytes: float) -> None:
+def write_generated(path: Path, megabytes: float, separator: str = "\n") -> None:
+    """`megabytes` MB of generated documents, one per line; with separator " " one line with no newline."""
     from bertlab.data.embedded_corpus import generate_documents
 
     with path.open("w", encoding="utf-8") as handle:
         seed = 0
         while handle.tell() < megabytes * 1e6:
-            handle.write("\n".join(generate_documents(20000 if megabytes >= 20 else 2000, seed)) + "\n")
+            handle.write(
+                separator.join(generate_documents(20000 if megabytes >= 20 else 2000, seed)) + separator
+            )
             seed += 1
 
 
@@ -75,17 +78,6 @@ def bare_encode_seconds(corpus: Path, tokenizer_file: Path) -> tuple[float, int]
     return seconds, tokens
 
 
-def write_long_line(path: Path, megabytes: float) -> None:
-    """The generated documents joined by spaces: one line of `megabytes` MB with no newline."""
-    from bertlab.data.embedded_corpus import generate_documents
-
-    with path.open("w", encoding="utf-8") as handle:
-        seed = 0
-        while handle.tell() < megabytes * 1e6:
-            handle.write(" ".join(generate_documents(20000 if megabytes >= 20 else 2000, seed)) + " ")
-            seed += 1
-
-
 def long_lines(sizes: list[float], work: Path, output: Path) -> None:
     """Peak RSS of preparing single lines of `sizes` MB (the tokenizer trained on them, as by default)."""
     runs, files = {}, {}
@@ -93,7 +85,7 @@ def long_lines(sizes: list[float], work: Path, output: Path) -> None:
         name = f"line_{mb:g}mb"
         files[name] = work / f"{name}.txt"
         if not files[name].is_file():
-            write_long_line(files[name], mb)
+            write_generated(files[name], mb, separator=" ")
         runs[name] = ["+experiment=prepare", f"experiment.name={name}", f"data.source.train={files[name]}"]
     rss = peak_rss_of_runs(runs, work / "runs", parallel=False)
     results = {}
@@ -160,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     one = args.corpus or work / "corpus_1x.txt"
     if args.corpus is None and not one.is_file():
-        write_1x(one, args.mb)
+        write_generated(one, args.mb)
     big = work / f"corpus_{args.factor}x.txt"
     if not big.is_file() and not args.ratio_only:
         write_nx(one, big, args.factor)

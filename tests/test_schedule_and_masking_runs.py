@@ -45,17 +45,22 @@ def start(tmp_path, name: str, *overrides: str, resume: tuple[str, ...] = ()):
     return run_dir
 
 
+def interrupted_and_resumed(tmp_path, monkeypatch, *overrides):
+    """Run "cut" stopped by SIGTERM at step 7 (mid-epoch), then resumed to the end; its folder."""
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 7)
+        with pytest.raises(TrainingInterrupted):
+            start(tmp_path, "cut", *overrides)
+    return start(tmp_path, "cut", *overrides, resume=("training.resume.is_resume=true",))
+
+
 def test_wsd_with_whole_words_resumes_exactly_and_decays_from_a_stable_checkpoint(tmp_path, monkeypatch):
     decay_at_8 = (*WSD, "training.max_steps=12", "training.scheduler.decay_start_step=8")
     straight = start(tmp_path, "straight", *decay_at_8)
     lrs = [float(lr) for _, _, lr in train_rows(straight)]
     assert lrs[2] == lrs[3] == lrs[1] > lrs[4] > lrs[5]  # stable (steps 4-8), then the decay
 
-    with monkeypatch.context() as patch:  # interrupted mid-epoch in the stable phase, then resumed
-        interrupt_at(patch, 7)
-        with pytest.raises(TrainingInterrupted):
-            start(tmp_path, "cut", *decay_at_8)
-    cut = start(tmp_path, "cut", *decay_at_8, resume=("training.resume.is_resume=true",))
+    cut = interrupted_and_resumed(tmp_path, monkeypatch, *decay_at_8)  # at step 7, in the stable phase
     assert train_rows(cut) == train_rows(straight)
     assert same_weights(cut, straight)
 
@@ -80,10 +85,6 @@ def test_span_masking_with_a_rate_schedule_and_one_cycle_resume_exactly(tmp_path
         "mlm_head.masking.final_probability=0.15",
     )
     straight = start(tmp_path, "straight", *overrides)
-    with monkeypatch.context() as patch:
-        interrupt_at(patch, 7)
-        with pytest.raises(TrainingInterrupted):
-            start(tmp_path, "cut", *overrides)
-    cut = start(tmp_path, "cut", *overrides, resume=("training.resume.is_resume=true",))
+    cut = interrupted_and_resumed(tmp_path, monkeypatch, *overrides)
     assert train_rows(cut) == train_rows(straight)
     assert same_weights(cut, straight)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +191,11 @@ class SavedRun:
         return path
 
     def tokenizer(self) -> Any:
-        """The run's tokenizer, with the run's sequence length and truncation."""
+        """The run's tokenizer, with the run's sequence length and truncation (read once)."""
+        return self._tokenizer
+
+    @cached_property
+    def _tokenizer(self) -> Any:
         from bertlab.tokenizer import TextTokenizer
 
         settings = self.config.get("tokenizer", {})
