@@ -46,6 +46,7 @@ from bertlab.run_folder import (
     write_json,
     write_run_status,
 )
+from bertlab.training.budget import Budget, TrainingBudget
 from bertlab.training.distributed import (
     device_count,
     is_main_process,
@@ -138,12 +139,12 @@ def run_training(cfg: DictConfig, run_dir: Path, sweep: str | None, kind: RunKin
             )
         except (TrainingInterrupted, SystemExit, KeyboardInterrupt):  # SystemExit: submitit's requeue
             if is_main_process():
-                write_run_status(run_dir, INTERRUPTED)
+                write_run_status(run_dir, INTERRUPTED, **budget_entries(trainer, "interrupted"))
             raise
         if cfg.logging.log_eval and trainer.is_global_zero:
             kind.after_test(inputs, trainer, built)
         if is_main_process():
-            write_run_status(run_dir, COMPLETED)
+            write_run_status(run_dir, COMPLETED, **budget_entries(trainer))
         return best
     finally:
         if is_main_process():
@@ -189,6 +190,35 @@ def plan_run(
     )
     log.info("Run folder %s; accelerator %s, precision %s", run_dir, accelerator, precision)
     return RunPlan(run_dir, accelerator, precision, optimizer, scheduler, resume, sweep, peak)
+
+
+def training_budget(cfg: DictConfig) -> TrainingBudget | None:
+    """The callback that turns `training.budget` (pretraining) into steps; None without a budget."""
+    training = cfg.training
+    if "budget" not in training:
+        return None
+    budget = Budget(**plain_config(training.budget))
+    if not budget.active:
+        return None
+    return TrainingBudget(
+        budget,
+        sequences_per_step=training.batch_size * training.accumulate_grad_batches,
+        block_length=cfg.tokenizer.max_length,
+        val_check_interval=training.val_check_interval,
+        validates=cfg.logging.log_eval,
+        first_guess=training.max_steps,
+    )
+
+
+def budget_entries(trainer: L.Trainer, stop_reason: str | None = None) -> dict[str, Any]:
+    """run.json's `budget` entry of a budgeted run: what it asked, the steps it became, why it stopped."""
+    budget = next((c for c in trainer.callbacks if isinstance(c, TrainingBudget)), None)
+    if budget is None:
+        return {}
+    summary = budget.summary(trainer)
+    if stop_reason is not None:
+        summary["stop_reason"] = stop_reason
+    return {"budget": summary}
 
 
 def resume_request(cfg: DictConfig) -> ResumeRequest:
@@ -291,8 +321,14 @@ def make_trainer(cfg: DictConfig, plan: RunPlan, built: BuiltRun, run_config: di
         monitor_mode=training.checkpoint.mode,
         progress_bar=progress_bar_enabled(cfg.logging.progress_bar),
     )
+    budget = training_budget(cfg)
     trainer.callbacks.extend(
-        [RNGStateCallback(), StepBoundaryCheckpoint(run_dir / LAST_CHECKPOINT), *built.callbacks]
+        [
+            RNGStateCallback(),
+            StepBoundaryCheckpoint(run_dir / LAST_CHECKPOINT),
+            *([budget] if budget else []),
+            *built.callbacks,
+        ]
     )
     datamodule = built.datamodule
     batches_per_epoch = datamodule.batches_per_epoch(trainer.world_size)

@@ -368,12 +368,13 @@ def read_run_status(run_dir: Path) -> str | None:
         return None
 
 
-def write_run_status(run_dir: Path, status: str) -> None:
-    """Record how the run ended in its run-info file (replaced whole: a reader never sees half of it)."""
+def write_run_status(run_dir: Path, status: str, **entries: Any) -> None:
+    """Record how the run ended (and `entries`) in its run-info file (replaced whole: a reader never sees
+    half of it)."""
     path = Path(run_dir) / RUN_INFO_FILE
     if not path.is_file():
         return
     info = json.loads(path.read_text())
-    info["status"] = status
+    info.update(entries, status=status)
     with replacing(path, text=True) as handle:
         handle.write(json.dumps(info, indent=2) + "\n")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from bertlab.config.instantiate import plain_config
 from bertlab.data.loader_workers import resolve_num_workers
 from bertlab.errors import BertlabError
 from bertlab.run_folder import check_run_name
+from bertlab.training.budget import Budget
 from bertlab.training.finetuning_lr import AUTO
 
 MONITOR_MODES = ("min", "max")
@@ -104,6 +106,7 @@ def _check_run_kind(cfg: DictConfig, kind: str, runs: str, monitors: tuple[str, 
 
 def check_pretraining(cfg: DictConfig) -> None:
     _check_run_kind(cfg, "pretraining", "MLM", ("val/loss", "val/perplexity", "val/accuracy"))
+    Budget(**plain_config(cfg.training.budget))  # its own checks name the key
     max_length, max_positions = cfg.tokenizer.max_length, cfg.architecture.max_position_embeddings
     if max_length > max_positions:
         raise BertlabError(

@@ -119,7 +119,14 @@ class TrainingConfig:
 
 
 @dataclass
+class BudgetConfig:
+    minutes: float | None = None  # wall clock of validations and steps (training/budget.py)
+    tokens: int | None = None
+
+
+@dataclass
 class PretrainTrainingConfig(TrainingConfig):
+    budget: BudgetConfig = field(default_factory=BudgetConfig, metadata=RESUMABLE)
     peak_tflops: float | None = field(
         default=MISSING, metadata=RESUMABLE
     )  # the device's peak for MFU; null: from a table of GPUs, else no MFU

@@ -1,0 +1,234 @@
+"""Training to a budget: wall-clock minutes or tokens instead of a guessed `training.max_steps`.
+
+A budget becomes steps, and the learning-rate schedule is stretched over exactly those steps, so it reaches
+its floor at the last one (cramming's "BERT in a day"; the trapezoids of ModernBERT and Ettin):
+
+- tokens: `ceil(tokens / tokens per optimizer step)` steps, known before the first step, so a resume is
+  exact to the bit.
+- minutes: the steps that fit are estimated from the measured cost of a step (its own time, plus the
+  validations it brings every `val_check_interval` steps) and re-estimated before every step; time is
+  reserved for the last validation and the test pass. The clock counts from the run's first validation or
+  step (tokenizer and data preparation are not in it); a resumed run carries the time it already spent
+  (the callback's state is in every checkpoint).
+
+Both bounds may be given: the run stops at the first one reached. The current estimate is the Trainer's
+`max_steps` (so the last-step validation, checkpoints and the masking-rate schedule follow it), and the
+schedule is rebuilt from its factory for `max_steps - 1` whenever the estimate changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+
+from bertlab.errors import BertlabError
+
+log = logging.getLogger(__name__)
+
+STOP_TIME = "time budget"
+STOP_TOKENS = "token budget"
+STEP_WINDOW = 50  # steps whose mean duration is the cost of the next ones
+UNPLANNED = 2**40  # max_steps of a resumed run until its restored step is known (finite: the schedule is built)
+MEASURED_STEPS = 3  # steps measured before the estimate replaces the first guess (or a checkpoint's)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The `training.budget` section as values: at least one bound for the budget to apply."""
+
+    minutes: float | None = None
+    tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.minutes is not None and not self.minutes > 0:
+            raise BertlabError(
+                f"must be a positive number of minutes or null, got {self.minutes}", "training.budget.minutes"
+            )
+        if self.tokens is not None and not (isinstance(self.tokens, int) and self.tokens > 0):
+            raise BertlabError(
+                f"must be a positive number of tokens or null, got {self.tokens}", "training.budget.tokens"
+            )
+
+    @property
+    def active(self) -> bool:
+        return self.minutes is not None or self.tokens is not None
+
+
+def retarget_schedule(scheduler: Any, factory: Callable[..., Any], total_steps: int) -> None:
+    """Give `scheduler` the shape `factory` builds for `total_steps`, keeping its position.
+
+    The factory runs on a stand-in optimizer with as many parameter groups (building a LambdaLR sets the
+    rates of the optimizer it is given); the real groups' rates are then set for the current step.
+    """
+    groups = scheduler.optimizer.param_groups
+    stand_in = torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))]} for _ in groups], lr=1.0)
+    scheduler.lr_lambdas = factory(stand_in, total_steps=total_steps).lr_lambdas
+    step = scheduler.last_epoch
+    for group, base_lr, multiplier in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+        group["lr"] = base_lr * multiplier(step)
+    scheduler._last_lr = [group["lr"] for group in groups]
+
+
+class TrainingBudget(L.Callback):
+    """Turns a `Budget` into the Trainer's `max_steps` and the schedule's length (see the module docstring).
+
+    `sequences_per_step` is the batch size times accumulation (per process), `block_length` the tokens of a
+    sequence; `first_guess` (training.max_steps) is the step count a time budget assumes until it has
+    measured a step.
+    """
+
+    def __init__(
+        self,
+        budget: Budget,
+        sequences_per_step: int,
+        block_length: int,
+        val_check_interval: int | None,
+        validates: bool,
+        first_guess: int,
+    ) -> None:
+        self.budget = budget
+        self.sequences_per_step = sequences_per_step
+        self.block_length = block_length
+        self.val_check_interval = val_check_interval
+        self.validates = validates
+        self.first_guess = max(1, first_guess)
+        self.token_steps: int | None = None
+        self.tokens_per_step = 0
+        self.spent_before = 0.0  # seconds of earlier attempts (from the checkpoint)
+        self.clock_start: float | None = None
+        self.step_seconds: deque[float] = deque(maxlen=STEP_WINDOW)
+        self.saved_step_seconds: float | None = None
+        self.validation_seconds: float | None = None
+        self.validation_start: float | None = None
+        self.validation_in_step = 0.0
+        self.last_boundary: float | None = None
+        self.first_step_of_attempt = True  # its time holds one-off set-up work: not a step's cost
+        self.scheduled_total: int | None = None
+        self.stop_reason: str | None = None
+        self.stage: str | None = None
+        self.trainer: L.Trainer | None = None
+
+    @property
+    def state_key(self) -> str:
+        return "TrainingBudget"
+
+    def spent_seconds(self) -> float:
+        if self.clock_start is None:
+            return self.spent_before
+        return self.spent_before + time.perf_counter() - self.clock_start
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.stage, self.trainer = stage, trainer
+        if self.clock_start is None:
+            self.clock_start = time.perf_counter()
+        self.tokens_per_step = self.sequences_per_step * trainer.world_size * self.block_length
+        if self.budget.tokens is not None:
+            self.token_steps = math.ceil(self.budget.tokens / self.tokens_per_step)
+        if stage == "fit":
+            trainer.fit_loop.epoch_loop.max_steps = self._steps_for(trainer.global_step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "spent_seconds": self.spent_seconds(),
+            "step_seconds": self._step_cost(),
+            "validation_seconds": self.validation_seconds,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.stage != "fit":  # the test pass loads the best checkpoint: not a resume
+            return
+        self.spent_before = float(state_dict["spent_seconds"])
+        self.saved_step_seconds = state_dict.get("step_seconds")
+        self.validation_seconds = state_dict.get("validation_seconds")
+        if self.clock_start is not None:  # restored after setup: the time before the restore is not spent
+            self.clock_start = time.perf_counter()
+        if self.trainer is not None:  # the step is restored later: on_train_start plans from it
+            self.trainer.fit_loop.epoch_loop.max_steps = UNPLANNED
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.last_boundary, self.first_step_of_attempt = None, True
+        self._plan(trainer, pl_module)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if batch_idx % trainer.accumulate_grad_batches:
+            return  # only where an optimizer step begins
+        now = time.perf_counter()
+        if self.last_boundary is not None and not self.first_step_of_attempt:
+            self.step_seconds.append(now - self.last_boundary - self.validation_in_step)
+        self.first_step_of_attempt = self.last_boundary is None
+        self.last_boundary, self.validation_in_step = now, 0.0
+        self._plan(trainer, pl_module)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.validation_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.validation_start is not None:
+            seconds = time.perf_counter() - self.validation_start
+            self.validation_seconds = seconds
+            self.validation_in_step += seconds
+            self.validation_start = None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step >= trainer.max_steps:
+            time_bound = self.token_steps is None or trainer.global_step < self.token_steps
+            self.stop_reason = STOP_TIME if self.budget.minutes is not None and time_bound else STOP_TOKENS
+
+    def _step_cost(self) -> float | None:
+        """Seconds per optimizer step, validations included in proportion."""
+        if len(self.step_seconds) >= MEASURED_STEPS:
+            train = sum(self.step_seconds) / len(self.step_seconds)
+        else:
+            return self.saved_step_seconds  # None in a fresh run: the first guess stands
+        if self.validates and self.val_check_interval and self.validation_seconds is not None:
+            train += self.validation_seconds / self.val_check_interval
+        return train
+
+    def _steps_for(self, step: int) -> int:
+        """The step count the run should end at, seen from `step` (the steps done)."""
+        steps = []
+        if self.token_steps is not None:
+            steps.append(self.token_steps)
+        if self.budget.minutes is not None:
+            cost = self._step_cost()
+            if cost is None:
+                steps.append(max(step + 1, self.first_guess))
+            else:
+                reserve = 2 * (self.validation_seconds or 0.0) if self.validates else 0.0
+                left = self.budget.minutes * 60 - self.spent_seconds() - reserve
+                steps.append(step + max(1, math.floor(left / cost)))
+        return min(steps)
+
+    def _plan(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        steps = self._steps_for(trainer.global_step)
+        if self.budget.minutes is not None and trainer.world_size > 1:
+            steps = trainer.strategy.broadcast(steps, src=0)  # clocks differ: every process ends together
+        trainer.fit_loop.epoch_loop.max_steps = steps
+        total = max(1, steps - 1)  # the schedule's floor falls on the last step
+        if total != self.scheduled_total and trainer.lr_scheduler_configs:
+            factory = getattr(pl_module, "scheduler_factory", None)
+            if factory is not None:
+                retarget_schedule(trainer.lr_scheduler_configs[0].scheduler, factory, total)
+            self.scheduled_total = total
+
+    def summary(self, trainer: L.Trainer) -> dict[str, Any]:
+        """What run.json records: the budget, the steps it became, the time and tokens spent, why it ended."""
+        return {
+            "minutes": self.budget.minutes,
+            "tokens": self.budget.tokens,
+            "tokens_per_step": self.tokens_per_step,
+            "steps": trainer.global_step,
+            "tokens_seen": trainer.global_step * self.tokens_per_step,
+            "minutes_spent": round(self.spent_seconds() / 60, 4),
+            "stop_reason": self.stop_reason,
+        }
