@@ -19,6 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bertlab.errors import BertlabError
+from bertlab.launcher.group_overrides import as_group_overrides
 from bertlab.launcher.hydra_errors import report_in_one_line, run_started
 from bertlab.launcher.registration import register
 from bertlab.launcher.run_folder_guard import release_launch, undo_launch
@@ -57,4 +58,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = as_group_overrides(sys.argv[1:], Path(__file__).resolve().parent / "conf")
     report_in_one_line(main)

@@ -113,3 +113,14 @@ def test_a_schedule_named_with_a_dot_is_refused_with_the_group_syntax(tmp_path):
     with pytest.raises(BertlabError, match=r"training/scheduler=<name>") as caught:
         check_common(cfg)
     assert caught.value.key == "training.scheduler"
+
+
+def test_launch_reads_a_dotted_schedule_name_as_the_group_choice(tmp_path):
+    from bertlab.launcher.group_overrides import as_group_overrides
+    from tests.conftest import CONF, launch
+
+    assert as_group_overrides(
+        ["training.scheduler=wsd,one_cycle", "training.scheduler=nope", "training.max_steps=5", "a.b=c"], CONF
+    ) == ["training/scheduler=wsd,one_cycle", "training.scheduler=nope", "training.max_steps=5", "a.b=c"]
+    result = launch(["+experiment=pretrain", "training.scheduler=wsd"], tmp_path, flags=("--cfg", "job"))
+    assert "bertlab.training.schedule.warmup_stable_decay" in result.stdout
