@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 import bertlab.model.encoder as encoder_module
 from bertlab.data.batch_masking import BatchMasker
@@ -18,6 +19,7 @@ from bertlab.data.sampler import BatchKey
 from bertlab.errors import BertlabError
 from bertlab.model.encoder import Encoder
 from bertlab.run import run
+from bertlab.training.resume import config_changes
 from tests.conftest import compose_config, read_csv
 from tests.test_schedule_and_masking_runs import interrupted_and_resumed, same_weights, start, train_rows
 
@@ -183,5 +185,18 @@ def test_a_bad_packing_value_fails_before_training_naming_the_key(tmp_path):
     run_dir = tmp_path / "pretraining" / "smoke"
     with pytest.raises(BertlabError) as caught:
         run(cfg, run_dir)
-    assert str(caught.value) == "data.packing: must be one of ('plain', 'documents'), got 'sentences'"
+    assert str(caught.value) == (
+        "data.packing: must be one of ('plain', 'documents') or null (plain), got 'sentences'"
+    )
     assert not (run_dir / "checkpoints").exists()
+
+
+def test_runs_saved_before_the_option_resume_with_its_default():
+    """The default is null (plain): a config saved without data.packing is no change to resume across."""
+    current = OmegaConf.to_container(compose_config(["+experiment=smoke"], "runs"), resolve=True)
+    assert current["data"]["packing"] is None
+    saved = {**current, "data": {k: v for k, v in current["data"].items() if k != "packing"}}
+    assert config_changes(saved, current) == []
+    assert config_changes(saved, {**current, "data": {**current["data"], "packing": "documents"}}) == [
+        ("data.packing", None, "documents")
+    ]

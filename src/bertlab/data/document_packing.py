@@ -16,10 +16,13 @@ from bertlab.errors import BertlabError
 PACKINGS = ("plain", "documents")  # plain: a block is one sequence; documents: each document on its own
 
 
-def check_packing(packing: str) -> str:
-    """`packing` if it is one of PACKINGS; a BertlabError naming `packing` otherwise (before any training)."""
+def check_packing(packing: str | None) -> str:
+    """`packing` if it is one of PACKINGS (None: plain, the config's default, so that runs saved before the
+    option existed resume with an unchanged config); a BertlabError naming `packing` otherwise."""
+    if packing is None:
+        return "plain"
     if packing not in PACKINGS:
-        raise BertlabError(f"must be one of {PACKINGS}, got {packing!r}", "packing")
+        raise BertlabError(f"must be one of {PACKINGS} or null (plain), got {packing!r}", "packing")
     return packing
 
 

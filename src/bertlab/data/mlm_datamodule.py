@@ -142,7 +142,7 @@ class MLMDataModule(SplitDataModule):
     yield unmasked blocks; `on_after_batch_transfer` masks each batch on the model's device. `masking`,
     `batch_size` and `num_workers` are given at run time (they live in other config sections).
     `eval_tokens` caps what each evaluation of val and of test reads (None or "all": the whole split).
-    `packing` (bertlab.data.document_packing.PACKINGS): `plain` serves each block as one sequence,
+    `packing` (bertlab.data.document_packing.PACKINGS): `plain` (or None) serves each block as one sequence,
     `documents` adds the document ids that keep a block's documents from attending to each other.
     """
 
@@ -162,7 +162,7 @@ class MLMDataModule(SplitDataModule):
         shard_tokens: int = 1 << 25,
         chunk_bytes: int = CHUNK_BYTES,
         eval_tokens: int | str | None = EVAL_TOKENS,
-        packing: str = "plain",
+        packing: str | None = None,
     ) -> None:
         super().__init__(val_ratio, test_ratio, seed, batch_size, num_workers, empty_splits=True)
         self.eval_tokens = resolve_eval_tokens(eval_tokens)
