@@ -98,6 +98,22 @@ def test_each_packed_document_is_encoded_as_if_alone(position_encoding, attentio
                 torch.testing.assert_close(packed[row : row + 1, start_:end], alone, atol=1e-5, rtol=0)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("position_encoding", POSITION_KINDS)
+def test_each_packed_document_is_encoded_as_if_alone_on_cuda(position_encoding):
+    """The fused CUDA kernels with the block-diagonal mask (fp32, and finite under bf16 autocast)."""
+    model = tiny_encoder(position_encoding, "sdpa").cuda()
+    packed_ids = PACKED.cuda()
+    with torch.no_grad():
+        packed = model(packed_ids, document_ids=document_ids(packed_ids, SEP))
+        for row, spans in enumerate(SPANS):
+            for start_, end in spans:
+                alone = model(packed_ids[row : row + 1, start_:end])
+                torch.testing.assert_close(packed[row : row + 1, start_:end], alone, atol=1e-4, rtol=0)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            assert model(packed_ids, document_ids=document_ids(packed_ids, SEP)).isfinite().all()
+
+
 @pytest.mark.parametrize("position_encoding", ["learned", "alibi"])
 def test_documents_combine_with_padding(position_encoding):
     """Padding at the end of a packed row: real tokens match the unpadded row, and nothing is NaN."""
