@@ -244,7 +244,7 @@ class Encoder(nn.Module):
         if absolute is not None:
             x = x + absolute
         x = self.embedding_dropout(self.embedding_norm(x))
-        masks = self.attention_masks(tokens, attention_mask, x.device, document_ids)
+        masks = self.attention_masks(tokens, attention_mask, x.device, document_ids, positions)
         rotary = self.position_embeddings.rotary(tokens, positions=positions)
         for layer, local in zip(self.layers, self.local_layers, strict=True):
             x = layer(x, masks[local], rotary)
@@ -256,6 +256,7 @@ class Encoder(nn.Module):
         attention_mask: torch.Tensor | None,
         device: torch.device,
         document_ids: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(mask of the global layers, mask of the local layers), each built once per forward, only if used.
 
@@ -264,7 +265,7 @@ class Encoder(nn.Module):
         """
         padding = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
         documents = None if document_ids is None else same_document(document_ids)
-        bias = self.position_embeddings.attention_bias(tokens)
+        bias = self.position_embeddings.attention_bias(tokens, positions=positions)
         any_local = any(self.local_layers)
         global_mask = None if all(self.local_layers) else combine_masks(padding, bias, None, documents)
         local_mask = (
