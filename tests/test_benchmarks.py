@@ -28,6 +28,7 @@ BENCHMARKS = (
     "pretraining_curve",
     "eval_cost",
     "predict_throughput",
+    "packing_cost",
 )
 TIMEOUT = 420  # generous: the machine may be shared; together they take one to two minutes alone
 
@@ -212,3 +213,14 @@ def test_predict_throughput_tiny_times_bertlab_and_the_pipeline_and_measures_rss
     assert all(r["peak_rss_mb"] > 50 for r in result["rss"].values())
     assert result["target_growth"] == 0.1
     assert "ratio bertlab/pipeline:" in stdout and "peak RSS growth" in stdout
+
+
+def test_packing_cost_tiny_times_both_packings_per_architecture(tiny_results):
+    stdout, payload = finished(tiny_results, "packing_cost")
+    assert [r["architecture"] for r in payload["results"]] == ["bert_tiny", "bert_mini", "modern_tiny"]
+    assert payload["data"]["mean_documents_per_block"] > 1  # blocks do hold several documents
+    for result in payload["results"]:
+        assert set(result["ms_per_step"]) == {"plain", "documents"}
+        assert all(len(rounds) == 2 for rounds in result["rounds_ms"].values())
+        assert result["ratio_median_of_rounds"] > 0
+    assert "| documents / plain" in stdout

@@ -1,7 +1,9 @@
 """Pretraining data: corpus -> prepared (cached) token shards -> fixed-length blocks -> masked batches.
 
 Documents are concatenated (each ends with [SEP]) and cut into blocks of max_length - 2 tokens, wrapped in
-[CLS] ... [SEP]: no padding, no attention mask, one static shape.
+[CLS] ... [SEP]: no padding, no attention mask, one static shape. With `packing=documents` each batch also
+carries its tokens' document ids (bertlab.data.document_packing), so that the encoder keeps the documents of
+a block apart.
 
 Validation and test read at most `eval_tokens` tokens each: the same evenly spaced blocks of the split at
 every evaluation, whatever the batch size or number of processes, so their cost stays fixed as the corpus
@@ -25,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from bertlab.data.batch_masking import BatchMasker
 from bertlab.data.chunk_encoding import MAX_DOCUMENT_CHARS, BadRecords, SplitRule, chunk_documents
 from bertlab.data.corpus import CHUNK_BYTES, SPLITS
+from bertlab.data.document_packing import check_packing, document_ids
 from bertlab.data.loader_workers import resolve_num_workers
 from bertlab.data.masking import MaskingPolicy
 from bertlab.data.sampler import BatchKey, epoch_batch_loader, process_share
@@ -139,6 +142,8 @@ class MLMDataModule(SplitDataModule):
     yield unmasked blocks; `on_after_batch_transfer` masks each batch on the model's device. `masking`,
     `batch_size` and `num_workers` are given at run time (they live in other config sections).
     `eval_tokens` caps what each evaluation of val and of test reads (None or "all": the whole split).
+    `packing` (bertlab.data.document_packing.PACKINGS): `plain` (or None) serves each block as one sequence,
+    `documents` adds the document ids that keep a block's documents from attending to each other.
     """
 
     def __init__(
@@ -157,9 +162,11 @@ class MLMDataModule(SplitDataModule):
         shard_tokens: int = 1 << 25,
         chunk_bytes: int = CHUNK_BYTES,
         eval_tokens: int | str | None = EVAL_TOKENS,
+        packing: str | None = None,
     ) -> None:
         super().__init__(val_ratio, test_ratio, seed, batch_size, num_workers, empty_splits=True)
         self.eval_tokens = resolve_eval_tokens(eval_tokens)
+        self.packing = check_packing(packing)
         if prepared is not None:  # sizes now (cheap, every process); checksums in prepare()
             verify_shards(prepared, read_manifest(prepared), rebuild_advice(Path(prepared)), checksums=False)
         if batch_size < 1:
@@ -391,11 +398,15 @@ class MLMDataModule(SplitDataModule):
         )
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        """Masks the batch where it now is (the model's device); Lightning moved it non-blocking."""
-        if self.masker is None:
+        """Masks the batch where it now is (the model's device); Lightning moved it non-blocking. With
+        document packing, adds the tokens' `document_ids` (counted from the unmasked ids)."""
+        if self.masker is None or self.tokenizer is None:
             raise RuntimeError("call setup() before masking batches")
         rank = self.trainer.global_rank if self.trainer is not None else 0
-        return self.masker(batch, rank, self.training_progress())
+        masked = self.masker(batch, rank, self.training_progress())
+        if self.packing == "documents":
+            masked["document_ids"] = document_ids(batch["input_ids"], self.tokenizer.sep_id)
+        return masked
 
     def training_progress(self) -> float:
         """Share of training done, for a masking-rate schedule: 1 outside training (evaluation)."""

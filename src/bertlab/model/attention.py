@@ -3,8 +3,8 @@
 Kernels take q, k, v shaped [batch, heads, tokens, head_dim] and an optional mask broadcastable to
 [batch, heads, tokens, tokens]: boolean (True = may attend) or an additive float bias (ALiBi, with masked
 entries already at a very large negative value). The encoder builds that mask once per forward pass and
-shares it between layers; with no padding, no ALiBi and no sliding window it builds none, so the fused
-kernels run their unmasked path.
+shares it between layers; with no padding, no ALiBi, no sliding window and no document packing it builds
+none, so the fused kernels run their unmasked path.
 """
 
 from __future__ import annotations
@@ -82,28 +82,41 @@ def sliding_window(tokens: int, window: int, device: torch.device | None = None)
     return (position[None, :] - position[:, None]).abs() <= window
 
 
-def combine_masks(
-    padding: torch.Tensor | None, bias: torch.Tensor | None, window: torch.Tensor | None
-) -> torch.Tensor | None:
-    """One kernel mask from a key-padding mask [B,1,1,T], a score bias [H,T,T] and a window [T,T].
+def same_document(document_ids: torch.Tensor) -> torch.Tensor:
+    """Bool [B, 1, T, T] from document ids [B, T]: query m may attend to key n when both are of one document
+    (document packing: the block-diagonal mask)."""
+    return document_ids[:, None, :, None] == document_ids[:, None, None, :]
 
-    Returns None when all three are None, a bool mask when there is no bias, else the bias with the
-    disallowed entries set to MASKED. With a window and padding, a padding query can find only padding in
-    its window; it may always attend to itself so that no row is empty (empty rows give NaN or garbage that
-    the backward pass would spread). Real tokens never attend to padding either way.
+
+def combine_masks(
+    padding: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    window: torch.Tensor | None,
+    documents: torch.Tensor | None = None,
+) -> torch.Tensor | None:
+    """One kernel mask from a key-padding mask [B,1,1,T], a score bias [H,T,T], a window [T,T] and a
+    same-document mask [B,1,T,T] (see `same_document`).
+
+    Returns None when all four are None, a bool mask when there is no bias, else the bias with the
+    disallowed entries set to MASKED. With a window or documents and padding, a padding query can find only
+    padding among the keys it may see; it may always attend to itself so that no row is empty (empty rows
+    give NaN or garbage that the backward pass would spread). Real tokens never attend to padding either way.
     """
     allowed = padding
-    if window is not None:
-        allowed = window if allowed is None else allowed & window
-        if padding is not None:
-            allowed = allowed | torch.eye(window.size(0), dtype=torch.bool, device=window.device)
+    for restriction in (window, documents):
+        if restriction is not None:
+            allowed = restriction if allowed is None else allowed & restriction
+    if padding is not None and (window is not None or documents is not None):
+        tokens = padding.size(-1)
+        allowed = allowed | torch.eye(tokens, dtype=torch.bool, device=padding.device)
     if bias is None or allowed is None:
         return allowed if bias is None else bias
     return bias.masked_fill(~allowed, MASKED)
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """RoPE in the rotate-half layout: pairs (i, i + d/2) rotated by the angles in cos/sin [T, d]."""
+    """RoPE in the rotate-half layout: pairs (i, i + d/2) rotated by the angles in cos/sin [T, d] (or
+    [B, 1, T, d]: a position per token, document packing)."""
     first, second = x.chunk(2, dim=-1)
     return x * cos.to(x.dtype) + torch.cat([-second, first], dim=-1) * sin.to(x.dtype)
 

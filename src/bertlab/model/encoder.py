@@ -19,12 +19,13 @@ from bertlab.model.attention import (
     AttentionKernel,
     SelfAttention,
     combine_masks,
+    same_document,
     sliding_window,
 )
 from bertlab.model.dropout import Dropout
 from bertlab.model.feed_forward import FEED_FORWARDS
 from bertlab.model.norms import NORMS, NormFactory
-from bertlab.model.positions import POSITION_ENCODINGS, RotaryPositions
+from bertlab.model.positions import POSITION_ENCODINGS, RotaryPositions, document_positions
 
 T = TypeVar("T")
 
@@ -222,35 +223,53 @@ class Encoder(nn.Module):
         )
         self.apply(init_bert_weights)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Hidden states [batch, tokens, hidden]. `attention_mask` [batch, tokens]: 1 for real tokens."""
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        document_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Hidden states [batch, tokens, hidden]. `attention_mask` [batch, tokens]: 1 for real tokens.
+
+        `document_ids` [batch, tokens] (document packing, bertlab.data.document_packing): several documents
+        in one row, each seen as if alone: attention stays within a document and positions restart at 0 for
+        each. None: the row is one sequence.
+        """
         tokens = input_ids.size(1)
         if tokens > self.max_position_embeddings:
             raise ValueError(f"{tokens} tokens exceed max_position_embeddings={self.max_position_embeddings}")
+        positions = None if document_ids is None else document_positions(document_ids)
         x = self.word_embeddings(input_ids)
-        absolute = self.position_embeddings.embeddings(tokens)
+        absolute = self.position_embeddings.embeddings(tokens, positions=positions)
         if absolute is not None:
             x = x + absolute
         x = self.embedding_dropout(self.embedding_norm(x))
-        masks = self.attention_masks(tokens, attention_mask, x.device)
-        rotary = self.position_embeddings.rotary(tokens)
+        masks = self.attention_masks(tokens, attention_mask, x.device, document_ids, positions)
+        rotary = self.position_embeddings.rotary(tokens, positions=positions)
         for layer, local in zip(self.layers, self.local_layers, strict=True):
             x = layer(x, masks[local], rotary)
         return self.final_norm(x)
 
     def attention_masks(
-        self, tokens: int, attention_mask: torch.Tensor | None, device: torch.device
+        self,
+        tokens: int,
+        attention_mask: torch.Tensor | None,
+        device: torch.device,
+        document_ids: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(mask of the global layers, mask of the local layers), each built once per forward, only if used.
 
-        With no padding, no ALiBi and no local layers both are None: the kernels take their unmasked path.
+        With no padding, no ALiBi, no local layers and no documents both are None: the kernels take their
+        unmasked path.
         """
         padding = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
-        bias = self.position_embeddings.attention_bias(tokens)
+        documents = None if document_ids is None else same_document(document_ids)
+        bias = self.position_embeddings.attention_bias(tokens, positions=positions)
         any_local = any(self.local_layers)
-        global_mask = None if all(self.local_layers) else combine_masks(padding, bias, None)
+        global_mask = None if all(self.local_layers) else combine_masks(padding, bias, None, documents)
         local_mask = (
-            combine_masks(padding, bias, sliding_window(tokens, self.local_window, device))
+            combine_masks(padding, bias, sliding_window(tokens, self.local_window, device), documents)
             if any_local
             else None
         )

@@ -10,7 +10,8 @@ which scheme it holds:
 Each returns None when the scheme does not act there. Fixed tables are non-persistent buffers computed once
 for `max_positions` and sliced per length, so checkpoints hold only trained weights and no step rebuilds a
 table. `offset` shifts every position by the same amount: the relative schemes are invariant to it, which
-the tests check.
+the tests check. `positions` [batch, tokens] (document packing: see `document_positions`) gives every token
+its own position instead; the tables are then gathered per token and gain a leading batch dimension.
 """
 
 from __future__ import annotations
@@ -19,6 +20,17 @@ import math
 
 import torch
 from torch import nn
+
+
+def document_positions(document_ids: torch.Tensor) -> torch.Tensor:
+    """Per token of [batch, tokens]: its distance from the first token of its document (positions restart at
+    0 for every document). `document_ids` are non-decreasing along each row (bertlab.data.document_packing).
+    """
+    index = torch.arange(document_ids.size(1), device=document_ids.device).expand_as(document_ids)
+    starts = torch.ones_like(document_ids, dtype=torch.bool)
+    starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
+    first = torch.where(starts, index, 0).cummax(dim=1).values
+    return index - first
 
 
 class PositionEncoding(nn.Module):
@@ -30,15 +42,23 @@ class PositionEncoding(nn.Module):
         super().__init__()
         self.max_positions = max_positions
 
-    def embeddings(self, tokens: int, offset: int = 0) -> torch.Tensor | None:
-        """[tokens, hidden] added to the token embeddings, or None."""
+    def embeddings(
+        self, tokens: int, offset: int = 0, positions: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """[tokens, hidden] (or [batch, tokens, hidden] with `positions`) added to the token embeddings, or
+        None."""
         return None
 
-    def rotary(self, tokens: int, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(cos, sin), each [tokens, head_dim], to rotate queries and keys with, or None."""
+    def rotary(
+        self, tokens: int, offset: int = 0, positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(cos, sin), each [tokens, head_dim] (or [batch, 1, tokens, head_dim] with `positions`, to broadcast
+        over the heads), to rotate queries and keys with, or None."""
         return None
 
-    def attention_bias(self, tokens: int, offset: int = 0) -> torch.Tensor | None:
+    def attention_bias(
+        self, tokens: int, offset: int = 0, positions: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
         """[heads, tokens, tokens] added to the attention scores, or None."""
         return None
 
@@ -52,7 +72,9 @@ class LearnedPositions(PositionEncoding):
         super().__init__(max_positions, hidden_size, num_heads, rope_base)
         self.embedding = nn.Embedding(max_positions, hidden_size)
 
-    def embeddings(self, tokens: int, offset: int = 0) -> torch.Tensor:
+    def embeddings(self, tokens: int, offset: int = 0, positions: torch.Tensor | None = None) -> torch.Tensor:
+        if positions is not None:
+            return self.embedding(positions)
         return self.embedding.weight[offset : offset + tokens]
 
 
@@ -72,7 +94,9 @@ class SinusoidalPositions(PositionEncoding):
         table[:, 1::2] = torch.cos(position * frequency[: hidden_size // 2])
         self.register_buffer("table", table, persistent=False)
 
-    def embeddings(self, tokens: int, offset: int = 0) -> torch.Tensor:
+    def embeddings(self, tokens: int, offset: int = 0, positions: torch.Tensor | None = None) -> torch.Tensor:
+        if positions is not None:
+            return self.table[positions]
         return self.table[offset : offset + tokens]
 
 
@@ -94,7 +118,11 @@ class RotaryPositions(PositionEncoding):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def rotary(self, tokens: int, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def rotary(
+        self, tokens: int, offset: int = 0, positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if positions is not None:
+            return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
         return self.cos[offset : offset + tokens], self.sin[offset : offset + tokens]
 
 
@@ -113,7 +141,12 @@ def alibi_slopes(num_heads: int) -> torch.Tensor:
 
 
 class ALiBiPositions(PositionEncoding):
-    """ALiBi, bidirectional (as in MosaicBERT): score bias -slope_h x |m - n|, a distance penalty per head."""
+    """ALiBi, bidirectional (as in MosaicBERT): score bias -slope_h x |m - n|, a distance penalty per head.
+
+    Per-token `positions` leave the bias as it is: it depends only on the distance m - n, which is the same
+    within a document whether its positions restart or not, and the encoder masks every score across
+    documents. One [heads, tokens, tokens] table serves every row then, not one per row.
+    """
 
     def __init__(
         self, max_positions: int, hidden_size: int, num_heads: int, rope_base: float = 10000.0
@@ -123,7 +156,9 @@ class ALiBiPositions(PositionEncoding):
         self.register_buffer("slopes", alibi_slopes(num_heads), persistent=False)
         self.register_buffer("distance", (position[None, :] - position[:, None]).abs(), persistent=False)
 
-    def attention_bias(self, tokens: int, offset: int = 0) -> torch.Tensor:
+    def attention_bias(
+        self, tokens: int, offset: int = 0, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         distance = self.distance[offset : offset + tokens, offset : offset + tokens]
         return distance * -self.slopes[:, None, None]
 

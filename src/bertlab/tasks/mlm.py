@@ -45,11 +45,18 @@ class MaskedLanguageModel(BackboneWithHead):
         input_ids: torch.Tensor,
         masked_positions: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        document_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.head(self.backbone(input_ids, attention_mask), masked_positions)
+        """MLM logits at `masked_positions`; `document_ids` (document packing) keep a block's documents apart."""
+        return self.head(self.backbone(input_ids, attention_mask, document_ids), masked_positions)
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self(batch["input_ids"], batch["masked_positions"], batch.get("attention_mask"))
+        logits = self(
+            batch["input_ids"],
+            batch["masked_positions"],
+            batch.get("attention_mask"),
+            batch.get("document_ids"),
+        )
         labels = batch["masked_labels"]
         loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
         return loss, logits
