@@ -4,13 +4,20 @@ The dataset folder holds train.jsonl, val.jsonl, test.jsonl ({"text", "label"} p
 (unlabelled text of the same domain, one document per line), as ../shared/tools/make_devsets.py builds them.
 Everything runs through launch.py, as a user would run it:
 
-1. pretraining on corpus.txt for as many steps as fit in --minutes (measured on a short calibration run),
+1. pretraining on corpus.txt with a time budget of --minutes (training.budget.minutes: the schedule ends
+   when the time does),
 2. a finetune from its best checkpoint, and one of the same architecture from random initialisation,
    each for every seed (--seeds N: the median and the spread are reported),
 3. the TF-IDF + logistic-regression baseline, which every finetune computes on the same split.
 
-    python benchmarks/quality.py devsets/healthtweets --minutes 20 --seeds 3
+    python benchmarks/quality.py devsets/healthtweets --minutes 15 --seeds 3
+    python benchmarks/quality.py devsets/debian_sections --minutes 3 --train-examples 2000 \
+        --pretrain-override mlm_head.masking.unit=word          # one arm of an ablation
     python benchmarks/quality.py --tiny            # seconds: generated data, a few steps (checks the script)
+
+--train-examples N finetunes on the first N training examples (the devsets are in random order), with the
+whole val and test splits; --pretrained-run reuses a finished pretraining run folder instead of pretraining;
+--no-scratch leaves the random-initialisation finetunes out (they do not depend on the pretraining).
 
 Prints a table (test accuracy and macro-F1 with the minutes each row took) and writes JSON.
 """
@@ -32,7 +39,6 @@ import common  # noqa: F401  (first: it sets OMP_WAIT_POLICY before torch loads)
 from common import RESULTS, launch, machine, print_table, write_json
 
 DEFAULT_OUTPUT = RESULTS / "quality.json"
-CALIBRATION_STEPS = 30
 
 
 def write_tiny_dataset(folder: Path) -> Path:
@@ -66,31 +72,21 @@ def pretraining_args(dataset: Path, architecture: str, tiny: bool) -> list[str]:
     return args
 
 
-def steps_for_budget(output: Path, args: list[str], minutes: float, calibration: int) -> tuple[int, float]:
-    """How many optimizer steps fit in `minutes`, from the step rate of a short run of the same setup."""
-    run = [*args, "experiment.name=calibration", f"training.max_steps={calibration}"]
-    run += [
-        f"training.val_check_interval={calibration}",
-        f"logging.log_every_n_steps={max(1, calibration // 3)}",
-    ]
-    launch(run, output)
-    with (output / "pretraining/calibration/metrics/train/metrics.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    tokens_per_s = float(rows[-1]["tokens_per_s"])
-    config = json.loads((output / "pretraining/calibration/run.json").read_text())
-    tokens_per_step = config["global_batch_size"] * _max_length(output / "pretraining/calibration")
-    steps_per_second = tokens_per_s / tokens_per_step * 0.9  # validations and checkpoints take the rest
-    return max(calibration, int(minutes * 60 * steps_per_second)), tokens_per_s
-
-
-def _max_length(run_dir: Path) -> int:
-    from omegaconf import OmegaConf
-
-    return int(OmegaConf.load(run_dir / ".hydra/config.yaml").tokenizer.max_length)
+def train_subset(dataset: Path, examples: int | None, workdir: Path) -> Path:
+    """train.jsonl, or its first `examples` lines in a file of their own."""
+    if examples is None:
+        return dataset / "train.jsonl"
+    subset = workdir / f"train_{examples}.jsonl"
+    with (dataset / "train.jsonl").open() as source, subset.open("w") as target:
+        lines = [line for _, line in zip(range(examples), source, strict=False)]
+        target.writelines(lines)
+    if len(lines) < examples:
+        raise SystemExit(f"{dataset / 'train.jsonl'} has only {len(lines)} examples, fewer than {examples}")
+    return subset
 
 
 def finetune(
-    output: Path, name: str, dataset: Path, seed: int, source: list[str], tiny: bool
+    output: Path, name: str, dataset: Path, train: Path, seed: int, source: list[str], tiny: bool
 ) -> dict[str, Any]:
     args = [
         "+experiment=finetune",
@@ -98,7 +94,7 @@ def finetune(
         f"experiment.seed={seed}",
         *source,
         "data=classification",
-        f"data.source.train={dataset / 'train.jsonl'}",
+        f"data.source.train={train}",
         f"data.source.val={dataset / 'val.jsonl'}",
         f"data.source.test={dataset / 'test.jsonl'}",
         "logging.progress_bar=false",
@@ -122,6 +118,24 @@ def summarise(runs: list[dict[str, Any]], key: str) -> dict[str, float]:
     }
 
 
+def pretrain(
+    workdir: Path, dataset: Path, options: argparse.Namespace, interval: int
+) -> tuple[Path, dict[str, Any], float]:
+    """The pretraining run of the budget: its folder, run.json's budget entry, and its wall-clock seconds."""
+    args = pretraining_args(dataset, options.architecture, options.tiny)
+    args += [
+        "experiment.name=pretrained",
+        f"training.budget.minutes={options.minutes}",
+        f"training.val_check_interval={interval}",
+        f"training.checkpoint.every_n_steps={interval}",
+        *options.pretrain_override,
+    ]
+    started = time.perf_counter()
+    launch(args, workdir)
+    run_dir = workdir / "pretraining/pretrained"
+    return run_dir, json.loads((run_dir / "run.json").read_text())["budget"], time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -129,18 +143,28 @@ def main() -> None:
     parser.add_argument(
         "dataset", nargs="?", type=Path, help="folder with train/val/test.jsonl and corpus.txt"
     )
-    parser.add_argument("--minutes", type=float, default=20.0, help="pretraining budget (default 20)")
+    parser.add_argument("--minutes", type=float, default=15.0, help="pretraining budget (default 15)")
     parser.add_argument("--seeds", type=int, default=1, help="finetunes per start (median and spread)")
     parser.add_argument("--architecture", default="bert_mini", help="architecture preset (default bert_mini)")
+    parser.add_argument("--val-every", type=int, default=100, help="pretraining steps between validations")
+    parser.add_argument("--train-examples", type=int, default=None, help="finetune on the first N examples")
+    parser.add_argument(
+        "--pretrain-override", action="append", default=[], help="a launch.py override for the pretraining"
+    )
+    parser.add_argument(
+        "--finetune-override", action="append", default=[], help="a launch.py override for every finetune"
+    )
+    parser.add_argument("--pretrained-run", type=Path, default=None, help="reuse this pretraining run folder")
+    parser.add_argument("--no-scratch", action="store_true", help="no finetunes from random initialisation")
     parser.add_argument(
         "--runs", type=Path, default=None, help="where the runs go (default: a temporary folder)"
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON result file")
     parser.add_argument("--tiny", action="store_true", help="seconds: generated data, a few steps")
     options = parser.parse_args()
-    calibration = CALIBRATION_STEPS
+    interval = options.val_every
     if options.tiny:
-        options.minutes, options.architecture, calibration = 0.01, "bert_tiny", 6
+        options.minutes, options.architecture, interval = 0.05, "bert_tiny", 10
     workdir = Path(options.runs or tempfile.mkdtemp(prefix="bertlab-quality-"))
     dataset = options.dataset or write_tiny_dataset(workdir / "tiny_dataset")
     for name in ("train.jsonl", "val.jsonl", "test.jsonl", "corpus.txt"):
@@ -148,20 +172,26 @@ def main() -> None:
             parser.error(
                 f"{dataset / name} does not exist; the folder needs train/val/test.jsonl and corpus.txt"
             )
+    train = train_subset(dataset, options.train_examples, workdir)
 
-    started = time.perf_counter()
-    args = pretraining_args(dataset, options.architecture, options.tiny)
-    steps, tokens_per_s = steps_for_budget(workdir, args, options.minutes, calibration)
-    interval = max(1, steps // 10)
-    pretrain = [*args, "experiment.name=pretrained", f"training.max_steps={steps}"]
-    pretrain += [f"training.val_check_interval={interval}", f"training.checkpoint.every_n_steps={interval}"]
-    launch(pretrain, workdir)
-    pretrain_seconds = time.perf_counter() - started
+    if options.pretrained_run is None:
+        pretrained_run, budget, pretrain_seconds = pretrain(workdir, dataset, options, interval)
+    else:
+        pretrained_run = options.pretrained_run.resolve()
+        link = workdir / "pretraining" / pretrained_run.name  # where pretrained_experiment.name looks
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(pretrained_run, target_is_directory=True)
+        budget = json.loads((pretrained_run / "run.json").read_text())["budget"]
+        pretrain_seconds = budget["minutes_spent"] * 60
     curve = [
         {"step": int(row["step"]), "loss": float(row["loss"]), "accuracy": float(row["accuracy"])}
-        for row in last_rows(workdir / "pretraining/pretrained", "val")
+        for row in last_rows(pretrained_run, "val")
     ]
-    print(f"pretraining: {steps} steps ({tokens_per_s:,.0f} tokens/s) in {pretrain_seconds / 60:.1f} min")
+    print(
+        f"pretraining: budget {budget['minutes']:g} min -> {budget['steps']} steps, "
+        f"{budget['minutes_spent']:.2f} min by its clock ({pretrain_seconds / 60:.2f} min launch to exit)"
+    )
     for point in curve:
         print(
             f"  step {point['step']:>6}  val loss {point['loss']:.3f}  masked accuracy {point['accuracy']:.3f}"
@@ -169,11 +199,23 @@ def main() -> None:
 
     seeds = range(options.seeds)
     starts = {
-        "pretrained": ["pretrained_experiment.name=pretrained"],
-        "scratch": ["pretrained_experiment=none", f"architecture={options.architecture}"],
+        "pretrained": [f"pretrained_experiment.name={pretrained_run.name}"],
     }
+    if not options.no_scratch:
+        starts["scratch"] = ["pretrained_experiment=none", f"architecture={options.architecture}"]
     runs = {
-        start: [finetune(workdir, f"{start}_{seed}", dataset, seed, source, options.tiny) for seed in seeds]
+        start: [
+            finetune(
+                workdir,
+                f"{start}_{seed}",
+                dataset,
+                train,
+                seed,
+                [*source, *options.finetune_override],
+                options.tiny,
+            )
+            for seed in seeds
+        ]
         for start, source in starts.items()
     }
     baseline = runs["pretrained"][0]["baseline"]
@@ -183,16 +225,17 @@ def main() -> None:
             "macro_f1": {"median": baseline["test/macro_f1"]},
             "minutes": baseline["seconds"] / 60,
         },
-        "from scratch": {
+    }
+    if "scratch" in runs:
+        rows["from scratch"] = {
             "accuracy": summarise(runs["scratch"], "test/accuracy"),
             "macro_f1": summarise(runs["scratch"], "test/macro_f1"),
             "minutes": statistics.median(run["seconds"] for run in runs["scratch"]) / 60,
-        },
-        "pretrained": {
-            "accuracy": summarise(runs["pretrained"], "test/accuracy"),
-            "macro_f1": summarise(runs["pretrained"], "test/macro_f1"),
-            "minutes": (pretrain_seconds + statistics.median(r["seconds"] for r in runs["pretrained"])) / 60,
-        },
+        }
+    rows["pretrained"] = {
+        "accuracy": summarise(runs["pretrained"], "test/accuracy"),
+        "macro_f1": summarise(runs["pretrained"], "test/macro_f1"),
+        "minutes": (pretrain_seconds + statistics.median(r["seconds"] for r in runs["pretrained"])) / 60,
     }
 
     def cell(figures: dict[str, float]) -> str:
@@ -201,8 +244,10 @@ def main() -> None:
         )
         return f"{figures['median']:.3f}{spread}"
 
+    examples = f", finetuned on {options.train_examples} examples" if options.train_examples else ""
     print(
-        f"\n{dataset.name}: {options.architecture}, pretraining budget {options.minutes:g} min, {len(seeds)} seed(s)"
+        f"\n{dataset.name}: {options.architecture}, pretraining budget {budget['minutes']:g} min"
+        f"{examples}, {len(seeds)} seed(s)"
     )
     print_table(
         ["start", "test accuracy", "test macro-F1", "minutes"],
@@ -218,11 +263,14 @@ def main() -> None:
             "machine": machine(),
             "dataset": str(dataset),
             "architecture": options.architecture,
-            "minutes": options.minutes,
+            "minutes": budget["minutes"],
+            "train_examples": options.train_examples,
+            "pretrain_overrides": options.pretrain_override,
+            "finetune_overrides": options.finetune_override,
             "pretraining": {
-                "steps": steps,
-                "tokens_per_s": tokens_per_s,
-                "seconds": pretrain_seconds,
+                **budget,
+                "run": str(pretrained_run),
+                "launch_seconds": pretrain_seconds,
                 "val": curve,
             },
             "rows": rows,

@@ -29,6 +29,7 @@ BENCHMARKS = (
     "eval_cost",
     "predict_throughput",
     "packing_cost",
+    "ablation",
 )
 TIMEOUT = 420  # generous: the machine may be shared; together they take one to two minutes alone
 
@@ -156,6 +157,16 @@ def test_quality_tiny_reports_baseline_scratch_and_pretrained(tiny_results):
         assert 0 <= row["accuracy"]["median"] <= 1 and 0 <= row["macro_f1"]["median"] <= 1
     assert payload["pretraining"]["steps"] >= 6 and payload["pretraining"]["val"][0]["step"] == 0
     assert "| pretrained " in stdout and "| baseline (TF-IDF + LR) " in stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks what gpu_check does where CUDA is absent")
+def test_ablation_tiny_compares_arms_with_the_defaults(tiny_results):
+    stdout, payload = finished(tiny_results, "ablation")
+    assert list(payload["table"]) == ["defaults", "from scratch", "TF-IDF + LR", "whole-word"]
+    assert payload["arms"]["whole-word"] == ["mlm_head.masking.unit=word"]
+    whole_word = payload["table"]["whole-word"]["tiny_dataset"]
+    assert 0 <= whole_word["accuracy"] <= 1 and whole_word["steps"] >= 6
+    assert "| whole-word " in stdout and "steps in" in stdout
 
 
 def test_pretraining_curve_tiny_trains_the_three_arms_on_the_same_batches(tiny_results):
