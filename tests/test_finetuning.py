@@ -319,3 +319,14 @@ def test_evaluate_an_existing_run_on_a_new_file_without_retraining(tmp_path, pre
     assert len(read_csv(first / "predictions.csv")) == 50
     assert (second / "results.json").read_text() == (first / "results.json").read_text()
     assert (run_dir / "checkpoints/best-model.ckpt").read_bytes() == before
+
+
+def test_min_steps_adds_epochs_to_a_small_labelled_set(pretrained_run):
+    output_dir = pretrained_run.parent.parent
+    run_dir = finetune(output_dir, "min_steps", *FAST_FINETUNE, "training.min_steps=80")
+    epochs = json.loads((run_dir / "run.json").read_text())["max_epochs"]
+    rows = read_csv(run_dir / "metrics/train/metrics.csv")
+    last_step = int(float(rows[-1]["step"]))
+    assert epochs > 2 and last_step % epochs == 0  # more than training.max_epochs=2, whole epochs
+    assert last_step // epochs * (epochs - 1) < 80 <= last_step  # the fewest epochs that reach 80 steps
+    assert float(rows[-1]["lr"]) < float(rows[len(rows) // 2]["lr"])  # the schedule spans the longer run

@@ -17,6 +17,7 @@ model/, reporting/). Config sections are instantiated through config/instantiate
 from __future__ import annotations
 
 import logging
+import math
 import platform
 import sys
 import warnings
@@ -340,7 +341,19 @@ def make_trainer(cfg: DictConfig, plan: RunPlan, built: BuiltRun, run_config: di
             "training.batch_size",
         )
     datamodule.skip_train_batches = plan.resume.skip_batches(batches_per_epoch)
+    epochs = epochs_for_min_steps(
+        training.get("min_steps"), training.max_epochs, batches_per_epoch // training.accumulate_grad_batches
+    )
+    if epochs is not None and training.max_steps == -1:
+        trainer.fit_loop.max_epochs = epochs
     return trainer
+
+
+def epochs_for_min_steps(min_steps: int | None, max_epochs: int | None, steps_per_epoch: int) -> int | None:
+    """`max_epochs`, raised so that a small labelled set still trains for `min_steps` optimizer steps."""
+    if min_steps is None or max_epochs is None:
+        return max_epochs
+    return max(max_epochs, math.ceil(min_steps / max(1, steps_per_epoch)))
 
 
 def write_run_info(plan: RunPlan, trainer: L.Trainer, training: DictConfig, info: dict[str, Any]) -> None:
@@ -357,6 +370,7 @@ def write_run_info(plan: RunPlan, trainer: L.Trainer, training: DictConfig, info
         "world_size": trainer.world_size,
         # training.batch_size is per process; an optimizer step sees this many sequences:
         "global_batch_size": training.batch_size * trainer.world_size * training.accumulate_grad_batches,
+        "max_epochs": trainer.max_epochs,  # after training.min_steps (finetuning)
         "wandb": wandb_run_info(trainer.loggers),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -51,6 +51,8 @@ def check_common(cfg: DictConfig) -> None:
         _positive(cfg, "training.val_check_interval")
     if cfg.training.max_epochs is not None:
         _positive(cfg, "training.max_epochs")
+    if cfg.training.get("min_steps") is not None:
+        _positive(cfg, "training.min_steps")
     clip = cfg.training.gradient_clip_val
     if clip is not None and clip <= 0:
         raise BertlabError(

@@ -134,6 +134,7 @@ class PretrainTrainingConfig(TrainingConfig):
 
 @dataclass
 class FinetuneTrainingConfig(TrainingConfig):
+    min_steps: int | None = field(default=None, metadata=RESUMABLE)
     head_lr: float | None = MISSING
     baseline: bool = field(default=MISSING, metadata=RESUMABLE)
     layerwise_lr_decay: float = MISSING
