@@ -67,7 +67,11 @@ def arm_result(
         *[flag for override in ARMS[arm] for flag in ("--pretrain-override", override)],
     ]
     print(f"[{dataset.name}] {arm}, seed {seed}", flush=True)
-    subprocess.run(command, check=True, capture_output=not options.verbose)
+    result = subprocess.run(command, capture_output=not options.verbose, text=True)
+    if result.returncode != 0:
+        raise SystemExit(
+            f"{' '.join(command)} failed:\n{(result.stdout or '')[-2000:]}\n{(result.stderr or '')[-3000:]}"
+        )
     return json.loads(output.read_text())
 
 

@@ -166,6 +166,7 @@ def main() -> None:
     if options.tiny:
         options.minutes, options.architecture, interval = 0.05, "bert_tiny", 10
     workdir = Path(options.runs or tempfile.mkdtemp(prefix="bertlab-quality-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     dataset = options.dataset or write_tiny_dataset(workdir / "tiny_dataset")
     for name in ("train.jsonl", "val.jsonl", "test.jsonl", "corpus.txt"):
         if not (dataset / name).is_file():
