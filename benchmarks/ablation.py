@@ -61,6 +61,7 @@ def arm_result(
         "--runs",
         str(options.runs / dataset.name / f"{name}.seed{seed}"),
         *(["--train-examples", str(options.train_examples)] if options.train_examples else []),
+        *(["--val-examples", str(options.val_examples)] if options.val_examples else []),
         *([] if arm == "defaults" and seed == 0 else ["--no-scratch"]),
         "--pretrain-override",
         f"experiment.seed={seed}",
@@ -83,8 +84,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=3.0, help="pretraining budget of every arm")
     parser.add_argument("--seeds", type=int, default=1, help="pretraining seeds per arm")
     parser.add_argument("--train-examples", type=int, default=2000, help="finetune on the first N (0: all)")
+    parser.add_argument("--val-examples", type=int, default=2000, help="checkpoint choice on N (0: all)")
     parser.add_argument("--architecture", default="bert_mini")
-    parser.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--arms", nargs="*", default=[a for a in ARMS if a != "triangle"], choices=list(ARMS))
     parser.add_argument("--runs", type=Path, default=None, help="run folders (default: a temporary folder)")
     parser.add_argument("--results", type=Path, default=RESULTS / "ablation", help="per-arm JSON folder")
     parser.add_argument("--output", type=Path, default=RESULTS / "ablation.json")
@@ -94,10 +96,12 @@ def main() -> None:
     if options.tiny:
         options.datasets, options.arms = [Path("tiny_dataset")], ["defaults", "whole-word"]
         options.train_examples, options.minutes, options.architecture = 0, 0.05, "bert_tiny"
+        options.val_examples = 0
         options.results = options.output.parent / "ablation_tiny"
     if not options.datasets:
         parser.error("name at least one devset folder (or --tiny)")
     options.train_examples = options.train_examples or None
+    options.val_examples = options.val_examples or None
     options.runs = options.runs or Path(tempfile.mkdtemp(prefix="bertlab-ablation-"))
 
     table: dict[str, dict[str, Any]] = {}

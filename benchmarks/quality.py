@@ -15,8 +15,9 @@ Everything runs through launch.py, as a user would run it:
         --pretrain-override mlm_head.masking.unit=word          # one arm of an ablation
     python benchmarks/quality.py --tiny            # seconds: generated data, a few steps (checks the script)
 
---train-examples N finetunes on the first N training examples (the devsets are in random order), with the
-whole val and test splits; --pretrained-run reuses a finished pretraining run folder instead of pretraining;
+--train-examples N finetunes on the first N training examples (the devsets are in random order), and
+--val-examples N picks its best checkpoint on the first N validation examples; the test split is always
+whole; --pretrained-run reuses a finished pretraining run folder instead of pretraining;
 --no-scratch leaves the random-initialisation finetunes out (they do not depend on the pretraining).
 
 Prints a table (test accuracy and macro-F1 with the minutes each row took) and writes JSON.
@@ -72,21 +73,21 @@ def pretraining_args(dataset: Path, architecture: str, tiny: bool) -> list[str]:
     return args
 
 
-def train_subset(dataset: Path, examples: int | None, workdir: Path) -> Path:
-    """train.jsonl, or its first `examples` lines in a file of their own."""
+def subset(dataset: Path, split: str, examples: int | None, workdir: Path) -> Path:
+    """`<split>.jsonl`, or its first `examples` lines in a file of their own (the devsets are shuffled)."""
     if examples is None:
-        return dataset / "train.jsonl"
-    subset = workdir / f"train_{examples}.jsonl"
-    with (dataset / "train.jsonl").open() as source, subset.open("w") as target:
+        return dataset / f"{split}.jsonl"
+    path = workdir / f"{split}_{examples}.jsonl"
+    with (dataset / f"{split}.jsonl").open() as source, path.open("w") as target:
         lines = [line for _, line in zip(range(examples), source, strict=False)]
         target.writelines(lines)
     if len(lines) < examples:
-        raise SystemExit(f"{dataset / 'train.jsonl'} has only {len(lines)} examples, fewer than {examples}")
-    return subset
+        raise SystemExit(f"{dataset / split}.jsonl has only {len(lines)} examples, fewer than {examples}")
+    return path
 
 
 def finetune(
-    output: Path, name: str, dataset: Path, train: Path, seed: int, source: list[str], tiny: bool
+    output: Path, name: str, dataset: Path, train: Path, val: Path, seed: int, source: list[str], tiny: bool
 ) -> dict[str, Any]:
     args = [
         "+experiment=finetune",
@@ -95,7 +96,7 @@ def finetune(
         *source,
         "data=classification",
         f"data.source.train={train}",
-        f"data.source.val={dataset / 'val.jsonl'}",
+        f"data.source.val={val}",
         f"data.source.test={dataset / 'test.jsonl'}",
         "logging.progress_bar=false",
     ]
@@ -149,6 +150,9 @@ def main() -> None:
     parser.add_argument("--val-every", type=int, default=100, help="pretraining steps between validations")
     parser.add_argument("--train-examples", type=int, default=None, help="finetune on the first N examples")
     parser.add_argument(
+        "--val-examples", type=int, default=None, help="pick checkpoints on the first N val examples"
+    )
+    parser.add_argument(
         "--pretrain-override", action="append", default=[], help="a launch.py override for the pretraining"
     )
     parser.add_argument(
@@ -173,7 +177,8 @@ def main() -> None:
             parser.error(
                 f"{dataset / name} does not exist; the folder needs train/val/test.jsonl and corpus.txt"
             )
-    train = train_subset(dataset, options.train_examples, workdir)
+    train = subset(dataset, "train", options.train_examples, workdir)
+    val = subset(dataset, "val", options.val_examples, workdir)
 
     if options.pretrained_run is None:
         pretrained_run, budget, pretrain_seconds = pretrain(workdir, dataset, options, interval)
@@ -211,6 +216,7 @@ def main() -> None:
                 f"{start}_{seed}",
                 dataset,
                 train,
+                val,
                 seed,
                 [*source, *options.finetune_override],
                 options.tiny,
@@ -266,6 +272,7 @@ def main() -> None:
             "architecture": options.architecture,
             "minutes": budget["minutes"],
             "train_examples": options.train_examples,
+            "val_examples": options.val_examples,
             "pretrain_overrides": options.pretrain_override,
             "finetune_overrides": options.finetune_override,
             "pretraining": {
