@@ -131,6 +131,7 @@ FAST_SCRATCH_FINETUNE = [
     "+experiment=finetune",
     "pretrained_experiment=none",
     "training.max_epochs=1",
+    "training.min_steps=null",
     "training.batch_size=16",
     "data.source.count=400",
     "tokenizer.max_length=48",

@@ -15,6 +15,7 @@ from tests.conftest import compose_config, launch, read_csv
 
 FAST_FINETUNE = [
     "training.max_epochs=2",
+    "training.min_steps=null",
     "training.batch_size=16",
     "data.source.count=600",
     "tokenizer.max_length=48",
@@ -46,6 +47,7 @@ def test_default_chain_writes_the_finetuning_folder(pretrained_run, precision):
             "pretrained_experiment.name=shared",
             "data.source.count=1200",
             "training.max_epochs=3",
+            "training.min_steps=null",
             "tokenizer.max_length=48",
             f"training.precision={precision}",
         ],
@@ -231,6 +233,7 @@ def test_user_jsonl_and_csv_with_custom_fields_and_string_labels(tmp_path, pretr
         "data.text_field=review",
         "data.label_field=stars",
         "training.max_epochs=3",
+        "training.min_steps=null",
         "training.batch_size=16",
     ]
     run_dir = finetune(output_dir, "reviews", *data)

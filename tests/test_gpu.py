@@ -51,6 +51,7 @@ def test_default_pretraining_then_finetune_on_cuda_in_bf16(tmp_path):
             "experiment.name=from_gpu",
             "pretrained_experiment.name=shared",
             "training.max_epochs=2",
+            "training.min_steps=null",
             "training.batch_size=16",
             "data.source.count=600",
             "tokenizer.max_length=48",
