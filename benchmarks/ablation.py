@@ -46,8 +46,20 @@ def arm_result(
     """The quality.py result of one arm and pretraining seed, run now unless it is already on disk."""
     name = arm.replace(" ", "_").replace(">", "").replace("/", "_")
     output = folder / dataset.name / f"{name}.seed{seed}.json"
-    if output.is_file():
-        return json.loads(output.read_text())
+    if output.is_file():  # an earlier run of this ablation: only if it measured the same thing
+        kept = json.loads(output.read_text())
+        asked = {
+            "minutes": options.minutes,
+            "architecture": options.architecture,
+            "train_examples": options.train_examples,
+            "val_examples": options.val_examples,
+        }
+        found = {key: kept.get(key) for key in asked}
+        if found != asked:
+            raise SystemExit(
+                f"{output} was measured with {found}, not {asked}; give another --results folder"
+            )
+        return kept
     command = [
         sys.executable,
         str(HERE / "quality.py"),
@@ -97,7 +109,7 @@ def main() -> None:
         options.datasets, options.arms = [Path("tiny_dataset")], ["defaults", "whole-word"]
         options.train_examples, options.minutes, options.architecture = 0, 0.05, "bert_tiny"
         options.val_examples = 0
-        options.results = options.output.parent / "ablation_tiny"
+        options.results = Path(tempfile.mkdtemp(prefix="bertlab-ablation-tiny-"))
     if not options.datasets:
         parser.error("name at least one devset folder (or --tiny)")
     options.train_examples = options.train_examples or None

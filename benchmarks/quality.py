@@ -132,9 +132,35 @@ def pretrain(
         *options.pretrain_override,
     ]
     started = time.perf_counter()
-    launch(args, workdir)
+    launch(args, workdir, timeout=options.minutes * 60 * 2 + 1800)  # + preparation and the test
     run_dir = workdir / "pretraining/pretrained"
     return run_dir, json.loads((run_dir / "run.json").read_text())["budget"], time.perf_counter() - started
+
+
+def _architecture_choice(run_dir: Path) -> str:
+    from omegaconf import OmegaConf
+
+    return str(OmegaConf.load(run_dir / ".hydra/hydra.yaml").hydra.runtime.choices.architecture)
+
+
+def reused_run(run_dir: Path, workdir: Path) -> tuple[Path, dict[str, Any]]:
+    """A finished pretraining run to finetune from (linked where pretrained_experiment.name looks), and its
+    budget entry (minutes_spent by its own clock; the steps for a run without a budget)."""
+    run_dir = run_dir.resolve()
+    info = json.loads((run_dir / "run.json").read_text())
+    link = workdir / "pretraining" / run_dir.name
+    if link.exists() and link.resolve() != run_dir:
+        raise SystemExit(f"{link} exists and is not {run_dir}; give another --runs folder")
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(run_dir, target_is_directory=True)
+    budget = info.get("budget") or {}
+    steps = int(float(last_rows(run_dir, "val")[-1]["step"]))
+    return run_dir, {
+        "minutes": budget.get("minutes"),
+        "minutes_spent": budget.get("minutes_spent"),
+        "steps": steps,
+    }
 
 
 def main() -> None:
@@ -183,20 +209,18 @@ def main() -> None:
     if options.pretrained_run is None:
         pretrained_run, budget, pretrain_seconds = pretrain(workdir, dataset, options, interval)
     else:
-        pretrained_run = options.pretrained_run.resolve()
-        link = workdir / "pretraining" / pretrained_run.name  # where pretrained_experiment.name looks
-        if not link.exists():
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(pretrained_run, target_is_directory=True)
-        budget = json.loads((pretrained_run / "run.json").read_text())["budget"]
-        pretrain_seconds = budget["minutes_spent"] * 60
+        pretrained_run, budget = reused_run(options.pretrained_run, workdir)
+        pretrain_seconds = (budget["minutes_spent"] or 0.0) * 60
+        chosen = _architecture_choice(pretrained_run)
+        if chosen != options.architecture:
+            parser.error(f"{pretrained_run} is {chosen}; pass --architecture {chosen} (the from-scratch arm)")
     curve = [
         {"step": int(row["step"]), "loss": float(row["loss"]), "accuracy": float(row["accuracy"])}
         for row in last_rows(pretrained_run, "val")
     ]
     print(
-        f"pretraining: budget {budget['minutes']:g} min -> {budget['steps']} steps, "
-        f"{budget['minutes_spent']:.2f} min by its clock ({pretrain_seconds / 60:.2f} min launch to exit)"
+        f"pretraining: budget {budget['minutes']} min -> {budget['steps']} steps, "
+        f"{budget['minutes_spent']} min by its clock ({pretrain_seconds / 60:.2f} min launch to exit)"
     )
     for point in curve:
         print(
@@ -253,7 +277,7 @@ def main() -> None:
 
     examples = f", finetuned on {options.train_examples} examples" if options.train_examples else ""
     print(
-        f"\n{dataset.name}: {options.architecture}, pretraining budget {budget['minutes']:g} min"
+        f"\n{dataset.name}: {options.architecture}, pretraining budget {budget['minutes']} min"
         f"{examples}, {len(seeds)} seed(s)"
     )
     print_table(

@@ -132,3 +132,27 @@ def test_a_retargeted_schedule_equals_one_built_for_its_new_length(factory):
         for opt, sched in ((optimizer, retargeted), (reference_optimizer, reference)):
             opt.step()
             sched.step()
+
+
+def test_a_time_budget_without_max_steps_still_measures_its_steps(tmp_path):
+    run_dir = start(tmp_path, "unbounded", "training.max_steps=-1", "training.budget.minutes=0.1")
+    budget = run_info(run_dir)["budget"]
+    assert budget["stop_reason"] == STOP_TIME and budget["steps"] > 5  # not the first guess of 1 step
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (  # a fixed warmup longer than the 13 steps of the token budget
+            ("training.budget.tokens=6600", "training.scheduler.warmup_steps=50"),
+            "training.scheduler.warmup_steps",
+        ),
+        (("training.budget.minutes=1", "training.max_epochs=2"), "training.max_epochs"),
+    ],
+)
+def test_a_budget_that_cannot_shape_the_run_fails_before_training(tmp_path, overrides, key):
+    cfg = compose_config(["+experiment=pretrain", "experiment.name=bad", *FAST, *overrides], tmp_path)
+    with pytest.raises(BertlabError) as caught:
+        run(cfg, tmp_path / "pretraining" / "bad")
+    assert caught.value.key == key
+    assert not (tmp_path / "pretraining" / "bad" / "checkpoints").exists()

@@ -47,7 +47,7 @@ from bertlab.run_folder import (
     write_json,
     write_run_status,
 )
-from bertlab.training.budget import Budget, TrainingBudget
+from bertlab.training.budget import Budget, TrainingBudget, token_budget_steps
 from bertlab.training.distributed import (
     device_count,
     is_main_process,
@@ -167,17 +167,18 @@ def plan_run(
         )
     optimizer = instantiate_section(cfg, "training.optimizer", lr=inputs.lr)
     scheduler = instantiate_section(cfg, "training.scheduler")
-    probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    try:
-        scheduler(probe, total_steps=training.max_steps if training.max_steps > 0 else 10**6)
-    except BertlabError as error:
-        raise error.in_section("training.scheduler") from None
     try:
         accelerator = resolve_accelerator(training.accelerator)
         precision = resolve_precision(training.precision, accelerator)
         peak = resolve_peak_flops(training.peak_tflops, accelerator, precision) if peak_flops else None
     except BertlabError as error:
         raise error.in_section("training") from None
+    world_size = device_count(training.devices, accelerator) * training.num_nodes
+    probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    try:
+        scheduler(probe, total_steps=scheduled_steps(cfg, world_size))
+    except BertlabError as error:
+        raise error.in_section("training.scheduler") from None
     resume = plan_resume(
         run_dir,
         Path(experiment.output_dir) / experiment.kind,
@@ -185,12 +186,23 @@ def plan_run(
         resume_request(cfg),
         run_config=inputs.config,
         may_change=resume_may_change(),
-        world_size=device_count(training.devices, accelerator) * training.num_nodes,
+        world_size=world_size,
         accumulate_grad_batches=training.accumulate_grad_batches,
         main_process=is_main_process(),
     )
     log.info("Run folder %s; accelerator %s, precision %s", run_dir, accelerator, precision)
     return RunPlan(run_dir, accelerator, precision, optimizer, scheduler, resume, sweep, peak)
+
+
+def scheduled_steps(cfg: DictConfig, world_size: int) -> int:
+    """The schedule's length as far as it is known before training (checked then): a token budget's steps
+    (its floor on the last one), else training.max_steps, else a long run."""
+    training = cfg.training
+    tokens = training.budget.tokens if "budget" in training else None
+    if tokens is not None:
+        tokens_per_step = training.batch_size * training.accumulate_grad_batches * world_size
+        return max(1, token_budget_steps(tokens, tokens_per_step * cfg.tokenizer.max_length) - 1)
+    return training.max_steps if training.max_steps > 0 else 10**6
 
 
 def training_budget(cfg: DictConfig) -> TrainingBudget | None:
@@ -342,7 +354,9 @@ def make_trainer(cfg: DictConfig, plan: RunPlan, built: BuiltRun, run_config: di
         )
     datamodule.skip_train_batches = plan.resume.skip_batches(batches_per_epoch)
     epochs = epochs_for_min_steps(
-        training.get("min_steps"), training.max_epochs, batches_per_epoch // training.accumulate_grad_batches
+        training.get("min_steps"),
+        training.max_epochs,
+        -(-batches_per_epoch // training.accumulate_grad_batches),
     )
     if epochs is not None and training.max_steps == -1:
         trainer.fit_loop.max_epochs = epochs

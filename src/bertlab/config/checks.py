@@ -108,7 +108,11 @@ def _check_run_kind(cfg: DictConfig, kind: str, runs: str, monitors: tuple[str, 
 
 def check_pretraining(cfg: DictConfig) -> None:
     _check_run_kind(cfg, "pretraining", "MLM", ("val/loss", "val/perplexity", "val/accuracy"))
-    Budget(**plain_config(cfg.training.budget))  # its own checks name the key
+    if Budget(**plain_config(cfg.training.budget)).active and cfg.training.max_epochs is not None:
+        raise BertlabError(
+            "must be null with a training.budget: the budget decides where the run (and its schedule) ends",
+            "training.max_epochs",
+        )
     max_length, max_positions = cfg.tokenizer.max_length, cfg.architecture.max_position_embeddings
     if max_length > max_positions:
         raise BertlabError(

@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 STOP_TIME = "time budget"
 STOP_TOKENS = "token budget"
 STEP_WINDOW = 50  # steps whose mean duration is the cost of the next ones
-UNPLANNED = 2**40  # max_steps of a resumed run until its restored step is known (finite: the schedule is built)
+UNPLANNED = (
+    2**40
+)  # max_steps of a resumed run until its restored step is known (finite: the schedule is built)
 MEASURED_STEPS = 3  # steps measured before the estimate replaces the first guess (or a checkpoint's)
 
 
@@ -60,6 +62,11 @@ class Budget:
     @property
     def active(self) -> bool:
         return self.minutes is not None or self.tokens is not None
+
+
+def token_budget_steps(tokens: int, tokens_per_step: int) -> int:
+    """The optimizer steps a token budget becomes."""
+    return math.ceil(tokens / tokens_per_step)
 
 
 def retarget_schedule(scheduler: Any, factory: Callable[..., Any], total_steps: int) -> None:
@@ -114,6 +121,7 @@ class TrainingBudget(L.Callback):
         self.scheduled_total: int | None = None
         self.stop_reason: str | None = None
         self.stage: str | None = None
+        self.shape_kept = False  # the schedule could not be stretched to an estimate (warned once)
         self.trainer: L.Trainer | None = None
 
     @property
@@ -131,7 +139,7 @@ class TrainingBudget(L.Callback):
             self.clock_start = time.perf_counter()
         self.tokens_per_step = self.sequences_per_step * trainer.world_size * self.block_length
         if self.budget.tokens is not None:
-            self.token_steps = math.ceil(self.budget.tokens / self.tokens_per_step)
+            self.token_steps = token_budget_steps(self.budget.tokens, self.tokens_per_step)
         if stage == "fit":
             trainer.fit_loop.epoch_loop.max_steps = self._steps_for(trainer.global_step)
 
@@ -201,12 +209,15 @@ class TrainingBudget(L.Callback):
             steps.append(self.token_steps)
         if self.budget.minutes is not None:
             cost = self._step_cost()
-            if cost is None:
-                steps.append(max(step + 1, self.first_guess))
+            if cost is None:  # enough steps to measure some before the estimate replaces the guess
+                steps.append(max(step + 1, self.first_guess, MEASURED_STEPS + 2))
             else:
                 reserve = 2 * (self.validation_seconds or 0.0) if self.validates else 0.0
                 left = self.budget.minutes * 60 - self.spent_seconds() - reserve
-                steps.append(step + max(1, math.floor(left / cost)))
+                if left <= 0 and step > 0:
+                    steps.append(step)  # spent (a resume after the last step): no further step
+                else:
+                    steps.append(step + max(1, math.floor(left / cost)))
         return min(steps)
 
     def _plan(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -218,7 +229,19 @@ class TrainingBudget(L.Callback):
         if total != self.scheduled_total and trainer.lr_scheduler_configs:
             factory = getattr(pl_module, "scheduler_factory", None)
             if factory is not None:
-                retarget_schedule(trainer.lr_scheduler_configs[0].scheduler, factory, total)
+                try:
+                    retarget_schedule(trainer.lr_scheduler_configs[0].scheduler, factory, total)
+                except BertlabError as error:  # a fixed warmup_steps/decay_start_step past the estimate
+                    if self.budget.minutes is None:
+                        raise error.in_section("training.scheduler") from None
+                    if not self.shape_kept:
+                        log.warning(
+                            "The schedule cannot be stretched over %d steps (%s); it keeps its last shape",
+                            total,
+                            error,
+                        )
+                    self.shape_kept = True
+                    return
             self.scheduled_total = total
 
     def summary(self, trainer: L.Trainer) -> dict[str, Any]:
