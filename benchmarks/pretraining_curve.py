@@ -78,6 +78,7 @@ def run_data(cfg: Any, run_dir: Path) -> tuple[Any, Any]:
         masking=instantiate(cfg.mlm_head.masking),
         batch_size=cfg.training.batch_size,
         num_workers=0,
+        packing=cfg.data.get("packing"),
     )
     datamodule.prepare(tokenizer)
     datamodule.setup("fit")
@@ -96,7 +97,7 @@ def bertlab_model(cfg: Any, tokenizer: Any) -> tuple[Any, Callable[[Batch], Any]
     model = nn.ModuleDict({"backbone": backbone, "head": head})
 
     def logits(batch: Batch) -> Any:
-        return head(backbone(batch["input_ids"]), batch["masked_positions"])
+        return head(backbone(batch["input_ids"], None, batch.get("document_ids")), batch["masked_positions"])
 
     return model, logits, parameter_groups(backbone, head, cfg.training.optimizer.lr)
 
@@ -121,7 +122,9 @@ def hf_model(cfg: Any, tokenizer: Any) -> tuple[Any, Callable[[Batch], Any], lis
     import torch
     from transformers import BertConfig, BertForMaskedLM
 
+    from bertlab.model.attention import same_document
     from bertlab.model.hf_format import BERT
+    from bertlab.model.positions import document_positions
 
     kwargs = BERT.config_kwargs(
         cfg.architecture, tokenizer.vocab_size, tokenizer.pad_id, cfg.mlm_head.module.tie_word_embeddings
@@ -130,7 +133,15 @@ def hf_model(cfg: Any, tokenizer: Any) -> tuple[Any, Callable[[Batch], Any], lis
     model = BertForMaskedLM(config)
 
     def logits(batch: Batch) -> Any:
-        hidden = model.bert(input_ids=batch["input_ids"]).last_hidden_state
+        documents = batch.get("document_ids")
+        if documents is None:
+            hidden = model.bert(input_ids=batch["input_ids"]).last_hidden_state
+        else:  # document packing: the same block-diagonal mask (4D, used as is) and restarting positions
+            hidden = model.bert(
+                input_ids=batch["input_ids"],
+                attention_mask=same_document(documents),
+                position_ids=document_positions(documents),
+            ).last_hidden_state
         positions = batch["masked_positions"]
         hidden = torch.gather(hidden, 1, positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1)))
         return model.cls(hidden)

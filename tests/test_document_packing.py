@@ -207,12 +207,13 @@ def test_a_bad_packing_value_fails_before_training_naming_the_key(tmp_path):
     assert not (run_dir / "checkpoints").exists()
 
 
-def test_runs_saved_before_the_option_resume_with_its_default():
-    """The default is null (plain): a config saved without data.packing is no change to resume across."""
+def test_runs_saved_before_the_option_resume_only_with_plain_packing():
+    """Packing by documents is the default now: a run saved without data.packing (it packed plainly) is a
+    changed data key to resume across; data.packing=null (or plain) resumes it unchanged."""
     current = OmegaConf.to_container(compose_config(["+experiment=smoke"], "runs"), resolve=True)
-    assert current["data"]["packing"] is None
+    assert current["data"]["packing"] == "documents"
     saved = {**current, "data": {k: v for k, v in current["data"].items() if k != "packing"}}
-    assert config_changes(saved, current) == []
-    assert config_changes(saved, {**current, "data": {**current["data"], "packing": "documents"}}) == [
-        ("data.packing", None, "documents")
-    ]
+    assert config_changes(saved, current) == [("data.packing", None, "documents")]
+    as_before = {**current, "data": {**current["data"], "packing": None}}
+    assert config_changes(saved, as_before) == []
+
