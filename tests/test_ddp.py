@@ -161,7 +161,12 @@ def test_sigterm_to_the_main_process_stops_both_at_one_step_and_the_run_resumes(
 def test_ddp_finetuning_gathers_every_test_prediction(pretrained_run):
     output_dir = pretrained_run.parent.parent
     args = ["+experiment=finetune", "pretrained_experiment.name=shared", "data.source.count=313"]
-    args += ["training.max_epochs=1", "training.min_steps=null", "training.batch_size=16", "tokenizer.max_length=48"]
+    args += [
+        "training.max_epochs=1",
+        "training.min_steps=null",
+        "training.batch_size=16",
+        "tokenizer.max_length=48",
+    ]
     launch([*args, "experiment.name=ddp_chain", *DDP], output_dir)
     run_dir = output_dir / "finetuning" / "ddp_chain"
     ids = [int(row["id"]) for row in read_csv(run_dir / "predictions.csv")]

@@ -216,4 +216,3 @@ def test_runs_saved_before_the_option_resume_only_with_plain_packing():
     assert config_changes(saved, current) == [("data.packing", None, "documents")]
     as_before = {**current, "data": {**current["data"], "packing": None}}
     assert config_changes(saved, as_before) == []
-
