@@ -155,7 +155,9 @@ def test_quality_tiny_reports_baseline_scratch_and_pretrained(tiny_results):
     assert list(payload["rows"]) == ["baseline (TF-IDF + LR)", "from scratch", "pretrained"]
     for row in payload["rows"].values():
         assert 0 <= row["accuracy"]["median"] <= 1 and 0 <= row["macro_f1"]["median"] <= 1
-    assert payload["pretraining"]["steps"] >= 6 and payload["pretraining"]["val"][0]["step"] == 0
+    pretraining = payload["pretraining"]  # a 3-second time budget: how many steps depends on the machine
+    assert pretraining["stop_reason"] == "time budget" and pretraining["steps"] >= 1
+    assert pretraining["val"][0]["step"] == 0 and pretraining["val"][-1]["step"] == pretraining["steps"]
     assert "| pretrained " in stdout and "| baseline (TF-IDF + LR) " in stdout
 
 
