@@ -167,7 +167,7 @@ def test_ablation_tiny_compares_arms_with_the_defaults(tiny_results):
     assert list(payload["table"]) == ["defaults", "from scratch", "TF-IDF + LR", "whole-word"]
     assert payload["arms"]["whole-word"] == ["mlm_head.masking.unit=word"]
     whole_word = payload["table"]["whole-word"]["tiny_dataset"]
-    assert 0 <= whole_word["accuracy"] <= 1 and whole_word["steps"] >= 6
+    assert 0 <= whole_word["accuracy"] <= 1 and whole_word["steps"] >= 1
     assert "| whole-word " in stdout and "steps in" in stdout
 
 
