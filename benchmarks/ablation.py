@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: F401  (first: it sets OMP_WAIT_POLICY before torch loads)
-from common import RESULTS, machine, print_table, write_json
+from common import RESULTS, check_finished, machine, print_table, write_json
 
 HERE = Path(__file__).resolve().parent
 
@@ -80,11 +80,7 @@ def arm_result(
         *[flag for override in ARMS[arm] for flag in ("--pretrain-override", override)],
     ]
     print(f"[{dataset.name}] {arm}, seed {seed}", flush=True)
-    result = subprocess.run(command, capture_output=not options.verbose, text=True)
-    if result.returncode != 0:
-        raise SystemExit(
-            f"{' '.join(command)} failed:\n{(result.stdout or '')[-2000:]}\n{(result.stderr or '')[-3000:]}"
-        )
+    check_finished(subprocess.run(command, capture_output=not options.verbose, text=True), command[2:])
     return json.loads(output.read_text())
 
 

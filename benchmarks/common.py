@@ -97,7 +97,7 @@ def check_finished(result: subprocess.CompletedProcess[str], args: list[str]) ->
     if result.returncode != 0:
         raise RuntimeError(
             f"launch.py {' '.join(args)} failed ({result.returncode}):\n"
-            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            f"{(result.stdout or '')[-3000:]}\n{(result.stderr or '')[-3000:]}"
         )
 
 
