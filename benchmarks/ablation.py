@@ -80,7 +80,8 @@ def arm_result(
         *[flag for override in ARMS[arm] for flag in ("--pretrain-override", override)],
     ]
     print(f"[{dataset.name}] {arm}, seed {seed}", flush=True)
-    check_finished(subprocess.run(command, capture_output=not options.verbose, text=True), command[2:])
+    result = subprocess.run(command, capture_output=not options.verbose, text=True)
+    check_finished(result, command[2:], program="quality.py")
     return json.loads(output.read_text())
 
 

@@ -93,10 +93,12 @@ def launch_env() -> dict[str, str]:
     return {**os.environ, "WANDB_MODE": "disabled", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1"}
 
 
-def check_finished(result: subprocess.CompletedProcess[str], args: list[str]) -> None:
+def check_finished(
+    result: subprocess.CompletedProcess[str], args: list[str], program: str = "launch.py"
+) -> None:
     if result.returncode != 0:
         raise RuntimeError(
-            f"launch.py {' '.join(args)} failed ({result.returncode}):\n"
+            f"{program} {' '.join(args)} failed ({result.returncode}):\n"
             f"{(result.stdout or '')[-3000:]}\n{(result.stderr or '')[-3000:]}"
         )
 
