@@ -15,6 +15,7 @@ documents / plain (target: at most 1.10).
 
     python benchmarks/packing_cost.py                 # bert_tiny and bert_mini, 128 tokens x 32 blocks
     python benchmarks/packing_cost.py --threads 1     # one thread: steadier on a shared machine
+    python benchmarks/packing_cost.py --precision bf16-mixed   # under bf16 autocast, as precision=auto on AMX
     python benchmarks/packing_cost.py --tiny          # seconds: tiny sizes, 2 rounds (for tests)
 """
 
@@ -129,9 +130,14 @@ def build_model(architecture: str, vocab_size: int, seq_len: int, seed: int, tin
     return task, task.configure_optimizers()
 
 
-def step(task, optimizer, batch: dict[str, Any]) -> torch.Tensor:
+PRECISIONS = {"32": None, "bf16-mixed": torch.bfloat16}  # what the Trainer's autocast runs on CPU
+
+
+def step(task, optimizer, batch: dict[str, Any], precision: str) -> torch.Tensor:
     optimizer.zero_grad(set_to_none=True)
-    loss, _ = task._loss(batch)
+    dtype = PRECISIONS[precision]
+    with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        loss, _ = task._loss(batch)
     loss.backward()
     optimizer.step()
     return loss.detach()
@@ -153,7 +159,9 @@ def time_architecture(
         for name, ((task, optimizer), arm_batches) in arms.items():
             start = time.perf_counter()
             for offset in range(args.steps_per_round):
-                loss = step(task, optimizer, arm_batches[(cursor + offset) % len(arm_batches)])
+                loss = step(
+                    task, optimizer, arm_batches[(cursor + offset) % len(arm_batches)], args.precision
+                )
             elapsed = time.perf_counter() - start
             if not torch.isfinite(loss):
                 raise RuntimeError(f"{architecture} {name}: loss is {loss.item()}")
@@ -166,6 +174,7 @@ def time_architecture(
     fused = attention.kernel.__name__ == "sdpa_attention" and attention.attention_dropout == 0
     return {
         "architecture": architecture,
+        "precision": args.precision,
         "parameters": sum(p.numel() for p in task.parameters()),
         "attention_on_cpu": "sdpa (fused)" if fused else "eager (matmul-softmax-matmul)",
         "position_encoding": type(task.backbone.position_embeddings).__name__,
@@ -189,6 +198,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 3; tiny 1)")
     parser.add_argument("--steps-per-round", type=int, default=None, help="steps per round (default 3)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument(
+        "--precision",
+        choices=sorted(PRECISIONS),
+        default="32",
+        help="32, or bf16-mixed: the autocast precision=auto picks on a CPU with native bf16",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     defaults = (
@@ -213,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(
         f"{shape['texts']} documents, {shape['mean_document_tokens']} tokens each on average (median "
         f"{shape['median_document_tokens']:.0f}, [SEP] included), {shape['mean_documents_per_block']} "
-        f"documents per block of {args.seq_len}; {args.batch_size} blocks per step"
+        f"documents per block of {args.seq_len}; {args.batch_size} blocks per step; precision {args.precision}"
     )
     results = []
     for architecture in args.architectures.split(","):

@@ -237,3 +237,30 @@ def test_packing_cost_tiny_times_both_packings_per_architecture(tiny_results):
         assert all(len(rounds) == 2 for rounds in result["rounds_ms"].values())
         assert result["ratio_median_of_rounds"] > 0
     assert "| documents / plain" in stdout
+
+
+def test_packing_cost_times_bf16_autocast_whatever_the_cpu(tmp_path):
+    """The precision that precision=auto picks on AMX machines is forced here, so AVX2-only CI runs it too."""
+    output = tmp_path / "packing_cost_bf16.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "packing_cost.py"),
+            "--tiny",
+            "--precision",
+            "bf16-mixed",
+            "--architectures",
+            "bert_tiny,modern_tiny",
+            "--output",
+            str(output),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    payload = json.loads(output.read_text())
+    assert [r["precision"] for r in payload["results"]] == ["bf16-mixed", "bf16-mixed"]
+    assert all(r["ratio_median_of_rounds"] > 0 for r in payload["results"])
+    assert "precision bf16-mixed" in completed.stdout
