@@ -101,7 +101,8 @@ def finetune(
         "logging.progress_bar=false",
     ]
     if tiny:
-        args += ["training.max_epochs=1", "training.batch_size=16", "tokenizer.max_length=48"]
+        args += ["training.max_epochs=1", "training.min_steps=null", "training.batch_size=16"]
+        args += ["tokenizer.max_length=48"]
     started = time.perf_counter()
     launch(args, output)
     seconds = time.perf_counter() - started
