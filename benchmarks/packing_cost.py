@@ -130,17 +130,17 @@ def build_model(architecture: str, vocab_size: int, seq_len: int, seed: int, tin
     return task, task.configure_optimizers()
 
 
-PRECISIONS = {"32": None, "bf16-mixed": torch.bfloat16}  # what the Trainer's autocast runs on CPU
+PRECISIONS = ("32", "bf16-mixed")  # training.precision values; bf16-mixed is the Trainer's CPU autocast
 
 
-def step(task, optimizer, batch: dict[str, Any], precision: str) -> torch.Tensor:
+def step(task, optimizer, batch: dict[str, Any], bf16: bool) -> tuple[torch.Tensor, torch.dtype]:
+    """One training step; its loss, and the dtype the MLM logits came out in (what autocast ran)."""
     optimizer.zero_grad(set_to_none=True)
-    dtype = PRECISIONS[precision]
-    with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-        loss, _ = task._loss(batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss, logits = task._loss(batch)
     loss.backward()
     optimizer.step()
-    return loss.detach()
+    return loss.detach(), logits.dtype
 
 
 def time_architecture(
@@ -153,14 +153,15 @@ def time_architecture(
         "plain": (build_model(architecture, vocab_size, seq_len, args.seed, args.tiny), plain_batches),
         "documents": (build_model(architecture, vocab_size, seq_len, args.seed, args.tiny), batches),
     }
+    bf16 = args.precision == "bf16-mixed"
     ms: dict[str, list[float]] = {name: [] for name in arms}
     cursor = 0
     for round_index in range(args.warmup + args.rounds):
         for name, ((task, optimizer), arm_batches) in arms.items():
             start = time.perf_counter()
             for offset in range(args.steps_per_round):
-                loss = step(
-                    task, optimizer, arm_batches[(cursor + offset) % len(arm_batches)], args.precision
+                loss, compute_dtype = step(
+                    task, optimizer, arm_batches[(cursor + offset) % len(arm_batches)], bf16
                 )
             elapsed = time.perf_counter() - start
             if not torch.isfinite(loss):
@@ -175,6 +176,7 @@ def time_architecture(
     return {
         "architecture": architecture,
         "precision": args.precision,
+        "compute_dtype": str(compute_dtype).removeprefix("torch."),
         "parameters": sum(p.numel() for p in task.parameters()),
         "attention_on_cpu": "sdpa (fused)" if fused else "eager (matmul-softmax-matmul)",
         "position_encoding": type(task.backbone.position_embeddings).__name__,
@@ -200,7 +202,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument(
         "--precision",
-        choices=sorted(PRECISIONS),
+        choices=PRECISIONS,
         default="32",
         help="32, or bf16-mixed: the autocast precision=auto picks on a CPU with native bf16",
     )
