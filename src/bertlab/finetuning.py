@@ -22,11 +22,12 @@ from bertlab.config.instantiate import edited_config, instantiate_node, instanti
 from bertlab.errors import BertlabError
 from bertlab.flow import BuiltRun, RunPlan, configured_lr, resumes, run_tokenizer
 from bertlab.hf_import import HFStart, finetuning_source
+from bertlab.model.classification_head import REGRESSION
 from bertlab.pretrained import inherit_architecture, load_backbone, open_pretrained_run
 from bertlab.reporting.test_outputs import write_test_outputs
 from bertlab.run_folder import LABELS_FILE, write_json
 from bertlab.saved_run import SavedRun
-from bertlab.tasks.classification import EVAL_COLUMNS, TRAIN_COLUMNS, SequenceClassifier
+from bertlab.tasks.classification import TRAIN_COLUMNS, SequenceClassifier, eval_columns
 from bertlab.tokenizer import TextTokenizer
 from bertlab.training.distributed import is_main_process
 from bertlab.training.finetuning_lr import AUTO, finetuning_lr
@@ -127,7 +128,11 @@ class Finetuning:
                 "tokenizer.max_length",
             )
         datamodule = instantiate_section(
-            run_cfg, "data", batch_size=training.batch_size, num_workers=training.num_workers
+            run_cfg,
+            "data",
+            batch_size=training.batch_size,
+            num_workers=training.num_workers,
+            problem_type=run_cfg.classification_head.problem_type,
         )
         with torch.device("meta"):
             meta = instantiate_node(architecture, "architecture", vocab_size=tokenizer.vocab_size_limit)
@@ -169,7 +174,7 @@ class Finetuning:
             inputs.tokenizer,
             run_dir,
             source_run,
-            fit=lambda fresh: fresh.fit([text for text, _ in inputs.examples["train"]]),
+            fit=lambda fresh: fresh.fit([text for e in inputs.examples["train"] for text in e.texts()]),
         )
         if is_main_process():
             write_json(run_dir / LABELS_FILE, datamodule.labels)
@@ -183,6 +188,8 @@ class Finetuning:
             hidden_size=backbone.hidden_size,
             num_labels=datamodule.num_labels,
         )
+        if datamodule.target_scale is not None:
+            head.set_target_scale(*datamodule.target_scale)
         freezing = freeze_schedule(backbone, training["freeze"])
         model = SequenceClassifier(
             backbone,
@@ -200,7 +207,7 @@ class Finetuning:
             model,
             datamodule,
             train_columns=TRAIN_COLUMNS,
-            eval_columns=EVAL_COLUMNS,
+            eval_columns=eval_columns(datamodule.problem_type),
             info={
                 "task": SequenceClassifier.task,
                 "pretrained_from": inputs.start_record,
@@ -208,7 +215,14 @@ class Finetuning:
                 "architecture_overrides": inputs.architecture_overrides,
                 "learning_rate": {"lr": inputs.lr, "head_lr": inputs.head_lr},
                 "prepared_data": str(prepared_dir),
+                "problem_type": datamodule.problem_type,
                 "labels": datamodule.labels,
+                **(
+                    {"target_scale": dict(zip(("mean", "std"), datamodule.target_scale, strict=True))}
+                    if datamodule.problem_type == REGRESSION
+                    else {}
+                ),
+                "text_pairs": datamodule.fields.text_pair_field is not None,
                 "examples": {split: len(dataset) for split, dataset in datamodule.datasets.items()},
                 "parameters": sum(p.numel() for p in model.parameters()),
             },
@@ -238,13 +252,22 @@ class Finetuning:
     def after_test(self, inputs: FinetuningInputs, trainer: L.Trainer, built: BuiltRun) -> None:
         """The test results and predictions, with the linear baseline's figures beside the model's."""
         baseline = None
+        datamodule = inputs.datamodule
         if inputs.config["training"]["baseline"]:
             examples = inputs.examples
             baseline = linear_baseline(
                 examples["train"],
                 examples["val"],
                 examples["test"],
-                inputs.datamodule.labels,
+                datamodule.labels,
+                datamodule.problem_type,
                 inputs.config["experiment"]["seed"],
             )
-        write_test_outputs(self.run_dir, built.model, trainer, inputs.datamodule.labels, baseline)
+        write_test_outputs(
+            self.run_dir,
+            built.model,
+            trainer,
+            datamodule.labels,
+            baseline,
+            label_separator=datamodule.fields.label_separator,
+        )

@@ -336,6 +336,31 @@ class TextTokenizer:
             ]
         return encoded
 
+    def encode_pairs(self, texts: Sequence[str], pairs: Sequence[str]) -> tuple[list[list[int]], list[int]]:
+        """Ids of each pair through the pair template (`[CLS] a [SEP] b [SEP]`, RoBERTa's
+        `<s> a </s></s> b </s>`), the longer text cut first to fit max_length (as Hugging Face's
+        `truncation=True`); and per pair the position where segment 1 starts (its length when the
+        template gives every token segment 0, as RoBERTa's does)."""
+        backend = self.backend
+        if self.truncation:
+            backend.enable_truncation(self.max_length, strategy="longest_first")
+        try:
+            encodings = backend.encode_batch(list(zip(texts, pairs, strict=True)))
+        finally:
+            backend.no_truncation()
+        too_long = [i for i, encoding in enumerate(encodings) if len(encoding.ids) > self.max_length]
+        if too_long:
+            raise BertlabError(
+                f"{len(too_long)} text pairs exceed max_length={self.max_length} tokens (first: "
+                f"#{too_long[0]}); set tokenizer.truncation=true or raise tokenizer.max_length",
+                "truncation",
+            )
+        starts = [
+            encoding.type_ids.index(1) if 1 in encoding.type_ids else len(encoding.ids)
+            for encoding in encodings
+        ]
+        return [encoding.ids for encoding in encodings], starts
+
 
 class WordPieceTokenizer(TextTokenizer):
     """BERT's WordPiece: whitespace and punctuation split, '##' continuation pieces.

@@ -7,11 +7,14 @@ from omegaconf import DictConfig
 from bertlab.config.instantiate import plain_config
 from bertlab.data.loader_workers import resolve_num_workers
 from bertlab.errors import BertlabError
+from bertlab.model.classification_head import check_problem_type
 from bertlab.run_folder import check_run_name
+from bertlab.tasks.objectives import monitor_choices
 from bertlab.training.budget import Budget
 from bertlab.training.finetuning_lr import AUTO
 
 MONITOR_MODES = ("min", "max")
+LOWER_IS_BETTER = ("loss", "perplexity", "rmse", "mae")  # validation metrics whose best is their lowest
 PROGRESS_BAR = ("auto", "true", "false")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
@@ -104,6 +107,13 @@ def _check_run_kind(cfg: DictConfig, kind: str, runs: str, monitors: tuple[str, 
     monitor = cfg.training.checkpoint.monitor
     if monitor not in monitors:
         raise BertlabError(f"must be one of {list(monitors)}, got {monitor!r}", "training.checkpoint.monitor")
+    better = "min" if monitor.removeprefix("val/") in LOWER_IS_BETTER else "max"
+    if cfg.training.checkpoint.mode != better:
+        raise BertlabError(
+            f"is {cfg.training.checkpoint.mode!r} but {monitor} is better when {'lower' if better == 'min' else 'higher'}; "
+            f"set training.checkpoint.mode={better}",
+            "training.checkpoint.mode",
+        )
 
 
 def check_pretraining(cfg: DictConfig) -> None:
@@ -130,7 +140,10 @@ def check_pretraining(cfg: DictConfig) -> None:
 
 
 def check_finetuning(cfg: DictConfig) -> None:
-    _check_run_kind(cfg, "finetuning", "classification", ("val/macro_f1", "val/accuracy", "val/loss"))
+    problem_type = check_problem_type(
+        cfg.classification_head.problem_type, "classification_head.problem_type"
+    )
+    _check_run_kind(cfg, "finetuning", f"{problem_type} finetuning", monitor_choices(problem_type))
     decay = cfg.training.layerwise_lr_decay
     if not 0.0 < decay <= 1.0:
         raise BertlabError(f"must be in (0, 1], got {decay}", "training.layerwise_lr_decay")

@@ -121,3 +121,79 @@ def generate_reviews(count: int, seed: int = 0) -> list[tuple[str, str]]:
         rng.shuffle(parts)
         reviews.append((" ".join(parts), label))
     return reviews
+
+
+def generate_review_pairs(count: int, seed: int = 0) -> list[tuple[str, str, str]]:
+    """(text, label, text_pair): two visit reports, labelled `same` when they share their sentiment, else
+    `different`: neither text alone decides the label, so a model must compare them (a pair task)."""
+    rng = random.Random(seed)
+    reports = generate_reviews(2 * count, seed=rng.randrange(1 << 30))
+    pairs = []
+    for index in range(count):
+        (first, first_label), (second, second_label) = reports[2 * index], reports[2 * index + 1]
+        pairs.append((first, "same" if first_label == second_label else "different", second))
+    return pairs
+
+
+TAGGED_ANIMALS = ANIMALS[:6]
+
+
+def _own_sentences(animal: Animal, rng: random.Random) -> list[str]:
+    """Sentences about `animal` that name no other animal (no comparisons)."""
+    return [
+        s
+        for s in _sentences_about(animal, rng)
+        if not any(word in s for word in (" bigger than ", " smaller than ", " comes ."))
+    ]
+
+
+def generate_tagged_reports(count: int, seed: int = 0) -> list[tuple[str, list[str]]]:
+    """(text, labels): a report of one to three of six animals; its labels are the animals it names
+    (a multi-label task)."""
+    rng = random.Random(seed)
+    reports = []
+    for _ in range(count):
+        animals = rng.sample(TAGGED_ANIMALS, k=rng.randint(1, 3))
+        person = rng.choice(PEOPLE)
+        parts = [f"{person} walked to {rng.choice(PLACES)} {rng.choice(TIMES)} ."]
+        for animal in animals:
+            parts.append(rng.choice(_own_sentences(animal, rng)))
+        rng.shuffle(parts)
+        reports.append((" ".join(parts), sorted(animal.name for animal in animals)))
+    return reports
+
+
+def generate_sized_reports(count: int, seed: int = 0) -> list[tuple[str, float]]:
+    """(text, value): a report about one animal; its value is the animal's size (1-10), which the text
+    never states (a regression task: the model learns what each animal is)."""
+    rng = random.Random(seed)
+    reports = []
+    for _ in range(count):
+        animal = rng.choice(ANIMALS)
+        pool = _own_sentences(animal, rng)
+        reports.append((" ".join(rng.sample(pool, k=min(len(pool), rng.randint(2, 4)))), float(animal.size)))
+    return reports
+
+
+# Embedded labelled sets by name: the problem type each is (Hugging Face's names) and its generator, whose
+# records are (text, label) or (text, label, text_pair).
+EMBEDDED_TASKS = {
+    "sentiment": "single_label_classification",
+    "pairs": "single_label_classification",
+    "tags": "multi_label_classification",
+    "sizes": "regression",
+}
+_GENERATORS = {
+    "sentiment": generate_reviews,
+    "pairs": generate_review_pairs,
+    "tags": generate_tagged_reports,
+    "sizes": generate_sized_reports,
+}
+
+
+def generate_labelled(task: str, count: int, seed: int = 0) -> list[tuple]:
+    """The records of embedded set `task` (a key of EMBEDDED_TASKS); labels as a record holds them."""
+    records = _GENERATORS[task](count, seed)
+    if task == "tags":
+        return [(text, tuple(labels)) for text, labels in records]
+    return records

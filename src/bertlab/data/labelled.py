@@ -1,26 +1,63 @@
-"""Labelled examples for classification: the user's .jsonl/.csv/.tsv files, or the embedded review set.
+"""Labelled examples: the user's .jsonl/.csv/.tsv files, or the embedded sets.
 
-A source returns, per split, the (text, label) pairs, or None for a split to be carved off the training
-data. Problems name the file, the line and the field.
+A record holds a text, optionally the second text of a pair, and a label whose shape the problem type
+decides (Hugging Face's names, model/classification_head.py): one label, a list of labels (multi-label;
+in a .csv/.tsv cell the labels are split by `label_separator`), or a number (regression). A source
+returns, per split, its examples, or None for a split to be carved off the training data. Problems name
+the file, the line and the field.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from bertlab.data.corpus import SPLITS
-from bertlab.data.embedded_corpus import generate_reviews
+from bertlab.data.embedded_corpus import EMBEDDED_TASKS, generate_labelled
 from bertlab.data.text_files import json_record, text_lines
 from bertlab.errors import BertlabError
+from bertlab.model.classification_head import (
+    MULTI_LABEL,
+    REGRESSION,
+    SINGLE_LABEL,
+    check_problem_type,
+)
 
-Example = tuple[str, str | int]
+Label = str | int | float | tuple[str | int, ...]
 FORMATS = (".jsonl", ".csv", ".tsv")
+PROBLEM_TYPE_KEY = "classification_head.problem_type"
 
 
-def _label(value: object) -> str | int:
+class Example(NamedTuple):
+    """One labelled record: its text, its label (a tuple of labels for multi-label, a float for regression)
+    and the second text of a pair (None for a single text)."""
+
+    text: str
+    label: Label
+    text_pair: str | None = None
+
+    def texts(self) -> list[str]:
+        """Its texts, for a tokenizer to learn from."""
+        return [self.text] if self.text_pair is None else [self.text, self.text_pair]
+
+
+@dataclass(frozen=True)
+class RecordFields:
+    """Where a record keeps its texts and label, and what shape the label has."""
+
+    text_field: str = "text"
+    label_field: str = "label"
+    text_pair_field: str | None = None
+    problem_type: str = SINGLE_LABEL
+    label_separator: str = ","
+
+
+def _scalar_label(value: object) -> str | int:
     """Integers stay integers (sorted numerically); everything else is a string label."""
     if isinstance(value, bool):
         return str(value).lower()
@@ -30,21 +67,77 @@ def _label(value: object) -> str | int:
     return int(text) if text.lstrip("-").isdigit() else text
 
 
-def read_labelled_file(path: Path, text_field: str, label_field: str, key: str) -> list[Example]:
+def parse_label(value: Any, fields: RecordFields, where: str, from_table: bool = False) -> Label:
+    """The label of one record in the shape its problem type needs; `where` is "<file>:<line>". A table's
+    (.csv/.tsv) cell is text: a multi-label cell is split by `label_separator`, a number parsed."""
+    problem = fields.problem_type
+    if problem == REGRESSION:
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        if isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                number = None
+        if number is None or not math.isfinite(number):
+            raise BertlabError(
+                f"{where} has {value!r} in {fields.label_field!r} where a finite number is expected "
+                f"({PROBLEM_TYPE_KEY}=regression); fix the record, or set {PROBLEM_TYPE_KEY} to a "
+                f"classification type",
+                "data.label_field",
+            )
+        return float(number)
+    if problem == MULTI_LABEL:
+        if isinstance(value, str):
+            if not from_table:
+                raise BertlabError(
+                    f"{where} has {value!r} in {fields.label_field!r} where a list of labels is expected "
+                    f"({PROBLEM_TYPE_KEY}={MULTI_LABEL}); write it as a JSON list, e.g. [{value!r}]",
+                    "data.label_field",
+                )
+            value = [part for part in (p.strip() for p in value.split(fields.label_separator)) if part]
+        if not isinstance(value, list) or any(isinstance(v, (list, dict)) for v in value):
+            raise BertlabError(
+                f"{where} has {value!r} in {fields.label_field!r} where a list of labels is expected "
+                f"({PROBLEM_TYPE_KEY}={MULTI_LABEL})",
+                "data.label_field",
+            )
+        labels = tuple(sorted({_scalar_label(v) for v in value}, key=lambda v: (isinstance(v, str), v)))
+        if not labels:
+            raise BertlabError(
+                f"{where} has an empty label list in {fields.label_field!r}; every multi-label record needs at "
+                f"least one label (drop the record or give it its labels)",
+                "data.label_field",
+            )
+        return labels
+    if isinstance(value, (list, dict)):
+        raise BertlabError(
+            f"{where} has {value!r} in {fields.label_field!r} where one label is expected; for several labels "
+            f"per text set {PROBLEM_TYPE_KEY}={MULTI_LABEL}",
+            "data.label_field",
+        )
+    return _scalar_label(value)
+
+
+def read_labelled_file(path: Path, fields: RecordFields, key: str) -> list[Example]:
     lines = text_lines(path, key)
     if path.suffix == ".jsonl":
         records = [(number, json_record(path, number, line, key)) for number, line in lines if line.strip()]
     else:
         reader = csv.DictReader((line for _, line in lines), delimiter="\t" if path.suffix == ".tsv" else ",")
         records = [(number, row) for number, row in enumerate(reader, start=2)]
+    required = [(fields.text_field, "data.text_field"), (fields.label_field, "data.label_field")]
+    if fields.text_pair_field is not None:
+        required.append((fields.text_pair_field, "data.text_pair_field"))
     examples = []
     for number, record in records:
-        for field, name in ((text_field, "data.text_field"), (label_field, "data.label_field")):
+        for field, name in required:
             if not isinstance(record, dict) or record.get(field) in (None, ""):
                 raise BertlabError(
                     f"{path}:{number} has no {field!r} field; set {name} to the field that holds it", name
                 )
-        examples.append((str(record[text_field]), _label(record[label_field])))
+        pair = None if fields.text_pair_field is None else str(record[fields.text_pair_field])
+        label = parse_label(record[fields.label_field], fields, f"{path}:{number}", path.suffix != ".jsonl")
+        examples.append(Example(str(record[fields.text_field]), label, pair))
     if not examples:
         raise BertlabError(f"file {str(path)!r} holds no examples", key)
     return examples
@@ -81,43 +174,76 @@ class LabelledFiles:
         path = self.paths[split]
         return f"file '{path}'" if path else f"the {split} split"
 
-    def splits(self, text_field: str, label_field: str) -> dict[str, list[Example] | None]:
+    def splits(self, fields: RecordFields) -> dict[str, list[Example] | None]:
         return {
-            split: read_labelled_file(path, text_field, label_field, split) if path else None
+            split: read_labelled_file(path, fields, split) if path else None
             for split, path in self.paths.items()
         }
 
 
 class EmbeddedReviews:
-    """The generated review set shipped with bertlab (see embedded_corpus.generate_reviews)."""
+    """The generated labelled sets shipped with bertlab (embedded_corpus.generate_labelled), one per task
+    shape: `sentiment` (single label), `pairs` (two reports: same sentiment or not), `tags` (multi-label:
+    the animals a report mentions), `sizes` (regression: the size of the animal a report is about)."""
 
-    def __init__(self, count: int = 2400, seed: int = 1) -> None:
+    def __init__(self, count: int = 2400, seed: int = 1, task: str = "sentiment") -> None:
         if count < 50:
             raise BertlabError(f"must be at least 50, got {count}", "count")
+        if task not in EMBEDDED_TASKS:
+            raise BertlabError(
+                f"unknown embedded task {task!r}; choose one of {list(EMBEDDED_TASKS)}", "task"
+            )
         self.count = count
         self.seed = seed
+        self.task = task
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(repr(("reviews-v1", self.count, self.seed)).encode()).hexdigest()[:16]
+        version = ("reviews-v1", self.count, self.seed)
+        stamp = version if self.task == "sentiment" else (*version, self.task)
+        return hashlib.sha256(repr(stamp).encode()).hexdigest()[:16]
 
     def describe(self, split: str) -> str:
-        return f"the {split} split of the embedded reviews"
+        return f"the {split} split of the embedded {self.task} set"
 
-    def splits(self, text_field: str, label_field: str) -> dict[str, list[Example] | None]:
-        return {"train": generate_reviews(self.count, self.seed), "val": None, "test": None}
+    def splits(self, fields: RecordFields) -> dict[str, list[Example] | None]:
+        shape = EMBEDDED_TASKS[self.task]
+        if fields.problem_type != shape:
+            raise BertlabError(
+                f"the embedded {self.task!r} set is a {shape} task, but {PROBLEM_TYPE_KEY} is "
+                f"{fields.problem_type!r}; set {PROBLEM_TYPE_KEY}={shape}",
+                PROBLEM_TYPE_KEY,
+            )
+        examples = [Example(*record) for record in generate_labelled(self.task, self.count, self.seed)]
+        return {"train": examples, "val": None, "test": None}
 
 
-def label_vocabulary(splits: dict[str, Sequence[Example]], describe: dict[str, str]) -> list[str | int]:
-    """Sorted labels of the training split; refuses single-class training and unseen labels elsewhere."""
-    labels = sorted({label for _, label in splits["train"]}, key=lambda v: (isinstance(v, str), v))
+def label_vocabulary(
+    splits: dict[str, Sequence[Example]], describe: dict[str, str], problem_type: str = SINGLE_LABEL
+) -> list[str | int]:
+    """Sorted labels of the training split; refuses single-class training and unseen labels elsewhere.
+
+    Multi-label: every label any training record has. Regression has no vocabulary: refused here.
+    """
+    check_problem_type(problem_type, PROBLEM_TYPE_KEY)
+    if problem_type == REGRESSION:
+        raise ValueError("regression has no label vocabulary")
+
+    def labels_of(example: Example) -> tuple:
+        return example.label if problem_type == MULTI_LABEL else (example.label,)
+
+    labels = sorted(
+        {label for example in splits["train"] for label in labels_of(example)},
+        key=lambda v: (isinstance(v, str), v),
+    )
     if len(labels) < 2:
         raise BertlabError(
             f"the training data ({describe['train']}) has a single label {labels}; classification needs at least two",
             "data.label_field",
         )
-    known = set(labels)
+    known = {str(label) for label in labels}
     for split in ("val", "test"):
-        unseen = sorted({str(label) for _, label in splits[split]} - {str(label) for label in known})
+        seen = {str(label) for example in splits[split] for label in labels_of(example)}
+        unseen = sorted(seen - known)
         if unseen:
             raise BertlabError(
                 f"{describe[split]} has labels never seen in training: {unseen[:10]}; the model can only predict "

@@ -13,7 +13,9 @@ from bertlab.config.schema import (
     RunConfig,
 )
 from bertlab.errors import BertlabError
+from bertlab.model.classification_head import check_problem_type
 from bertlab.run_folder import job_folder_name
+from bertlab.tasks.objectives import MAIN_METRIC
 
 SWEEP_DIRECTIONS = {"min": "minimize", "max": "maximize"}
 
@@ -25,7 +27,19 @@ def sweep_direction(mode: str) -> str:
     return SWEEP_DIRECTIONS[mode]
 
 
-RESOLVERS = {"bertlab.job_folder": job_folder_name, "bertlab.sweep_direction": sweep_direction}
+def main_metric(problem_type: str) -> str:
+    """training.checkpoint.monitor's default for a finetune: the main validation metric of its problem type."""
+    try:
+        return f"val/{MAIN_METRIC[check_problem_type(problem_type)]}"
+    except BertlabError as error:
+        raise error.in_section("classification_head") from None
+
+
+RESOLVERS = {
+    "bertlab.job_folder": job_folder_name,
+    "bertlab.sweep_direction": sweep_direction,
+    "bertlab.main_metric": main_metric,
+}
 
 
 def register() -> None:

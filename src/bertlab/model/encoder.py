@@ -113,7 +113,9 @@ class Encoder(nn.Module):
 
     `vocab_size` and `pad_token_id` come from the tokenizer at run time; everything else from
     conf/architecture/ (docs/architecture.md lists the options). `local_window` and `global_every` apply
-    to `attention: local` only, `rope_base` to `position_encoding: rope` only.
+    to `attention: local` only, `rope_base` to `position_encoding: rope` only. `type_vocab_size` > 0 adds
+    BERT's segment (token-type) embeddings, which text pairs use; 0 (bertlab's presets) does without, as
+    RoBERTa-style models do.
     """
 
     def __init__(
@@ -138,6 +140,7 @@ class Encoder(nn.Module):
         rope_base: float = 10000.0,
         local_window: int = 16,
         global_every: int = 0,
+        type_vocab_size: int = 0,
     ) -> None:
         super().__init__()
         for key, value in (
@@ -149,6 +152,11 @@ class Encoder(nn.Module):
         ):
             if value < 1:
                 raise BertlabError(f"must be a positive integer, got {value}", key=key)
+        if type_vocab_size < 0:
+            raise BertlabError(
+                f"must be 0 (no segment embeddings) or the number of segment types, got {type_vocab_size}",
+                key="type_vocab_size",
+            )
         if hidden_size % num_heads:
             raise BertlabError(
                 f"{num_heads} heads do not divide hidden_size {hidden_size}; "
@@ -199,6 +207,9 @@ class Encoder(nn.Module):
             for index in range(num_layers)
         ]
         self.word_embeddings = nn.Embedding(vocab_size, hidden_size, padding_idx=pad_token_id)
+        self.type_vocab_size = type_vocab_size
+        if type_vocab_size:
+            self.token_type_embeddings = nn.Embedding(type_vocab_size, hidden_size)
         self.position_embeddings = positions(max_position_embeddings, hidden_size, num_heads, rope_base)
         self.embedding_norm = make_norm(hidden_size, layer_norm_eps, bias)
         self.embedding_dropout = Dropout(dropout)
@@ -228,8 +239,12 @@ class Encoder(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         document_ids: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Hidden states [batch, tokens, hidden]. `attention_mask` [batch, tokens]: 1 for real tokens.
+
+        `token_type_ids` [batch, tokens]: the segment of each token (0 for the first text of a pair, 1 for
+        the second), read only by an encoder with segment embeddings (`type_vocab_size` > 0); None: all 0.
 
         `document_ids` [batch, tokens] (document packing, bertlab.data.document_packing): several documents
         in one row, each seen as if alone: attention stays within a document and positions restart at 0 for
@@ -240,6 +255,11 @@ class Encoder(nn.Module):
             raise ValueError(f"{tokens} tokens exceed max_position_embeddings={self.max_position_embeddings}")
         positions = None if document_ids is None else document_positions(document_ids)
         x = self.word_embeddings(input_ids)
+        if self.type_vocab_size:
+            if token_type_ids is None:
+                x = x + self.token_type_embeddings.weight[0]
+            else:
+                x = x + self.token_type_embeddings(token_type_ids)
         absolute = self.position_embeddings.embeddings(tokens, positions=positions)
         if absolute is not None:
             x = x + absolute

@@ -1,4 +1,5 @@
-"""Sequence classification: backbone + classification head, cross-entropy, accuracy and macro-F1."""
+"""Sequence classification (single label, multi-label, regression; one text or a pair): backbone +
+classification head, with the loss and metrics of the head's problem type (tasks/objectives.py)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,19 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics import MeanMetric
 
+from bertlab.model.classification_head import SINGLE_LABEL
 from bertlab.tasks.base import BackboneWithHead
+from bertlab.tasks.objectives import EVAL_FIGURES, objective_for
 
 TRAIN_COLUMNS = ["loss", "lr"]
-EVAL_COLUMNS = ["loss", "accuracy", "macro_f1"]
+
+
+def eval_columns(problem_type: str = SINGLE_LABEL) -> list[str]:
+    """The evaluation metric file's columns for a problem type."""
+    return ["loss", *EVAL_FIGURES[problem_type]]
 
 
 class SequenceClassifier(BackboneWithHead):
@@ -44,31 +49,37 @@ class SequenceClassifier(BackboneWithHead):
         self.head_lr = head_lr
         self.layerwise_lr_decay = layerwise_lr_decay
         self.backbone_config = backbone_config or {}
-        metrics = MetricCollection(
-            {
-                "accuracy": MulticlassAccuracy(num_labels, average="micro"),
-                "macro_f1": MulticlassF1Score(num_labels, average="macro"),
-            }
-        )
-        self.val_metrics, self.test_metrics = metrics.clone(prefix="val/"), metrics.clone(prefix="test/")
+        self.objective = objective_for(head, num_labels)
+        self.val_metrics, self.test_metrics = self.objective.metrics(), self.objective.metrics()
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.predictions: list[dict[str, torch.Tensor]] = []
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.backbone(input_ids, attention_mask), attention_mask)
+    @property
+    def problem_type(self) -> str:
+        return self.objective.problem_type
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        hidden = self.backbone(input_ids, attention_mask, token_type_ids=token_type_ids)
+        return self.head(hidden, attention_mask)
+
+    def _logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits = self(batch["input_ids"], batch["attention_mask"])
-        loss = F.cross_entropy(logits.float(), batch["labels"])
+        loss = self.objective.loss(self.head, self._logits(batch), batch["labels"])
         self._log_training(loss, lr_group=-1)  # the head's group: the last
         return loss
 
-    def _evaluate(
-        self, batch: dict[str, torch.Tensor], loss: MeanMetric, metrics: MetricCollection
-    ) -> torch.Tensor:
-        logits = self(batch["input_ids"], batch["attention_mask"]).float()
-        loss.update(F.cross_entropy(logits, batch["labels"]), weight=batch["labels"].numel())
-        metrics.update(logits, batch["labels"])
+    def _evaluate(self, batch: dict[str, torch.Tensor], loss: MeanMetric, metrics: Any) -> torch.Tensor:
+        logits = self._logits(batch).float()
+        targets = batch["labels"]
+        loss.update(self.objective.loss(self.head, logits, targets), weight=targets.size(0))
+        self.objective.update(metrics, self.head, logits, targets)
         return logits
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -76,15 +87,8 @@ class SequenceClassifier(BackboneWithHead):
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         logits = self._evaluate(batch, self.test_loss, self.test_metrics)
-        probabilities = logits.softmax(-1)
-        self.predictions.append(
-            {
-                "index": batch["index"].cpu(),
-                "label": batch["labels"].cpu(),
-                "prediction": probabilities.argmax(-1).cpu(),
-                "probabilities": probabilities.cpu(),
-            }
-        )
+        record = self.objective.prediction(self.head, logits, batch["labels"])
+        self.predictions.append({"index": batch["index"].cpu(), **record})
 
     def on_test_epoch_start(self) -> None:
         self.predictions = []
@@ -93,7 +97,8 @@ class SequenceClassifier(BackboneWithHead):
         loss, metrics = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_metrics")
         self._log_evaluation_position()
         self.log(f"{stage}/loss", loss.compute(), prog_bar=stage == "val")
-        self.log_dict(metrics.compute(), prog_bar=stage == "val")
+        figures = self.objective.figures(metrics, self.head, stage)
+        self.log_dict({f"{stage}/{name}": value for name, value in figures.items()}, prog_bar=stage == "val")
         loss.reset()
         metrics.reset()
 

@@ -263,6 +263,15 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): tree}
 
 
+# Keys added to conf/ after runs were saved without them, with the value that means what those runs did:
+# such a run resumes as long as the key keeps that value.
+INTRODUCED_KEYS = {
+    "classification_head.problem_type": "single_label_classification",
+    "data.label_separator": ",",
+    "architecture.type_vocab_size": 0,
+}
+
+
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """(key, saved value, current value) for every leaf that differs."""
     old, new = _flatten(saved), _flatten(current)
@@ -270,6 +279,7 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple
         (key, old.get(key), new.get(key))
         for key in sorted(set(old) | set(new))
         if old.get(key) != new.get(key)
+        and not (key not in old and key in INTRODUCED_KEYS and new[key] == INTRODUCED_KEYS[key])
     ]
 
 
