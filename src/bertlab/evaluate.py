@@ -14,13 +14,17 @@ import sys
 from pathlib import Path
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader
 
-from bertlab.data.classification_datamodule import LabelledSequenceDataset, PadToLongest
-from bertlab.data.labelled import read_labelled_file
-from bertlab.data.token_store import to_token_store
+from bertlab.data.classification_datamodule import (
+    LabelledSequenceDataset,
+    PadToLongest,
+    encode_examples,
+    label_tensor,
+)
+from bertlab.data.labelled import RecordFields, read_labelled_file
 from bertlab.errors import BertlabError
+from bertlab.model.classification_head import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from bertlab.reporting.test_outputs import write_test_outputs
 from bertlab.run_folder import EVALUATIONS_DIR, RESULTS_FILE, write_json
 from bertlab.saved_run import SavedRun
@@ -38,24 +42,32 @@ def evaluate(
         task="classification",
         missing="checkpoint {candidates} does not exist; is {run_dir} a finetuning run?",
     )
-    config = run.config
+    data_cfg = run.config["data"]
     labels = run.labels()
-    text_field = text_field or config["data"]["text_field"]
-    label_field = label_field or config["data"]["label_field"]
-    examples = read_labelled_file(data, text_field, label_field, "data")
-    unknown = sorted({str(label) for _, label in examples} - {str(label) for label in labels})
-    if unknown:
-        raise BertlabError(
-            f"{data} has labels the run never trained on: {unknown[:10]}; it knows {labels}", "data"
-        )
+    problem_type = (run.config.get("classification_head") or {}).get("problem_type", SINGLE_LABEL)
+    fields = RecordFields(
+        text_field or data_cfg["text_field"],
+        label_field or data_cfg["label_field"],
+        data_cfg.get("text_pair_field"),
+        problem_type,
+        data_cfg.get("label_separator", ","),
+    )
+    examples = read_labelled_file(data, fields, "data")
+    if problem_type != REGRESSION:
+        given = {
+            str(label) for e in examples for label in (e.label if problem_type == MULTI_LABEL else [e.label])
+        }
+        unknown = sorted(given - {str(label) for label in labels})
+        if unknown:
+            raise BertlabError(
+                f"{data} has labels the run never trained on: {unknown[:10]}; it knows {labels}", "data"
+            )
 
     tokenizer = run.tokenizer()
     backbone, head = run.rebuild_classifier()
     model = SequenceClassifier(backbone, head, len(labels), optimizer=None)
-
-    index = {str(label): i for i, label in enumerate(labels)}
-    store = to_token_store(tokenizer.encode_sequences([text for text, _ in examples]), tokenizer.vocab_size)
-    dataset = LabelledSequenceDataset(store, torch.tensor([index[str(label)] for _, label in examples]))
+    store, segment_starts = encode_examples(examples, tokenizer)
+    dataset = LabelledSequenceDataset(store, label_tensor(examples, labels, problem_type), segment_starts)
     loader = DataLoader(dataset, batch_size=64, collate_fn=PadToLongest(tokenizer.pad_id))
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False)
     trainer.test(model, dataloaders=loader, verbose=False)
@@ -66,7 +78,7 @@ def evaluate(
         number += 1
         target = base.with_name(f"{data.stem}-{number}")
     target.mkdir(parents=True)
-    write_test_outputs(target, model, trainer, labels)
+    write_test_outputs(target, model, trainer, labels, label_separator=fields.label_separator)
     results = json.loads((target / RESULTS_FILE).read_text())
     results.update({"checkpoint": str(run.checkpoint), "data": str(data)})
     write_json(target / RESULTS_FILE, results)

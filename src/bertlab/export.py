@@ -6,8 +6,10 @@
 
 A pretraining run exports as `BertForMaskedLM` (or `RobertaForMaskedLM` for a run that started from a
 RoBERTa model, see hf_import.py), a finetuning run as `BertForSequenceClassification` (or
-`RobertaForSequenceClassification`) with `id2label`/`label2id` from labels.json, so that
-`pipeline("text-classification")` gives its labels. The run is read and rebuilt through saved_run.SavedRun
+`RobertaForSequenceClassification`) with `problem_type` and `id2label`/`label2id` from labels.json, so that
+`pipeline("text-classification")` gives its labels (a multi-label run: sigmoid scores per label; a
+regression run: its logit is the value in the target's units, the standardisation folded into the output
+layer). Segment embeddings (text pairs) export as the type table; without them the table is zero. The run is read and rebuilt through saved_run.SavedRun
 (trained_model.load_trained_model; the best checkpoint, else the last). The output holds config.json, model.safetensors and the tokenizer
 files for `AutoTokenizer`; it is written to a hidden folder beside OUT_DIR and renamed when complete.
 
@@ -35,6 +37,7 @@ import torch
 
 from bertlab.atomic_write import temporary_path
 from bertlab.errors import BertlabError
+from bertlab.model.classification_head import MULTI_LABEL, REGRESSION
 from bertlab.model.encoder import ENCODER_TARGET
 from bertlab.model.hf_format import ENCODER_CHOICES, to_hf
 from bertlab.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT
@@ -144,6 +147,9 @@ def hf_state_dict(run: TrainedModel, pad_token_id: int) -> dict[str, torch.Tenso
         hidden_weight = torch.eye(width, dtype=out_weight.dtype) * eps
         hidden_bias = out_weight.new_zeros(width)
         out_weight = out_weight / eps
+    if run.problem_type == REGRESSION:  # Hugging Face's regression logits are the value: fold the scale in
+        std, mean = state["head.target_std"], state["head.target_mean"]
+        out_weight, out_bias = out_weight * std, out_bias * std + mean
     for name, tensor in (
         (f"{fmt.classifier_hidden}.weight", hidden_weight),
         (f"{fmt.classifier_hidden}.bias", hidden_bias),
@@ -184,7 +190,9 @@ def hf_model(run: TrainedModel) -> Any:
         ),
     )
     if run.task == "classification":
-        config.problem_type = "single_label_classification"
+        config.problem_type = run.problem_type
+        if run.problem_type == MULTI_LABEL:  # not read by transformers: the decision rule, for the record
+            config.multi_label_threshold = round(float(run.head.threshold), 4)
     name = fmt.masked_lm if run.task == "mlm" else fmt.sequence_classification
     model = getattr(transformers, name)(config)
     missing, unexpected = model.load_state_dict(hf_state_dict(run, tokenizer.pad_id), strict=False)
@@ -211,6 +219,10 @@ def hf_tokenizer(run: TrainedModel) -> Any:
         **({"bos_token": special.cls, "eos_token": special.sep} if run.hf_format.bos_eos else {}),
         model_max_length=tokenizer_cfg.get("max_length", run.saved.architecture["max_position_embeddings"]),
         padding_side="right",
+        # BERT's tokenizers give the segments of a pair (the type table is zero when bertlab had none)
+        model_input_names=["input_ids", "attention_mask"]
+        if run.hf_format.bos_eos
+        else ["input_ids", "token_type_ids", "attention_mask"],
     )
 
 

@@ -1,9 +1,11 @@
 """A run as an ONNX graph with dynamic batch and sequence axes, for ONNX Runtime and the serving stacks
 built on it.
 
-Inputs `input_ids` and `attention_mask` (int64, [batch, tokens]; 1 marks a real token). Outputs: a
-pretraining run's `logits` (MLM, [batch, tokens, vocab]) and `last_hidden_state` ([batch, tokens, hidden]);
-a finetuning run's `logits` ([batch, labels]). Beside model.onnx: the run's tokenizer.json and
+Inputs `input_ids` and `attention_mask` (int64, [batch, tokens]; 1 marks a real token), and
+`token_type_ids` (the segment of each token: 1 for the second text of a pair) for an encoder with segment
+embeddings. Outputs: a pretraining run's `logits` (MLM, [batch, tokens, vocab]) and `last_hidden_state`
+([batch, tokens, hidden]); a finetuning run's `logits` ([batch, labels]; for regression [batch, 1], the
+value in the target's units). Beside model.onnx: the run's tokenizer.json and
 bertlab_onnx.json (task, labels, special token ids, max_length). Every architecture bertlab trains exports
 (no Hugging Face format is involved). `onnx`, `onnxscript` and `onnxruntime` are the extra `bertlab[onnx]`.
 """
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 
 from bertlab.errors import BertlabError
+from bertlab.model.classification_head import MULTI_LABEL, REGRESSION
 from bertlab.trained_model import TrainedModel
 
 log = logging.getLogger(__name__)
@@ -46,14 +49,22 @@ class ExportedMLM(nn.Module):
 
 
 class ExportedClassifier(nn.Module):
-    """Backbone and classification head: one row of logits per sequence."""
+    """Backbone and classification head: one row of logits per sequence (regression: the value)."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
         super().__init__()
         self.backbone, self.head = backbone, head
+        self.regression = head.problem_type == REGRESSION
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(input_ids, attention_mask), attention_mask)
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        hidden = self.backbone(input_ids, attention_mask, token_type_ids=token_type_ids)
+        logits = self.head(hidden, attention_mask)
+        return self.head.predict(logits).unsqueeze(-1) if self.regression else logits
 
 
 def require_onnx() -> None:
@@ -94,7 +105,12 @@ def write_onnx(run: TrainedModel, folder: Path) -> Path:
     path = folder / MODEL_FILE
     batch = torch.export.Dim("batch", min=1)
     sequence = torch.export.Dim("sequence", min=1, max=run.saved.architecture["max_position_embeddings"])
-    shapes = {"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}}
+    names = ["input_ids", "attention_mask"]
+    examples: tuple[torch.Tensor, ...] = (input_ids, attention_mask)
+    if run.task == "classification" and getattr(run.backbone, "type_vocab_size", 0):
+        names.append("token_type_ids")
+        examples = (*examples, (torch.arange(tokens)[None, :] >= tokens // 4).long() * attention_mask)
+    shapes = {name: {0: batch, 1: sequence} for name in names}
     quiet = logging.getLogger("torch.onnx._internal.exporter._registration")  # "torchvision is not installed"
     level = quiet.level
     quiet.setLevel(logging.ERROR)
@@ -103,8 +119,8 @@ def write_onnx(run: TrainedModel, folder: Path) -> Path:
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 module,
-                (input_ids, attention_mask),
-                input_names=["input_ids", "attention_mask"],
+                examples,
+                input_names=names,
                 output_names=outputs,
                 dynamic_shapes=shapes,
                 opset_version=OPSET,
@@ -117,7 +133,9 @@ def write_onnx(run: TrainedModel, folder: Path) -> Path:
     shutil.copy(run.saved.tokenizer_file, folder / "tokenizer.json")
     info: dict[str, Any] = {
         "task": run.task,
-        "inputs": ["input_ids", "attention_mask"],
+        "inputs": names,
+        **({"problem_type": run.problem_type} if run.problem_type else {}),
+        **({"threshold": round(float(run.head.threshold), 4)} if run.problem_type == MULTI_LABEL else {}),
         "outputs": outputs,
         "labels": run.labels,
         "max_length": tokenizer.max_length,

@@ -9,8 +9,11 @@ Inputs are read by the readers a preparation uses (data/text_sources.py: .txt, .
 also .gz/.zst/.bz2, .parquet, `datasets` folders), one bounded chunk at a time: each chunk's texts are
 tokenized together, sorted by length into batches (little padding) and put back in input order, so
 memory does not grow with the input. A record is a non-blank line of a .txt or .jsonl file, or a row of
-a table. Predictions: one row per record, `file`, `line` (line number, or row number for .csv/.parquet),
-`label` and one `p_<label>` column per label, to .csv, .jsonl or .parquet (by the suffix of --out).
+a table; a finetune on text pairs reads both texts of each record (--text-pair-field, default the run's).
+Predictions: one row per record, `file`, `line` (line number, or row number for .csv/.parquet), then
+`label` and one `p_<label>` column per label (single label), `labels` (those at or above the run's
+threshold: a list, joined by the run's label separator in .csv) and `p_<label>` (multi-label), or `value`
+in the target's units (regression), to .csv, .jsonl or .parquet (by the suffix of --out).
 Embeddings (--embeddings, pooled by --pooling cls|mean, --normalize for unit length): .npy, one row per
 record in input order (a skipped bad record gets a row of NaN, so rows stay aligned with the records), or
 .parquet with `file`, `line` and `embedding`.
@@ -45,7 +48,7 @@ from bertlab.atomic_write import replacing_path
 from bertlab.data.chunk_encoding import MAX_DOCUMENT_CHARS, BadRecords, chunk_records, pieces
 from bertlab.data.text_sources import read_chunks, resolve_inputs
 from bertlab.errors import BertlabError
-from bertlab.model.classification_head import POOLINGS, pool
+from bertlab.model.classification_head import MULTI_LABEL, POOLINGS, REGRESSION, SINGLE_LABEL, pool
 from bertlab.progress import StreamProgress
 from bertlab.trained_model import TrainedModel, load_trained_model
 
@@ -250,24 +253,32 @@ class Predictor:
         return self.backbone.hidden_size if self.embeddings else len(self.run.labels or [])
 
     @torch.inference_mode()
-    def __call__(self, encoded: Sequence[Sequence[int]]) -> np.ndarray:
-        """Outputs (float32, one row per sequence, in the given order) of one batch."""
+    def __call__(
+        self, encoded: Sequence[Sequence[int]], segment_starts: Sequence[int] | None = None
+    ) -> np.ndarray:
+        """Outputs (float32, one row per sequence, in the given order) of one batch: embeddings, class
+        probabilities, or (regression) the value. `segment_starts`: where each pair's second text starts."""
         width = max(len(ids) for ids in encoded)
         input_ids = np.full((len(encoded), width), self.pad_id, dtype=np.int64)
         for row, ids in enumerate(encoded):
             input_ids[row, : len(ids)] = ids
         ids = torch.from_numpy(input_ids).to(self.device, non_blocking=True)
+        positions = torch.arange(width, device=self.device)[None, :]
         lengths = torch.tensor([len(e) for e in encoded], device=self.device)
-        mask = (torch.arange(width, device=self.device)[None, :] < lengths[:, None]).long()
+        mask = (positions < lengths[:, None]).long()
+        types = None
+        if segment_starts is not None:
+            starts = torch.tensor(list(segment_starts), device=self.device)
+            types = (positions >= starts[:, None]).long() * mask
         enabled = self.autocast is not None
         with torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=enabled):
-            hidden = self.backbone(ids, mask)
+            hidden = self.backbone(ids, mask, token_type_ids=types)
             if self.embeddings:
                 out = pool(hidden.float(), mask, self.pooling)
                 if self.normalize:
                     out = F.normalize(out, dim=-1)
             else:
-                out = self.head(hidden, mask).float().softmax(-1)
+                out = self.head.predict(self.head(hidden, mask)).reshape(len(encoded), -1)
         return out.float().cpu().numpy()
 
 
@@ -286,6 +297,7 @@ def predict(
     pooling: str = "cls",
     normalize: bool = False,
     text_field: str | None = None,
+    text_pair_field: str | None = None,
     checkpoint: str | Path | None = None,
     batch_size: int = 64,
     device: str = "auto",
@@ -318,6 +330,14 @@ def predict(
     text_field = (
         text_field or data_cfg.get("text_field") or (data_cfg.get("source") or {}).get("text_field") or "text"
     )
+    text_pair_field = text_pair_field or run.text_pair_field
+    if text_pair_field is not None and any(item.format == "txt" for item in inputs):
+        raise BertlabError(
+            f"{str(run_dir)!r} reads text pairs (the second text from field {text_pair_field!r}): give .jsonl, "
+            f".csv or .parquet records with both fields, not .txt",
+            "--data",
+        )
+    fields = text_field if text_pair_field is None else (text_field, text_pair_field)
     on_bad_record = on_bad_record or data_cfg.get("on_bad_record") or "skip"
     if on_bad_record not in BAD_RECORD_MODES:
         raise BertlabError(f"must be one of {BAD_RECORD_MODES}, got {on_bad_record!r}", "--on-bad-record")
@@ -331,20 +351,22 @@ def predict(
     )
     start = time.monotonic()
     labels = [str(label) for label in run.labels or []]
-    columns = (
-        ["file", "line", "embedding"]
-        if embeddings
-        else ["file", "line", "label", *[f"p_{x}" for x in labels]]
+    decision = Decision(
+        run.problem_type or SINGLE_LABEL,
+        labels,
+        float(run.head.threshold) if run.problem_type == MULTI_LABEL else 0.5,
+        data_cfg.get("label_separator", ",") if kind == "csv" else None,
     )
+    columns = ["file", "line", "embedding"] if embeddings else ["file", "line", *decision.columns]
     try:
         with replacing_path(out) as temporary:
             writer: Any = (
                 NpyWriter(temporary, predictor.width) if kind == "npy" else TableWriter(temporary, kind)
             )
             try:
-                for chunk in _renamed_errors(read_chunks(inputs, "predict", text_field, False, chunk_bytes)):
+                for chunk in _renamed_errors(read_chunks(inputs, "predict", fields, False, chunk_bytes)):
                     before = summary.bad.total()
-                    records = chunk_records(chunk, text_field, summary.bad)
+                    records = chunk_records(chunk, fields, summary.bad)
                     if on_bad_record == "error" and summary.bad.total() > before:
                         raise BertlabError(
                             f"{summary.bad.describe_first()}; or use --on-bad-record skip to skip and count "
@@ -356,7 +378,7 @@ def predict(
                         writer.write(outputs)
                         summary.written += len(records)
                     elif kept:
-                        writer.write(_rows(chunk.source, records, outputs, kept, labels, embeddings))
+                        writer.write(_rows(chunk.source, records, outputs, kept, decision, embeddings))
                         summary.written += len(kept)
                     summary.records += len(records)
                     bar.update(chunk.raw_bytes, len(records))
@@ -379,15 +401,24 @@ def _predict_chunk(
     if kept:
         # a record is cut to max_length tokens anyway: only its start goes to the tokenizer, whose memory
         # grows with what it encodes at once
-        texts = [_start(records[i][1]) for i in kept]
-        encoded = [  # in slices: the tokenizer's Encoding objects are large, only their ids are kept
-            ids
-            for start in range(0, len(texts), ENCODE_BATCH)
-            for ids in run.tokenizer.encode_sequences(texts[start : start + ENCODE_BATCH])
-        ]
+        texts = [records[i][1] for i in kept]
+        encoded: list[list[int]] = []
+        starts: list[int] | None = None
+        for start in range(0, len(texts), ENCODE_BATCH):  # in slices: the tokenizer's Encodings are large
+            block = texts[start : start + ENCODE_BATCH]
+            if isinstance(block[0], tuple):
+                ids, segment = run.tokenizer.encode_pairs(
+                    [_start(a) for a, _ in block], [_start(b) for _, b in block]
+                )
+                starts = (starts or []) + segment
+            else:
+                ids = run.tokenizer.encode_sequences([_start(text) for text in block])
+            encoded += ids
         positions = np.asarray(kept)
         for batch in _sorted_batches([len(ids) for ids in encoded], batch_size):
-            outputs[positions[batch]] = predictor([encoded[i] for i in batch])
+            outputs[positions[batch]] = predictor(
+                [encoded[i] for i in batch], None if starts is None else [starts[i] for i in batch]
+            )
     return outputs, kept
 
 
@@ -395,12 +426,42 @@ def _start(text: str) -> str:
     return text if len(text) <= MAX_DOCUMENT_CHARS else pieces(text)[0]
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What a finetune's outputs say, as columns: the label and `p_<label>` per label (single label); the
+    labels at or above the threshold and `p_<label>` (multi-label: a list, or in a .csv the labels joined
+    by `separator`); the value in the target's units (regression)."""
+
+    problem_type: str
+    labels: list[str]
+    threshold: float = 0.5
+    separator: str | None = None  # multi-label into .csv: join the labels
+
+    @property
+    def columns(self) -> list[str]:
+        if self.problem_type == REGRESSION:
+            return ["value"]
+        return ["labels" if self.problem_type == MULTI_LABEL else "label", *[f"p_{x}" for x in self.labels]]
+
+    def values(self, rows: np.ndarray) -> dict[str, Any]:
+        if self.problem_type == REGRESSION:
+            return {"value": rows[:, 0].astype(np.float64)}
+        if self.problem_type == MULTI_LABEL:
+            chosen = [[self.labels[j] for j in np.flatnonzero(row >= self.threshold)] for row in rows]
+            decided: Any = chosen if self.separator is None else [self.separator.join(c) for c in chosen]
+            values = {"labels": decided}
+        else:
+            values = {"label": [self.labels[i] for i in rows.argmax(1)]}
+        values.update({f"p_{label}": rows[:, j].astype(np.float64) for j, label in enumerate(self.labels)})
+        return values
+
+
 def _rows(
     source: str,
-    records: list[tuple[int, str | None]],
+    records: list[tuple[int, Any]],
     outputs: np.ndarray,
     kept: list[int],
-    labels: list[str],
+    decision: Decision,
     embeddings: bool,
 ) -> dict[str, Any]:
     values: dict[str, Any] = {"file": [source] * len(kept), "line": [records[i][0] for i in kept]}
@@ -408,8 +469,7 @@ def _rows(
     if embeddings:
         values["embedding"] = rows
     else:
-        values["label"] = [labels[i] for i in rows.argmax(1)]
-        values.update({f"p_{label}": rows[:, j].astype(np.float64) for j, label in enumerate(labels)})
+        values.update(decision.values(rows))
     return values
 
 
@@ -442,6 +502,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pooling", choices=POOLINGS, default="cls", help="embeddings: cls or mean")
     parser.add_argument("--normalize", action="store_true", help="embeddings: scale to unit length")
     parser.add_argument("--text-field", default=None, help="jsonl/csv/parquet: default the run's, else text")
+    parser.add_argument(
+        "--text-pair-field",
+        default=None,
+        help="the second text of a pair (default: the run's data.text_pair_field)",
+    )
     parser.add_argument("--checkpoint", default=None, help="best (default, else last), last, or a path")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda")
@@ -463,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
             pooling=args.pooling,
             normalize=args.normalize,
             text_field=args.text_field,
+            text_pair_field=args.text_pair_field,
             checkpoint=args.checkpoint,
             batch_size=args.batch_size,
             device=args.device,

@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from bertlab.errors import BertlabError
+from bertlab.model.classification_head import SINGLE_LABEL
 from bertlab.model.hf_format import BERT, FORMATS, HFFormat
 from bertlab.run_folder import RUN_INFO_FILE
 from bertlab.saved_run import SavedRun
@@ -37,6 +38,18 @@ class TrainedModel:
         if self.task == "mlm":
             return dict((self.saved.config.get("mlm_head") or {}).get("module", {}))
         return dict(self.saved.config.get("classification_head") or {})
+
+    @property
+    def problem_type(self) -> str | None:
+        """A finetune's problem type (runs saved before there were several: single label); None for MLM."""
+        if self.task == "mlm":
+            return None
+        return self.head_config.get("problem_type", SINGLE_LABEL)
+
+    @property
+    def text_pair_field(self) -> str | None:
+        """The field of a finetune's second text (None: it reads one text)."""
+        return (self.saved.config.get("data") or {}).get("text_pair_field")
 
     @property
     def hf_format(self) -> HFFormat:

@@ -14,6 +14,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -153,8 +154,10 @@ def _txt_records(chunk: Chunk, bad: BadRecords) -> list[tuple[int, str | None]]:
     ]
 
 
-def _jsonl_records(chunk: Chunk, text_field: str, bad: BadRecords) -> list[tuple[int, str | None]]:
-    """Each non-blank line's text; a bad record (undecodable, broken JSON, no or empty text) as None."""
+def _jsonl_records(chunk: Chunk, text_field: str | tuple[str, ...], bad: BadRecords) -> list[tuple[int, Any]]:
+    """Each non-blank line's text (a tuple of texts for several fields); a bad record (undecodable, broken
+    JSON, no or empty text) as None."""
+    fields = [text_field] if isinstance(text_field, str) else list(text_field)
     records: list[tuple[int, str | None]] = []
     for number, line in _decoded_lines(chunk, bad):
         if line is None:
@@ -170,37 +173,45 @@ def _jsonl_records(chunk: Chunk, text_field: str, bad: BadRecords) -> list[tuple
             bad.add(chunk.source, "broken_json", location, f"{detail} at column {error.colno}")
             records.append((number, None))
             continue
-        if not isinstance(record, dict) or text_field not in record:
-            bad.add(chunk.source, "no_text_field", location, f"no field {text_field!r}")
+        absent = [f for f in fields if not isinstance(record, dict) or f not in record]
+        if absent:
+            bad.add(chunk.source, "no_text_field", location, f"no field {absent[0]!r}")
             records.append((number, None))
             continue
-        text = "" if record[text_field] is None else str(record[text_field]).strip()
-        if not text:
-            bad.add(chunk.source, "empty", location, f"field {text_field!r} is empty")
-        records.append((number, text or None))
+        texts = ["" if record[f] is None else str(record[f]).strip() for f in fields]
+        empty = [f for f, text in zip(fields, texts, strict=True) if not text]
+        if empty:
+            bad.add(chunk.source, "empty", location, f"field {empty[0]!r} is empty")
+        records.append((number, None if empty else texts[0] if len(texts) == 1 else tuple(texts)))
     return records
 
 
-def _table_records(chunk: Chunk, bad: BadRecords) -> list[tuple[int, str | None]]:
-    """Each row's text (a .csv or .parquet record); an undecodable or empty one as None."""
-    records: list[tuple[int, str | None]] = []
-    for number, value in zip(itertools.count(chunk.first_line), chunk.data):
+def _table_records(chunk: Chunk, bad: BadRecords) -> list[tuple[int, Any]]:
+    """Each row's text (a .csv or .parquet record; a tuple of texts for several columns); an undecodable or
+    empty one as None."""
+    records: list[tuple[int, Any]] = []
+    for number, row in zip(itertools.count(chunk.first_line), chunk.data):
         location = f"{chunk.source} row {number}"  # a record's row (a CSV record may span lines)
-        if isinstance(value, bytes):
-            try:
-                value = value.decode("utf-8")
-            except UnicodeDecodeError as error:
-                bad.add(chunk.source, "undecodable", location, f"byte 0x{value[error.start]:02x}")
-                records.append((number, None))
-                continue
-        text = "" if value is None else str(value).strip()
-        if not text:
+        texts = []
+        for value in row if isinstance(row, tuple) else (row,):
+            if isinstance(value, bytes):
+                try:
+                    value = value.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    bad.add(chunk.source, "undecodable", location, f"byte 0x{value[error.start]:02x}")
+                    texts = None
+                    break
+            texts.append("" if value is None else str(value).strip())
+        if texts is None:
+            records.append((number, None))
+            continue
+        if not all(texts):
             bad.add(chunk.source, "empty", location, "no text")
-        records.append((number, text or None))
+        records.append((number, None if not all(texts) else texts[0] if len(texts) == 1 else tuple(texts)))
     return records
 
 
-def chunk_records(chunk: Chunk, text_field: str, bad: BadRecords) -> list[tuple[int, str | None]]:
+def chunk_records(chunk: Chunk, text_field: str | tuple[str, ...], bad: BadRecords) -> list[tuple[int, Any]]:
     """(line number, or row number for .csv/.parquet, and text) of each record of a chunk, in order: a
     .txt file's non-blank lines, a .jsonl file's non-blank lines, a table's rows. A bad record is counted
     in `bad` and given as None, so that a caller can keep its place (prediction) or drop it."""

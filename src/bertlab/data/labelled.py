@@ -214,6 +214,12 @@ class EmbeddedReviews:
                 PROBLEM_TYPE_KEY,
             )
         examples = [Example(*record) for record in generate_labelled(self.task, self.count, self.seed)]
+        if (examples[0].text_pair is None) != (fields.text_pair_field is None):
+            raise BertlabError(
+                f"the embedded {self.task!r} set {'has' if examples[0].text_pair else 'has no'} text pairs; "
+                f"set data.text_pair_field={'text_pair' if examples[0].text_pair else 'null'}",
+                "data.text_pair_field",
+            )
         return {"train": examples, "val": None, "test": None}
 
 

@@ -122,11 +122,15 @@ def resolve_inputs(value: str | Sequence[str] | None, key: str) -> list[TextInpu
 def read_chunks(
     inputs: Sequence[TextInput],
     split: str,
-    text_field: str,
+    text_field: str | tuple[str, ...],
     paragraphs: bool,
     chunk_bytes: int,
 ) -> Iterator[Chunk]:
-    """The chunks of `inputs`, in order; memory holds about one chunk per input at a time."""
+    """The chunks of `inputs`, in order; memory holds about one chunk per input at a time.
+
+    `text_field` may name several fields (the two texts of a pair): a table's records are then tuples of
+    their values (a .jsonl record is read whole, chunk_encoding.chunk_records picks its fields).
+    """
     for item in inputs:
         if item.format in ("txt", "jsonl"):
             yield from _byte_chunks(item, split, paragraphs and item.format == "txt", chunk_bytes)
@@ -204,11 +208,23 @@ def long_line_cut(data: bytes) -> int:
     return cut or len(data)
 
 
-def _csv_chunks(item: TextInput, split: str, text_field: str, chunk_bytes: int) -> Iterator[Chunk]:
+def _fields(text_field: str | tuple[str, ...]) -> list[str]:
+    return [text_field] if isinstance(text_field, str) else list(text_field)
+
+
+def _records(columns: list[list[Any]]) -> list[Any]:
+    """One column's values, or a tuple per row of several columns'."""
+    return columns[0] if len(columns) == 1 else list(zip(*columns, strict=True))
+
+
+def _csv_chunks(
+    item: TextInput, split: str, text_field: str | tuple[str, ...], chunk_bytes: int
+) -> Iterator[Chunk]:
     import pyarrow as pa
     from pyarrow import csv
 
     broken: list[tuple[str, str, str]] = []
+    fields = _fields(text_field)
 
     def skip_row(row) -> str:
         broken.append(("broken_row", f"{item.location}:{row.number} (line)", row.text[:80]))
@@ -225,28 +241,29 @@ def _csv_chunks(item: TextInput, split: str, text_field: str, chunk_bytes: int) 
             read_options=csv.ReadOptions(use_threads=False, block_size=chunk_bytes),
             parse_options=csv.ParseOptions(newlines_in_values=True, invalid_row_handler=skip_row),
             convert_options=csv.ConvertOptions(
-                include_columns=[text_field], column_types={text_field: pa.binary()}
+                include_columns=fields, column_types=dict.fromkeys(fields, pa.binary())
             ),
         )
     except (pa.ArrowInvalid, KeyError) as error:
         stream.close()
-        if "include_columns" in str(error) or text_field in str(error):
+        absent = [field for field in fields if field in str(error)]
+        if "include_columns" in str(error) or absent:
             raise BertlabError(
-                f"{item.location!r} has no column {text_field!r}; set data.source.text_field to the column "
-                f"that holds the text",
+                f"{item.location!r} has no column {(absent or fields)[0]!r}; set data.source.text_field to "
+                f"the column that holds the text",
                 "source.text_field",
             ) from None
         raise _not_text(item, str(error), split) from None
     row = 1  # records read (rows pyarrow could parse), not lines: a quoted value may span lines
     with stream:
         for batch in reader:
-            texts = batch.column(0).to_pylist()
+            texts = _records([batch.column(name).to_pylist() for name in fields])
             issues, broken[:] = list(broken), []
             yield Chunk(item.location, "records", texts, row, split, batch.nbytes, issues)
             row += len(texts)
 
 
-def _parquet_chunks(item: TextInput, split: str, text_field: str) -> Iterator[Chunk]:
+def _parquet_chunks(item: TextInput, split: str, text_field: str | tuple[str, ...]) -> Iterator[Chunk]:
     import pyarrow as pa
     from pyarrow import parquet
 
@@ -254,15 +271,17 @@ def _parquet_chunks(item: TextInput, split: str, text_field: str) -> Iterator[Ch
         reader = parquet.ParquetFile(item.location)
     except pa.ArrowInvalid as error:
         raise _not_text(item, f"not a Parquet file: {error}", split) from None
-    if text_field not in reader.schema_arrow.names:
-        raise BertlabError(
-            f"{item.location!r} has no column {text_field!r} (it has {reader.schema_arrow.names}); set "
-            f"data.source.text_field to the column that holds the text",
-            "source.text_field",
-        )
+    fields = _fields(text_field)
+    for name in fields:
+        if name not in reader.schema_arrow.names:
+            raise BertlabError(
+                f"{item.location!r} has no column {name!r} (it has {reader.schema_arrow.names}); set "
+                f"data.source.text_field to the column that holds the text",
+                "source.text_field",
+            )
     row = 1
-    for batch in reader.iter_batches(batch_size=RECORD_BATCH, columns=[text_field]):
-        texts = batch.column(0).to_pylist()
+    for batch in reader.iter_batches(batch_size=RECORD_BATCH, columns=fields):
+        texts = _records([batch.column(name).to_pylist() for name in fields])
         yield Chunk(item.location, "records", texts, row, split, batch.nbytes)
         row += len(texts)
 
@@ -305,16 +324,18 @@ def load_datasets_input(item: TextInput, split: str):
     return loaded
 
 
-def _datasets_chunks(item: TextInput, split: str, text_field: str) -> Iterator[Chunk]:
+def _datasets_chunks(item: TextInput, split: str, text_field: str | tuple[str, ...]) -> Iterator[Chunk]:
     dataset = load_datasets_input(item, split)
-    if text_field not in dataset.column_names:
-        raise BertlabError(
-            f"the `datasets` dataset {item.location!r} has no column {text_field!r} (it has "
-            f"{dataset.column_names}); set data.source.text_field",
-            "source.text_field",
-        )
+    fields = _fields(text_field)
+    for name in fields:
+        if name not in dataset.column_names:
+            raise BertlabError(
+                f"the `datasets` dataset {item.location!r} has no column {name!r} (it has "
+                f"{dataset.column_names}); set data.source.text_field",
+                "source.text_field",
+            )
     row = 1
-    for table in dataset.select_columns([text_field]).with_format("arrow").iter(batch_size=RECORD_BATCH):
-        texts = table.column(0).to_pylist()
+    for table in dataset.select_columns(fields).with_format("arrow").iter(batch_size=RECORD_BATCH):
+        texts = _records([table.column(name).to_pylist() for name in fields])
         yield Chunk(item.location, "records", texts, row, split, table.nbytes)
         row += len(texts)

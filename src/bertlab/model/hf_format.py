@@ -3,9 +3,10 @@
 One name table serves both directions, so export (bertlab -> Hugging Face) and import (Hugging Face ->
 bertlab) cannot drift apart. bertlab's encoder is original BERT; the two formats differ only in names, in
 RoBERTa's position table (its position ids start at `pad_token_id + 1`, so the rows before are unused) and
-in what bertlab lacks: segment (token-type) embeddings. With all-zero type ids, as bertlab feeds them,
-type row 0 is added at every position, so on import it is folded into the position table, and on export
-the type table is zero: the outputs stay equal both ways.
+in segment (token-type) embeddings: an import keeps them (architecture.type_vocab_size), so text pairs get
+their segments as in Hugging Face; an encoder without them exports a zero type table, which adds nothing.
+Runs imported before segments were kept had type row 0 folded into the position table: they export the
+same way, a zero type table.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class HFFormat:
             "hidden_act": "gelu",
             "max_position_embeddings": architecture["max_position_embeddings"]
             + self.position_offset(pad_token_id),
-            "type_vocab_size": self.type_vocab_size,
+            "type_vocab_size": max(self.type_vocab_size, architecture.get("type_vocab_size") or 0),
             "pad_token_id": pad_token_id,
             **({"bos_token_id": cls_id, "eos_token_id": sep_id} if self.bos_eos else {}),
             "position_embedding_type": "absolute",
@@ -133,6 +134,7 @@ class HFFormat:
                 for ours, (theirs, default) in CONFIG_KEYS.items()
             },
             "max_position_embeddings": config["max_position_embeddings"] - self.position_offset(pad_token_id),
+            "type_vocab_size": config.get("type_vocab_size", self.type_vocab_size),
         }
 
     @property
@@ -176,6 +178,7 @@ ROBERTA = HFFormat(
 )
 FORMATS = {fmt.model_type: fmt for fmt in (BERT, ROBERTA)}
 POSITIONS = "backbone.position_embeddings.embedding.weight"
+TOKEN_TYPES = "backbone.token_type_embeddings.weight"
 
 
 def fuse_qkv(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
@@ -214,7 +217,11 @@ def to_hf(
     positions = state[POSITIONS]
     offset = fmt.position_offset(pad_token_id)
     out[fmt.position_key] = torch.cat([positions.new_zeros(offset, positions.size(1)), positions])
-    out[fmt.token_type_key] = positions.new_zeros(fmt.type_vocab_size, positions.size(1))
+    types = state.get(TOKEN_TYPES)
+    rows = max(fmt.type_vocab_size, 0 if types is None else types.size(0))
+    out[fmt.token_type_key] = positions.new_zeros(rows, positions.size(1))
+    if types is not None:
+        out[fmt.token_type_key][: types.size(0)] = types
     if mlm_head:
         out[fmt.head_bias] = state["head.decoder.bias"]
     return {key: tensor.detach().clone().contiguous() for key, tensor in out.items()}
@@ -234,16 +241,16 @@ def from_hf(
         state = {f"{fmt.base}.{key}": value for key, value in state.items()}
     if fmt.head_bias in state:
         state.setdefault(f"{fmt.head['decoder']}.bias", state[fmt.head_bias])
-    names = {**fmt.names(num_layers), POSITIONS: fmt.position_key}
+    names = {**fmt.names(num_layers), POSITIONS: fmt.position_key, TOKEN_TYPES: fmt.token_type_key}
     if f"{fmt.head['decoder']}.weight" not in state:  # tied: transformers saves the matrix once
         names["head.decoder.weight"] = names["backbone.word_embeddings.weight"]
     missing = {ours: theirs for ours, theirs in names.items() if theirs not in state}
     out = {ours: state[theirs] for ours, theirs in names.items() if theirs in state}
     if POSITIONS in out:
-        positions = out[POSITIONS][fmt.position_offset(pad_token_id) :]
-        if fmt.token_type_key in state:  # bertlab feeds type 0 everywhere: fold its row into the positions
-            positions = positions + state[fmt.token_type_key][0]
-        out[POSITIONS] = positions
+        out[POSITIONS] = out[POSITIONS][fmt.position_offset(pad_token_id) :]
+    missing.pop(
+        TOKEN_TYPES, None
+    )  # a model without segments (type_vocab_size 0): the encoder has none either
     if not any(key.startswith("backbone.") for key in missing):
         out = fuse_qkv(out, num_layers)
     return {key: value.float().contiguous() for key, value in out.items()}, missing

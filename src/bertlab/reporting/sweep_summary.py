@@ -96,9 +96,9 @@ def final_metrics(run_dir: Path) -> dict[str, str]:
             )
     results = run_dir / RESULTS_FILE
     baseline = json.loads(results.read_text()).get("baseline", {}) if results.is_file() else {}
-    for name in ("test/accuracy", "test/macro_f1"):  # a finetune's linear baseline, beside its test row
-        if name in baseline:
-            metrics[f"baseline_{name.replace('/', '_')}"] = repr(baseline[name])
+    for name, value in baseline.items():  # a finetune's linear baseline, beside its test row
+        if name.startswith("test/"):
+            metrics[f"baseline_{name.replace('/', '_')}"] = repr(value)
     return metrics
 
 
