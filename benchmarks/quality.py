@@ -1,7 +1,10 @@
 """Did pretraining help? Baseline / from scratch / pretrained, on a real labelled set, within a time budget.
 
-The dataset folder holds train.jsonl, val.jsonl, test.jsonl ({"text", "label"} per line) and corpus.txt
-(unlabelled text of the same domain, one document per line), as ../shared/tools/make_devsets.py builds them.
+The dataset folder holds train.jsonl, val.jsonl, test.jsonl ({"text", "label"} per line, plus "text_pair"
+for pairs) and corpus.txt (unlabelled text of the same domain, one document per line), as
+../shared/tools/make_devsets.py builds them. The task's shape comes from its first training record: a
+"text_pair" field (pairs), a list label (multi-label), a number (regression), else single label; the
+table reports that shape's figures (accuracy and macro-F1; micro- and macro-F1; Spearman and RMSE).
 Everything runs through launch.py, as a user would run it:
 
 1. pretraining on corpus.txt with a time budget of --minutes (training.budget.minutes: the schedule ends
@@ -53,6 +56,31 @@ def write_tiny_dataset(folder: Path) -> Path:
             handle.writelines(json.dumps({"text": text, "label": label}) + "\n" for text, label in rows)
     (folder / "corpus.txt").write_text("\n".join(generate_documents(600, seed=6)) + "\n")
     return folder
+
+
+# Per problem type: the finetune's overrides and the figures reported (the first two are the table's).
+SHAPES = {
+    "single_label_classification": ("accuracy", "macro_f1"),
+    "multi_label_classification": ("micro_f1", "macro_f1", "exact_match"),
+    "regression": ("spearman", "rmse", "pearson", "r2"),
+}
+
+
+def task_shape(dataset: Path) -> tuple[str, list[str]]:
+    """The problem type of a devset and the launch.py overrides that finetune it, from its first record."""
+    with (dataset / "train.jsonl").open() as handle:
+        record = json.loads(handle.readline())
+    label = record["label"]
+    if isinstance(label, list):
+        problem_type = "multi_label_classification"
+    elif isinstance(label, float):  # an integer label is a class, as bertlab reads it
+        problem_type = "regression"
+    else:
+        problem_type = "single_label_classification"
+    overrides = [f"classification_head.problem_type={problem_type}"]
+    if "text_pair" in record:
+        overrides.append("data.text_pair_field=text_pair")
+    return problem_type, overrides
 
 
 def last_rows(run_dir: Path, stage: str) -> list[dict[str, str]]:
@@ -204,6 +232,7 @@ def main() -> None:
             parser.error(
                 f"{dataset / name} does not exist; the folder needs train/val/test.jsonl and corpus.txt"
             )
+    problem_type, shape_overrides = task_shape(dataset)
     train = subset(dataset, "train", options.train_examples, workdir)
     val = subset(dataset, "val", options.val_examples, workdir)
 
@@ -243,7 +272,7 @@ def main() -> None:
                 train,
                 val,
                 seed,
-                [*source, *options.finetune_override],
+                [*source, *shape_overrides, *options.finetune_override],
                 options.tiny,
             )
             for seed in seeds
@@ -251,22 +280,20 @@ def main() -> None:
         for start, source in starts.items()
     }
     baseline = runs["pretrained"][0]["baseline"]
+    figures = SHAPES[problem_type]
     rows = {
         "baseline (TF-IDF + LR)": {
-            "accuracy": {"median": baseline["test/accuracy"]},
-            "macro_f1": {"median": baseline["test/macro_f1"]},
+            **{name: {"median": baseline[f"test/{name}"]} for name in figures},
             "minutes": baseline["seconds"] / 60,
         },
     }
     if "scratch" in runs:
         rows["from scratch"] = {
-            "accuracy": summarise(runs["scratch"], "test/accuracy"),
-            "macro_f1": summarise(runs["scratch"], "test/macro_f1"),
+            **{name: summarise(runs["scratch"], f"test/{name}") for name in figures},
             "minutes": statistics.median(run["seconds"] for run in runs["scratch"]) / 60,
         }
     rows["pretrained"] = {
-        "accuracy": summarise(runs["pretrained"], "test/accuracy"),
-        "macro_f1": summarise(runs["pretrained"], "test/macro_f1"),
+        **{name: summarise(runs["pretrained"], f"test/{name}") for name in figures},
         "minutes": (pretrain_seconds + statistics.median(r["seconds"] for r in runs["pretrained"])) / 60,
     }
 
@@ -278,15 +305,12 @@ def main() -> None:
 
     examples = f", finetuned on {options.train_examples} examples" if options.train_examples else ""
     print(
-        f"\n{dataset.name}: {options.architecture}, pretraining budget {budget['minutes']} min"
+        f"\n{dataset.name} ({problem_type}): {options.architecture}, pretraining budget {budget['minutes']} min"
         f"{examples}, {len(seeds)} seed(s)"
     )
     print_table(
-        ["start", "test accuracy", "test macro-F1", "minutes"],
-        [
-            [name, cell(row["accuracy"]), cell(row["macro_f1"]), f"{row['minutes']:.1f}"]
-            for name, row in rows.items()
-        ],
+        ["start", *[f"test {name}" for name in figures[:2]], "minutes"],
+        [[name, *[cell(row[f]) for f in figures[:2]], f"{row['minutes']:.1f}"] for name, row in rows.items()],
     )
     write_json(
         options.output,
@@ -295,6 +319,7 @@ def main() -> None:
             "machine": machine(),
             "dataset": str(dataset),
             "architecture": options.architecture,
+            "problem_type": problem_type,
             "minutes": budget["minutes"],
             "train_examples": options.train_examples,
             "val_examples": options.val_examples,

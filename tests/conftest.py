@@ -168,5 +168,8 @@ def split_texts(run_dir: Path, split: str = "test") -> list[str]:
     from bertlab.saved_run import SavedRun
 
     config = SavedRun.open(run_dir, "best").config
-    datamodule = instantiate(config["data"], batch_size=8, num_workers=0)
-    return [text for text, _ in datamodule.examples()[split]]
+    problem_type = (config.get("classification_head") or {}).get(
+        "problem_type", "single_label_classification"
+    )
+    datamodule = instantiate(config["data"], batch_size=8, num_workers=0, problem_type=problem_type)
+    return [example.text for example in datamodule.examples()[split]]

@@ -69,11 +69,11 @@ def test_an_interrupted_predict_leaves_no_output_and_an_existing_one_untouched(
     calls = {"n": 0}
     original = Predictor.__call__
 
-    def failing(self, encoded):
+    def failing(self, encoded, *segments):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt  # Ctrl-C (SIGTERM unwinds the same way) in the middle of the stream
-        return original(self, encoded)
+        return original(self, encoded, *segments)
 
     monkeypatch.setattr(Predictor, "__call__", failing)
     with pytest.raises(KeyboardInterrupt):
