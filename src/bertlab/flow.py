@@ -333,6 +333,7 @@ def make_trainer(cfg: DictConfig, plan: RunPlan, built: BuiltRun, run_config: di
         monitor=training.checkpoint.monitor,
         monitor_mode=training.checkpoint.mode,
         progress_bar=progress_bar_enabled(cfg.logging.progress_bar),
+        keep_steps=list(training.checkpoint.get("keep_steps") or []),
     )
     budget = training_budget(cfg)
     trainer.callbacks.extend(

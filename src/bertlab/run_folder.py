@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 CHECKPOINTS_DIR = Path("checkpoints")
 BEST_CHECKPOINT = CHECKPOINTS_DIR / "best-model.ckpt"  # by training.checkpoint.monitor
 LAST_CHECKPOINT = CHECKPOINTS_DIR / "model.ckpt"  # every training.checkpoint.every_n_steps; resumed from
+KEPT_CHECKPOINT = "step-{step}.ckpt"  # in CHECKPOINTS_DIR: kept at each of training.checkpoint.keep_steps
 TOKENIZER_FILE = "tokenizer.json"
 RUN_INFO_FILE = "run.json"  # what `auto` settings resolved to, where data and weights came from
 METRICS_FILE = "metrics.csv"
@@ -85,6 +86,11 @@ def job_folder_name(number: int, overrides: str) -> str:
         return name
     digest = hashlib.sha1(overrides.encode()).hexdigest()[:8]
     return f"{name[: JOB_NAME_LIMIT - 10]}..{digest}"
+
+
+def kept_checkpoint(step: int) -> Path:
+    """The checkpoint a run keeps at optimizer step `step` (training.checkpoint.keep_steps), in its folder."""
+    return CHECKPOINTS_DIR / KEPT_CHECKPOINT.format(step=int(step))
 
 
 def run_artifacts(run_dir: Path, markers: tuple[str, ...] = RUN_MARKERS) -> list[str]:

@@ -52,6 +52,11 @@ def check_common(cfg: DictConfig) -> None:
         raise error.in_section("training") from None
     if cfg.training.val_check_interval is not None:
         _positive(cfg, "training.val_check_interval")
+    kept = [step for step in cfg.training.checkpoint.get("keep_steps") or [] if step < 1]
+    if kept:
+        raise BertlabError(
+            f"must list positive optimizer steps, got {kept[0]}", "training.checkpoint.keep_steps"
+        )
     if cfg.training.max_epochs is not None:
         _positive(cfg, "training.max_epochs")
     if cfg.training.get("min_steps") is not None:

@@ -62,6 +62,8 @@ class LoggingConfig:
 @dataclass
 class CheckpointConfig:
     every_n_steps: int = field(default=MISSING, metadata=RESUMABLE)
+    # Steps whose checkpoints stay (checkpoints/step-<N>.ckpt): what is kept, not what is trained.
+    keep_steps: list[int] = field(default_factory=list, metadata=RESUMABLE)
     monitor: str = MISSING
     mode: str = MISSING
 
@@ -154,6 +156,9 @@ class RunConfig:
     pretrained_experiment: Any = None
     training: Any = MISSING
     data: Any = MISSING
+    # +experiment=suite: the suite a job belongs to (which tasks, seeds, starts; suite/spec.py checks it).
+    # It chooses the job, it does not change it: a relaunch may add tasks or seeds and still resume a job.
+    suite: Any = field(default=None, metadata=RESUMABLE)
 
 
 def _marked(schema: type, prefix: str) -> list[str]:

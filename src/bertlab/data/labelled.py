@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -118,35 +118,64 @@ def parse_label(value: Any, fields: RecordFields, where: str, from_table: bool =
     return _scalar_label(value)
 
 
-def read_labelled_file(path: Path, fields: RecordFields, key: str) -> list[Example]:
+def labelled_records(path: Path, key: str) -> Iterator[tuple[int, Any]]:
+    """(line number, record) of a .jsonl/.csv/.tsv file, streamed; broken lines name the file and line."""
     lines = text_lines(path, key)
     if path.suffix == ".jsonl":
-        records = [(number, json_record(path, number, line, key)) for number, line in lines if line.strip()]
-    else:
-        reader = csv.DictReader((line for _, line in lines), delimiter="\t" if path.suffix == ".tsv" else ",")
-        records = [(number, row) for number, row in enumerate(reader, start=2)]
+        return ((number, json_record(path, number, line, key)) for number, line in lines if line.strip())
+    reader = csv.DictReader((line for _, line in lines), delimiter="\t" if path.suffix == ".tsv" else ",")
+    return enumerate(reader, start=2)
+
+
+def labelled_example(path: Path, number: int, record: Any, fields: RecordFields) -> Example:
+    """One record as an Example in the shape of `fields`; a missing field or a label of the wrong shape
+    names the file, the line and the key that fixes it."""
     required = [(fields.text_field, "data.text_field"), (fields.label_field, "data.label_field")]
     if fields.text_pair_field is not None:
         required.append((fields.text_pair_field, "data.text_pair_field"))
-    examples = []
-    for number, record in records:
-        for field, name in required:
-            if not isinstance(record, dict) or record.get(field) in (None, ""):
-                raise BertlabError(
-                    f"{path}:{number} has no {field!r} field; set {name} to the field that holds it", name
-                )
-        pair = None if fields.text_pair_field is None else str(record[fields.text_pair_field])
-        label = parse_label(record[fields.label_field], fields, f"{path}:{number}", path.suffix != ".jsonl")
-        examples.append(Example(str(record[fields.text_field]), label, pair))
+    for field, name in required:
+        if not isinstance(record, dict) or record.get(field) in (None, ""):
+            raise BertlabError(
+                f"{path}:{number} has no {field!r} field; set {name} to the field that holds it", name
+            )
+    pair = None if fields.text_pair_field is None else str(record[fields.text_pair_field])
+    label = parse_label(record[fields.label_field], fields, f"{path}:{number}", path.suffix != ".jsonl")
+    return Example(str(record[fields.text_field]), label, pair)
+
+
+def read_labelled_file(path: Path, fields: RecordFields, key: str) -> list[Example]:
+    examples = [
+        labelled_example(path, number, record, fields) for number, record in labelled_records(path, key)
+    ]
     if not examples:
         raise BertlabError(f"file {str(path)!r} holds no examples", key)
     return examples
 
 
 class LabelledFiles:
-    """Train/val/test files (.jsonl, .csv with a header row, or .tsv with a header row)."""
+    """Train/val/test files (.jsonl, .csv with a header row, or .tsv with a header row).
 
-    def __init__(self, train: str, val: str | None = None, test: str | None = None) -> None:
+    `train_examples`/`val_examples` keep the first N records of the train/val file (a smaller labelled set
+    from the same file, as a suite's task or a learning curve needs); the test file is always read whole.
+    """
+
+    def __init__(
+        self,
+        train: str,
+        val: str | None = None,
+        test: str | None = None,
+        train_examples: int | None = None,
+        val_examples: int | None = None,
+    ) -> None:
+        self.limits = {"train": train_examples, "val": val_examples}
+        for split, limit in self.limits.items():
+            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+                raise BertlabError(f"must be a positive integer or null, got {limit!r}", f"{split}_examples")
+        if val is None and val_examples is not None:
+            raise BertlabError(
+                "needs a val file (data.source.val); a val split carved off the training file follows its size",
+                "val_examples",
+            )
         self.paths: dict[str, Path | None] = {}
         for split, value in zip(SPLITS, (train, val, test), strict=True):
             if value is None:
@@ -168,6 +197,8 @@ class LabelledFiles:
             (split, str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) if p else (split, None)
             for split, p in self.paths.items()
         ]
+        if any(limit is not None for limit in self.limits.values()):
+            stamps.append(("limits", self.limits["train"], self.limits["val"]))
         return hashlib.sha256(repr(stamps).encode()).hexdigest()[:16]
 
     def describe(self, split: str) -> str:
@@ -175,10 +206,22 @@ class LabelledFiles:
         return f"file '{path}'" if path else f"the {split} split"
 
     def splits(self, fields: RecordFields) -> dict[str, list[Example] | None]:
-        return {
+        splits = {
             split: read_labelled_file(path, fields, split) if path else None
             for split, path in self.paths.items()
         }
+        for split, limit in self.limits.items():
+            examples = splits[split]
+            if limit is None or examples is None:
+                continue
+            if len(examples) < limit:
+                raise BertlabError(
+                    f"file '{self.paths[split]}' holds {len(examples)} examples, fewer than {limit}; lower it "
+                    f"or set it to null (the whole file)",
+                    f"data.source.{split}_examples",
+                )
+            splits[split] = examples[:limit]
+        return splits
 
 
 class EmbeddedReviews:

@@ -14,7 +14,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -106,12 +106,19 @@ def release_launch(run_dir: Path) -> None:
     release_run_folder(Path(os.path.abspath(run_dir)))
 
 
-def _stop(error: BertlabError, held: Path | None = None) -> None:
+def _stop(error: BertlabError, held: Path | None = None) -> NoReturn:
     """Hydra turns exceptions raised in callbacks into warnings; SystemExit is not one of them."""
     if held is not None:
         release_run_folder(held)
     print(f"Error: {error}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def refuse_sweep(error: BertlabError, sweep_dir: Path) -> NoReturn:
+    """Stop a multirun before its first job (a suite's bad input): one Error line, exit 2, the sweep folder's
+    hold released (its lock file, and the folders made for it, go)."""
+    _stop(error, held=Path(os.path.abspath(sweep_dir)))
+    raise AssertionError("unreachable")  # _stop exits
 
 
 class RunFolderGuard(Callback):
@@ -123,6 +130,14 @@ class RunFolderGuard(Callback):
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if OmegaConf.select(config, "suite") is not None and OmegaConf.select(config, "suite.job") is None:
+            _stop(
+                BertlabError(
+                    "a suite is a multirun of finetunes: add -m (python launch.py -m +experiment=suite "
+                    "suite=<name> ...)",
+                    "suite",
+                )
+            )
         if not is_main_process():
             # A process started beside the main one (SLURM task, torchrun): the main one checks and creates
             # the folder and writes .hydra/ (a resume's into .hydra/resume-N); this one writes no config.
@@ -199,6 +214,10 @@ class RunFolderGuard(Callback):
             hold_run_folder(sweep_dir)  # one launch per sweep folder; the OS releases it at exit
         except BertlabError as error:
             _stop(error)
+        if (
+            OmegaConf.select(config, "suite") is not None
+        ):  # a suite's folder is reused: its sweeper skips finished jobs, continues the rest
+            return
         if sweep_dir.exists() and any(sweep_dir.iterdir()):
             _stop(
                 BertlabError(

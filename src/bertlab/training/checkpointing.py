@@ -1,17 +1,19 @@
 """Checkpoint files: written atomically, under the names run_folder.py gives them (LAST_CHECKPOINT and
-BEST_CHECKPOINT, the names the tool bertlab replaced used, which its users know)."""
+BEST_CHECKPOINT, the names the tool bertlab replaced used, which its users know; and the checkpoints kept
+at chosen steps, KEPT_CHECKPOINT, which nothing overwrites)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from bertlab.atomic_write import replacing
-from bertlab.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT
+from bertlab.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, kept_checkpoint
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -27,6 +29,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         with replacing(path, fsync=True) as handle:
             torch.save(checkpoint, handle)
+
+
+class KeepCheckpointsAtSteps(L.Callback):
+    """Keeps a checkpoint at each of `steps` (`checkpoints/step-<N>.ckpt`), so that downstream quality can be
+    measured along a run (a suite takes them as starts). model.ckpt moves on; these stay.
+
+    Saved at the step boundary like model.ckpt; a file that exists already (a resumed run passing the step
+    again) is left as it is.
+    """
+
+    def __init__(self, run_dir: Path, steps: list[int]) -> None:
+        self.run_dir = Path(run_dir)
+        self.steps = frozenset(int(step) for step in steps)
+        self._last_step = -1
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        step = trainer.global_step
+        if step == self._last_step or step not in self.steps:
+            return  # the batches of one step under gradient accumulation see the same global step
+        self._last_step = step
+        path = self.run_dir / kept_checkpoint(step)
+        if not trainer.strategy.broadcast(path.is_file()):  # the main process's answer: all save or none
+            trainer.save_checkpoint(path)  # every process calls it; the strategy writes once
 
 
 def checkpoint_callbacks(

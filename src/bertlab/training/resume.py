@@ -269,6 +269,8 @@ INTRODUCED_KEYS = {
     "classification_head.problem_type": "single_label_classification",
     "data.label_separator": ",",
     "architecture.type_vocab_size": 0,
+    "data.source.train_examples": None,
+    "data.source.val_examples": None,
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -11,7 +11,7 @@ import lightning as L
 from lightning.pytorch.loggers import Logger
 
 from bertlab.run_folder import CHECKPOINTS_DIR
-from bertlab.training.checkpointing import AtomicCheckpointIO, checkpoint_callbacks
+from bertlab.training.checkpointing import AtomicCheckpointIO, KeepCheckpointsAtSteps, checkpoint_callbacks
 from bertlab.training.precision import precision_plugin
 
 
@@ -60,10 +60,12 @@ def create_trainer(
     monitor: str | None,
     monitor_mode: str,
     progress_bar: bool,
+    keep_steps: Sequence[int] = (),
 ) -> L.Trainer:
     """`val_check_interval` counts optimizer steps; Lightning counts batches, hence the accumulation factor.
 
-    `validate` false (logging.log_eval=false) switches validation and the end-of-run test off.
+    `validate` false (logging.log_eval=false) switches validation and the end-of-run test off; `keep_steps`
+    are the steps whose checkpoints are kept (checkpoints/step-<N>.ckpt).
     """
     accumulate_grad_batches = settings.accumulate_grad_batches
     val_check_interval = settings.val_check_interval
@@ -73,6 +75,8 @@ def create_trainer(
             run_dir / CHECKPOINTS_DIR, checkpoint_every_n_steps, monitor if validate else None, monitor_mode
         ),
     ]
+    if keep_steps:
+        callbacks.append(KeepCheckpointsAtSteps(run_dir, list(keep_steps)))
     if validate:
         callbacks.append(ValidateAtLastStep())
     autocast = precision_plugin(precision, accelerator, settings.strategy)

@@ -1,0 +1,61 @@
+"""A suite's jobs: one finetuning run per task x seed x start, each in a folder named by what it is.
+
+    <experiment.output_dir>/suites/<suite>/<start>/<task>/seed<N>/     a complete finetuning run folder
+
+The names are deterministic, so the same command finds its jobs again: a finished job (run.json says
+completed, results.json is there) is skipped and its folder left untouched; any other is launched with
+training.resume.is_resume=auto, which continues an interrupted run and starts a new one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bertlab.run_folder import COMPLETED, RESULTS_FILE, read_run_status
+from bertlab.suite.spec import Suite, Task, override
+from bertlab.suite.starts import SCRATCH, Start
+
+FINISHED, STARTED, NEW = "finished", "started", "new"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One finetune of a suite; `number` is its place in the suite's order (Hydra's job number)."""
+
+    number: int
+    task: Task
+    start: Start
+    seed: int
+
+    @property
+    def folder(self) -> Path:
+        """Relative to the suite folder."""
+        return Path(self.start.label, self.task.name, f"seed{self.seed}")
+
+    def overrides(self, suite: Suite) -> list[str]:
+        """What makes the job this task, seed and start (the command's own overrides go after these)."""
+        overrides = [
+            override("suite.job", str(self.folder)),
+            f"experiment.seed={self.seed}",
+            f"data.seed={suite.data_seed}",
+            *self.start.overrides,
+        ]
+        if self.start.kind == SCRATCH:
+            overrides += suite.scratch_overrides
+        return [*overrides, *suite.overrides, *self.task.launch_overrides()]
+
+
+def suite_jobs(suite: Suite, starts: list[Start]) -> list[Job]:
+    """Every job, seed by seed: the first seed of every task and start comes first, so a suite stopped
+    halfway has already measured each of them once."""
+    combinations = [(seed, start, task) for seed in suite.seeds for start in starts for task in suite.tasks]
+    return [Job(number, task, start, seed) for number, (seed, start, task) in enumerate(combinations)]
+
+
+def job_state(suite_dir: Path, job: Job) -> str:
+    """finished (nothing to do), started (a folder from an earlier attempt: continue it) or new."""
+    run_dir = Path(suite_dir) / job.folder
+    if read_run_status(run_dir) == COMPLETED and (run_dir / RESULTS_FILE).is_file():
+        return FINISHED
+    return STARTED if run_dir.exists() else NEW
