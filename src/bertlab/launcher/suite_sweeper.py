@@ -70,8 +70,8 @@ class SuiteSweeper(Sweeper):
         states = {job.number: job_state(suite_dir, job) for job in jobs}
         pending = [job for job in jobs if states[job.number] != FINISHED]
         print(
-            f"Suite {suite.name}: {len(suite.tasks)} tasks x {len(suite.seeds)} seeds x {len(starts)} starts = "
-            f"{len(jobs)} jobs in {suite_dir}; {len(jobs) - len(pending)} finished already, "
+            f"Suite {suite.name}: {len(suite.tasks)} task(s) x {len(suite.seeds)} seed(s) x {len(starts)} "
+            f"start(s) = {len(jobs)} jobs in {suite_dir}; {len(jobs) - len(pending)} finished already, "
             f"{sum(states[job.number] == NEW for job in pending)} to start, "
             f"{sum(states[job.number] != NEW for job in pending)} to continue",
             flush=True,

@@ -81,6 +81,8 @@ def steps_figure(
 ) -> Figure:
     """Each curve (a run's overall score, and each task's main metric) against the pretraining step of the
     kept checkpoints it started from; horizontal lines for the other starts (scratch, baseline)."""
+    from matplotlib.ticker import MaxNLocator
+
     figure = _figure(7.2, 4.8)
     axes = figure.add_subplot()
     for label, (steps, values) in curves.items():
@@ -95,10 +97,11 @@ def steps_figure(
                 alpha=1.0 if overall else 0.6,
                 label=label,
             )
-    for label, value in references.items():
-        axes.axhline(
-            value, linestyle="--" if not label.startswith("baseline") else ":", color="grey", label=label
-        )
+    styles = [("--", "dimgrey"), ("-.", "black"), ((0, (5, 1, 1, 1, 1, 1)), "tab:brown"), ("--", "tab:olive")]
+    for index, (label, value) in enumerate(references.items()):
+        style, colour = (":", "grey") if label.startswith("baseline") else styles[index % len(styles)]
+        axes.axhline(value, linestyle=style, color=colour, label=label)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("pretraining step of the checkpoint")
     axes.set_ylabel("test main metric, median over seeds")
     axes.set_title(textwrap.fill(title, 80), fontsize=10)

@@ -172,8 +172,13 @@ def _spread_text(spread: Spread | None, seeds: int, bold: bool) -> str:
 
 
 def _best(values: list[float | None]) -> float | None:
+    """The value to set in bold: the highest of two or more that differ (None when all are equal)."""
     finite = [value for value in values if value is not None and not math.isnan(value)]
-    return max(finite) if len(finite) > 1 else None
+    return max(finite) if len(finite) > 1 and max(finite) > min(finite) else None
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def table_markdown(table: SuiteTable) -> str:
@@ -184,7 +189,8 @@ def table_markdown(table: SuiteTable) -> str:
     if suite.description:
         lines += [suite.description, ""]
     lines += [
-        f"{len(suite.tasks)} tasks x {seeds} seeds x {len(starts)} starts; jobs finished: {table.finished} of "
+        f"{_count(len(suite.tasks), 'task')} x {_count(seeds, 'seed')} x {_count(len(starts), 'start')}; jobs "
+        f"finished: {table.finished} of "
         f"{table.jobs}. Test figures: the median over seeds (their range in brackets) of each task's main "
         f"metric; baseline: the linear baseline (TF-IDF) fitted on the same training split; overall: the mean "
         f"of the task medians, as GLUE's average.",
