@@ -67,6 +67,7 @@ overrides:
   - training.precision=32-true
   - tokenizer.max_length=32
   - logging.progress_bar=false
+  - logging.log_every_n_steps=2
 tasks:
   tags:
     data: reviews_tags
