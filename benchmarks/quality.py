@@ -9,8 +9,11 @@ Everything runs through launch.py, as a user would run it:
 
 1. pretraining on corpus.txt with a time budget of --minutes (training.budget.minutes: the schedule ends
    when the time does),
-2. a finetune from its best checkpoint, and one of the same architecture from random initialisation,
-   each for every seed (--seeds N: the median and the spread are reported),
+2. a suite of one task (the devset), written to <runs>/suite_conf/suite/quality.yaml and run with
+   `launch.py -m +experiment=suite suite=quality suite.starts=[run:pretrained,scratch]`: a finetune from the
+   pretraining's best checkpoint and one of the same architecture from random initialisation, for every seed
+   (--seeds N). The figures are the suite's (suite.csv: median and range over seeds), so the suite command
+   reproduces them; a rerun with the same --runs folder skips the finetunes that finished,
 3. the TF-IDF + logistic-regression baseline, which every finetune computes on the same split.
 
     python benchmarks/quality.py devsets/healthtweets --minutes 15 --seeds 3
@@ -18,9 +21,9 @@ Everything runs through launch.py, as a user would run it:
         --pretrain-override mlm_head.masking.unit=word          # one arm of an ablation
     python benchmarks/quality.py --tiny            # seconds: generated data, a few steps (checks the script)
 
---train-examples N finetunes on the first N training examples (the devsets are in random order), and
---val-examples N picks its best checkpoint on the first N validation examples; the test split is always
-whole; --pretrained-run reuses a finished pretraining run folder instead of pretraining;
+--train-examples N finetunes on the first N training examples (the devsets are in random order; the suite
+task's train_examples), and --val-examples N picks its best checkpoint on the first N validation examples;
+the test split is always whole; --pretrained-run reuses a finished pretraining run folder instead of pretraining;
 --no-scratch leaves the random-initialisation finetunes out (they do not depend on the pretraining).
 
 Prints a table (test accuracy and macro-F1 with the minutes each row took) and writes JSON.
@@ -41,6 +44,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: F401  (first: it sets OMP_WAIT_POLICY before torch loads)
 from common import RESULTS, launch, machine, print_table, write_json
+
+from bertlab.suite.starts import parse_start
 
 DEFAULT_OUTPUT = RESULTS / "quality.json"
 
@@ -66,8 +71,8 @@ SHAPES = {
 }
 
 
-def task_shape(dataset: Path) -> tuple[str, list[str]]:
-    """The problem type of a devset and the launch.py overrides that finetune it, from its first record."""
+def task_shape(dataset: Path) -> tuple[str, bool]:
+    """The problem type of a devset and whether its records are text pairs, from its first record."""
     with (dataset / "train.jsonl").open() as handle:
         record = json.loads(handle.readline())
     label = record["label"]
@@ -77,10 +82,7 @@ def task_shape(dataset: Path) -> tuple[str, list[str]]:
         problem_type = "regression"
     else:
         problem_type = "single_label_classification"
-    overrides = [f"classification_head.problem_type={problem_type}"]
-    if "text_pair" in record:
-        overrides.append("data.text_pair_field=text_pair")
-    return problem_type, overrides
+    return problem_type, "text_pair" in record
 
 
 def last_rows(run_dir: Path, stage: str) -> list[dict[str, str]]:
@@ -101,51 +103,81 @@ def pretraining_args(dataset: Path, architecture: str, tiny: bool) -> list[str]:
     return args
 
 
-def subset(dataset: Path, split: str, examples: int | None, workdir: Path) -> Path:
-    """`<split>.jsonl`, or its first `examples` lines in a file of their own (the devsets are shuffled)."""
-    if examples is None:
-        return dataset / f"{split}.jsonl"
-    path = workdir / f"{split}_{examples}.jsonl"
-    with (dataset / f"{split}.jsonl").open() as source, path.open("w") as target:
-        lines = [line for _, line in zip(range(examples), source, strict=False)]
-        target.writelines(lines)
-    if len(lines) < examples:
-        raise SystemExit(f"{dataset / split}.jsonl has only {len(lines)} examples, fewer than {examples}")
-    return path
+SUITE = "quality"
+TINY_FINETUNE = [
+    "training.max_epochs=1",
+    "training.min_steps=null",
+    "training.batch_size=16",
+    "tokenizer.max_length=48",
+]
 
 
-def finetune(
-    output: Path, name: str, dataset: Path, train: Path, val: Path, seed: int, source: list[str], tiny: bool
-) -> dict[str, Any]:
-    args = [
-        "+experiment=finetune",
-        f"experiment.name={name}",
-        f"experiment.seed={seed}",
-        *source,
-        "data=classification",
-        f"data.source.train={train}",
-        f"data.source.val={val}",
-        f"data.source.test={dataset / 'test.jsonl'}",
-        "logging.progress_bar=false",
-    ]
-    if tiny:
-        args += ["training.max_epochs=1", "training.min_steps=null", "training.batch_size=16"]
-        args += ["tokenizer.max_length=48"]
-    started = time.perf_counter()
-    launch(args, output)
-    seconds = time.perf_counter() - started
-    results = json.loads((output / "finetuning" / name / "results.json").read_text())
-    return {"seed": seed, "seconds": seconds, **results}
-
-
-def summarise(runs: list[dict[str, Any]], key: str) -> dict[str, float]:
-    values = [run[key] for run in runs]
-    return {
-        "median": statistics.median(values),
-        "min": min(values),
-        "max": max(values),
-        "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
+def write_suite(conf: Path, dataset: Path, options: argparse.Namespace) -> tuple[Path, str, str]:
+    """<conf>/suite/quality.yaml: the devset as the one task of a suite (a suite file of the user's form;
+    JSON is YAML), with the seeds and finetuning overrides asked. Returns it, the task's name and shape."""
+    problem_type, pairs = task_shape(dataset)
+    name = "".join(c if c.isalnum() or c in "_.+-" else "_" for c in dataset.resolve().name)
+    task: dict[str, Any] = {
+        "data": {split: str((dataset / f"{split}.jsonl").resolve()) for split in ("train", "val", "test")},
+        "problem_type": problem_type,
     }
+    if pairs:
+        task["text_pair_field"] = "text_pair"
+    if options.train_examples:
+        task["train_examples"] = options.train_examples
+    if options.val_examples:
+        task["val_examples"] = options.val_examples
+    suite = {
+        "description": f"benchmarks/quality.py on {dataset.name}",
+        "seeds": list(range(options.seeds)),
+        "scratch_architecture": options.architecture,
+        "overrides": [
+            "logging.progress_bar=false",
+            *(TINY_FINETUNE if options.tiny else []),
+            *options.finetune_override,
+        ],
+        "tasks": {name: task},
+    }
+    path = conf / "suite" / f"{SUITE}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(suite, indent=2) + "\n")
+    return path, name, problem_type
+
+
+def finetune_suite(workdir: Path, conf: Path, starts: dict[str, str]) -> float:
+    """Every finetune of the suite, one launch (`-m +experiment=suite`); returns its wall-clock seconds.
+    `starts`: the table's row name -> the suite start."""
+    started = time.perf_counter()
+    launch(
+        [
+            "-m",
+            "+experiment=suite",
+            f"suite={SUITE}",
+            f"hydra.searchpath=[file://{conf.resolve()}]",
+            f"suite.starts=[{','.join(starts.values())}]",
+        ],
+        workdir,
+        timeout=24 * 3600,
+    )
+    return time.perf_counter() - started
+
+
+def suite_rows(suite_dir: Path, task: str) -> dict[tuple[str, str], dict[str, str]]:
+    """The suite's table (suite.csv) for `task`: (metric, start label) -> its row."""
+    with (suite_dir / "suite.csv").open(newline="") as handle:
+        return {(row["metric"], row["start"]): row for row in csv.DictReader(handle) if row["task"] == task}
+
+
+def job_runs(suite_dir: Path, label: str, task: str, seeds: range) -> list[dict[str, Any]]:
+    """Each seed's results.json of one start, with the seconds its finetune took (from its folder's config,
+    written as the job started, to its results)."""
+    runs = []
+    for seed in seeds:
+        folder = suite_dir / label / task / f"seed{seed}"
+        results = folder / "results.json"
+        seconds = results.stat().st_mtime - (folder / ".hydra" / "config.yaml").stat().st_mtime
+        runs.append({"seed": seed, "seconds": seconds, **json.loads(results.read_text())})
+    return runs
 
 
 def pretrain(
@@ -232,9 +264,7 @@ def main() -> None:
             parser.error(
                 f"{dataset / name} does not exist; the folder needs train/val/test.jsonl and corpus.txt"
             )
-    problem_type, shape_overrides = task_shape(dataset)
-    train = subset(dataset, "train", options.train_examples, workdir)
-    val = subset(dataset, "val", options.val_examples, workdir)
+    suite_file, task, problem_type = write_suite(workdir / "suite_conf", dataset, options)
 
     if options.pretrained_run is None:
         pretrained_run, budget, pretrain_seconds = pretrain(workdir, dataset, options, interval)
@@ -258,42 +288,45 @@ def main() -> None:
         )
 
     seeds = range(options.seeds)
-    starts = {
-        "pretrained": [f"pretrained_experiment.name={pretrained_run.name}"],
-    }
+    starts = {"pretrained": f"run:{pretrained_run.name}"}  # table row -> suite start
     if not options.no_scratch:
-        starts["scratch"] = ["pretrained_experiment=none", f"architecture={options.architecture}"]
-    runs = {
-        start: [
-            finetune(
-                workdir,
-                f"{start}_{seed}",
-                dataset,
-                train,
-                val,
-                seed,
-                [*source, *shape_overrides, *options.finetune_override],
-                options.tiny,
-            )
-            for seed in seeds
-        ]
-        for start, source in starts.items()
-    }
-    baseline = runs["pretrained"][0]["baseline"]
+        starts["from scratch"] = f"scratch:{options.architecture}"
+    finetune_seconds = finetune_suite(workdir, suite_file.parent.parent, starts)
+    suite_dir = workdir / "suites" / SUITE
+    labels = {row: parse_start(start, options.architecture).label for row, start in starts.items()}
+    runs = {row: job_runs(suite_dir, label, task, seeds) for row, label in labels.items()}
+    table = suite_rows(suite_dir, task)
     figures = SHAPES[problem_type]
+
+    def figures_of(label: str) -> dict[str, dict[str, float]]:
+        """The suite's median and range (suite.csv) of each figure, and their spread over the seeds."""
+        return {
+            name: {
+                **{key: float(table[name, label][key]) for key in ("median", "min", "max")},
+                "stdev": statistics.stdev(values)
+                if len(values := [r[f"test/{name}"] for r in runs_of(label)]) > 1
+                else 0.0,
+            }
+            for name in figures
+        }
+
+    def runs_of(label: str) -> list[dict[str, Any]]:
+        return next(runs[row] for row, found in labels.items() if found == label)
+
+    baseline = runs["pretrained"][0]["baseline"]
     rows = {
         "baseline (TF-IDF + LR)": {
-            **{name: {"median": baseline[f"test/{name}"]} for name in figures},
+            **{name: {"median": float(table[name, labels["pretrained"]]["baseline"])} for name in figures},
             "minutes": baseline["seconds"] / 60,
         },
     }
-    if "scratch" in runs:
+    if "from scratch" in runs:
         rows["from scratch"] = {
-            **{name: summarise(runs["scratch"], f"test/{name}") for name in figures},
-            "minutes": statistics.median(run["seconds"] for run in runs["scratch"]) / 60,
+            **figures_of(labels["from scratch"]),
+            "minutes": statistics.median(run["seconds"] for run in runs["from scratch"]) / 60,
         }
     rows["pretrained"] = {
-        **{name: summarise(runs["pretrained"], f"test/{name}") for name in figures},
+        **figures_of(labels["pretrained"]),
         "minutes": (pretrain_seconds + statistics.median(r["seconds"] for r in runs["pretrained"])) / 60,
     }
 
@@ -333,6 +366,12 @@ def main() -> None:
             },
             "rows": rows,
             "runs": runs,
+            "suite": {
+                "file": str(suite_file),
+                "folder": str(suite_dir),
+                "starts": starts,
+                "launch_seconds": finetune_seconds,
+            },
             "run_folders": str(workdir),
         },
     )

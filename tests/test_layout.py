@@ -14,7 +14,7 @@ LAYERS = [
     ("saved_run",),
     ("training", "tasks", "reporting", "config.checks"),
     ("flow", "pretrained", "hf_import", "baseline", "trained_model"),
-    ("pretraining", "finetuning", "preparation", "evaluate", "export", "onnx_export", "predict"),
+    ("pretraining", "finetuning", "preparation", "evaluate", "export", "onnx_export", "predict", "suite"),
     ("run",),
     ("launcher",),
 ]

@@ -384,7 +384,7 @@ def test_a_task_becomes_the_overrides_of_its_finetune(tmp_path):
     assert jobs[0].overrides(suite)[:5] == [
         "suite.job='scratch/one/seed0'",
         "experiment.seed=0",
-        "data.seed=0",
+        "++data.split_seed=0",
         "pretrained_experiment=none",
         "architecture=bert_mini",
     ]

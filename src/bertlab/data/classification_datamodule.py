@@ -126,7 +126,9 @@ class ClassificationDataModule(SplitDataModule):
 
     `problem_type` (classification_head.problem_type, passed at run time) decides the labels' shape:
     `labels` is the label vocabulary, or for regression the one output's name (the label field), whose
-    training mean and deviation are `target_scale`.
+    training mean and deviation are `target_scale`. `seed` orders the training batches and carves val/test
+    off the training data (when they are not given); `split_seed` fixes the carving alone, so that runs of
+    several seeds (a suite's) share one split.
     """
 
     def __init__(
@@ -143,8 +145,10 @@ class ClassificationDataModule(SplitDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         problem_type: str = SINGLE_LABEL,
+        split_seed: int | None = None,
     ) -> None:
         super().__init__(val_ratio, test_ratio, seed, batch_size, num_workers, empty_splits=False)
+        self.split_seed = seed if split_seed is None else split_seed
         if not label_separator:
             raise BertlabError(
                 "must be a non-empty string (it splits a table cell into labels)", "label_separator"
@@ -171,7 +175,7 @@ class ClassificationDataModule(SplitDataModule):
             missing = [split for split in ("val", "test") if splits[split] is None]
             if missing:
                 train = list(splits["train"])
-                random.Random(self.seed).shuffle(train)
+                random.Random(self.split_seed).shuffle(train)
                 total = len(train)
                 for split in missing:
                     count = max(1, round(total * getattr(self, f"{split}_ratio")))
@@ -198,7 +202,7 @@ class ClassificationDataModule(SplitDataModule):
             self.fields,
             self.val_ratio,
             self.test_ratio,
-            self.seed,
+            self.split_seed,  # what the examples depend on (the batch order does not change them)
             tokenizer.fingerprint(),
             tokenizer.max_length,
             tokenizer.truncation,

@@ -37,8 +37,8 @@ class Job:
         """What makes the job this task, seed and start (the command's own overrides go after these)."""
         overrides = [
             override("suite.job", str(self.folder)),
-            f"experiment.seed={self.seed}",
-            f"data.seed={suite.data_seed}",
+            f"experiment.seed={self.seed}",  # initialisation and, through data.seed, the batch order
+            f"++data.split_seed={suite.split_seed}",  # val/test carved off by ratio: one split for every job
             *self.start.overrides,
         ]
         if self.start.kind == SCRATCH:

@@ -23,7 +23,7 @@ SUITE_KEYS = (
     "description",  # one line for the table's heading
     "seeds",  # a list of finetuning seeds (experiment.seed), or how many: 3 means [0, 1, 2]
     "starts",  # the starts when the command gives none (suite.starts=[...]); see starts.py
-    "data_seed",  # data.seed of every job: the same split for every seed and start
+    "split_seed",  # data.split_seed of every job: val/test carved off by ratio the same for every seed and start
     "devsets_dir",  # where ../shared/tools/make_devsets.py wrote the devsets (tasks interpolate it)
     "scratch_architecture",  # the architecture of the `scratch` start (conf/architecture option)
     "scratch_overrides",  # overrides only the from-scratch start gets (its tokenizer, say)
@@ -103,7 +103,7 @@ class Suite:
     description: str
     seeds: tuple[int, ...]
     starts: tuple[str, ...]
-    data_seed: int
+    split_seed: int
     scratch_architecture: str
     scratch_overrides: tuple[str, ...]
     overrides: tuple[str, ...]
@@ -177,7 +177,7 @@ def parse_suite(name: str, values: dict[str, Any]) -> Suite:
         description=str(values.get("description") or ""),
         seeds=tuple(seeds),
         starts=_texts(starts, "suite.starts"),
-        data_seed=_integer(values.get("data_seed", 0), "suite.data_seed"),
+        split_seed=_integer(values.get("split_seed", 0), "suite.split_seed"),
         scratch_architecture=_text(
             values.get("scratch_architecture", "bert_tiny"), "suite.scratch_architecture"
         ),

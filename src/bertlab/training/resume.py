@@ -271,6 +271,7 @@ INTRODUCED_KEYS = {
     "architecture.type_vocab_size": 0,
     "data.source.train_examples": None,
     "data.source.val_examples": None,
+    "data.split_seed": None,
 }
 
 
