@@ -314,7 +314,7 @@ def test_starts_read_naturally_in_hydra():
     ]:
         with pytest.raises(BertlabError, match="^suite.starts: " + message):
             parse_start(text, "bert_tiny")
-    with pytest.raises(BertlabError, match="start from the same place"):
+    with pytest.raises(BertlabError, match="share the label 'base'"):
         parse_starts(["run:base", "run:base@best"], "bert_tiny")
 
 

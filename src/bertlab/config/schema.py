@@ -144,6 +144,24 @@ class FinetuneTrainingConfig(TrainingConfig):
 
 
 @dataclass
+class SuiteConfig:
+    """The keys a suite may set (conf/suite/*.yaml, merged onto this): a key it omits is null here, so that
+    the command line can still set it (suite.starts=[...]); an unknown one is refused. bertlab/suite/spec.py
+    checks the values, the tasks' entries and gives the defaults."""
+
+    description: str | None = None
+    seeds: Any = None  # a list of seeds or how many
+    starts: list[str] | None = None
+    split_seed: int | None = None
+    devsets_dir: str | None = None
+    scratch_architecture: str | None = None
+    scratch_overrides: list[str] | None = None
+    overrides: list[str] | None = None
+    tasks: Any = None  # task name -> its entry
+    job: str | None = None  # set by the suite's sweeper for each job: <start>/<task>/seed<N>
+
+
+@dataclass
 class RunConfig:
     """The root: typed experiment section; the other sections come from their groups."""
 

@@ -11,6 +11,7 @@ from bertlab.config.schema import (
     PretrainedExperimentConfig,
     PretrainTrainingConfig,
     RunConfig,
+    SuiteConfig,
 )
 from bertlab.errors import BertlabError
 from bertlab.model.classification_head import check_problem_type
@@ -55,3 +56,4 @@ def register() -> None:
     store.store(
         group="pretrained_experiment", name="pretrained_experiment_schema", node=PretrainedExperimentConfig
     )
+    store.store(name="suite_schema", node=SuiteConfig)  # experiment/suite.yaml: /suite_schema@suite

@@ -175,7 +175,7 @@ def best_record(records: list[dict[str, Any]]) -> dict[str, Any] | None:
         return None
     if len({(record.get("monitor"), record.get("mode")) for record in candidates}) > 1:
         # A suite's tasks monitor their own metrics by design; no job is best there, and nothing is wrong.
-        log.info("sweep jobs monitor different metrics; no job is marked best")
+        log.debug("sweep jobs monitor different metrics; no job is marked best")
         return None
     choose = max if candidates[0].get("mode") == "max" else min
     return choose(candidates, key=lambda record: to_float(record["best_value"]))

@@ -157,6 +157,7 @@ def parse_suite(name: str, values: dict[str, Any]) -> Suite:
     if not NAME.match(name):
         raise BertlabError(f"must be a plain name (letters, digits, _ . + -), got {name!r}", "suite")
     _unknown(values, SUITE_KEYS, "suite")
+    values = {key: value for key, value in values.items() if value is not None}  # null: the default
     seeds = values.get("seeds", 3)
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = list(range(_integer(seeds, "suite.seeds", minimum=1)))

@@ -88,7 +88,11 @@ def parse_starts(texts: list[str], scratch_architecture: str) -> list[Start]:
     for label in labels:
         if labels.count(label) > 1:
             twins = [start.text for start in starts if start.label == label]
-            raise BertlabError(f"{twins} start from the same place ({label!r}); give each start once", KEY)
+            raise BertlabError(
+                f"{twins} share the label {label!r} (their jobs' folder and the table's column): the same start "
+                f"twice, or two folders of one name; give each start once",
+                KEY,
+            )
     return starts
 
 
