@@ -3,6 +3,7 @@
 python launch.py +experiment=pretrain [overrides]      one run  -> runs/pretraining/<name>/
 python launch.py -m +experiment=pretrain a=1,2          a sweep  -> runs/pretraining/sweeps/...
 python launch.py +experiment=pretrain --cfg job         print the composed config
+python launch.py -m +experiment=suite suite=smoke       a suite: tasks x seeds x starts -> runs/suites/smoke/
 
 Exit status: 0 done; 2 bad input (one `Error:` line, nothing written); 75 stopped by a signal after saving
 checkpoints/model.ckpt (relaunch the same command with training.resume.is_resume=auto to continue).

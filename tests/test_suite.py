@@ -10,6 +10,8 @@ pretraining (training.checkpoint.keep_steps) as the starts of a suite.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import signal
@@ -20,9 +22,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from hydra import compose, initialize_config_dir
 
 from bertlab.data.embedded_corpus import generate_labelled
 from bertlab.errors import BertlabError
+from bertlab.launcher.registration import register
+from bertlab.launcher.run_folder_guard import RunFolderGuard
 from bertlab.run import run
 from bertlab.run_folder import RESULTS_FILE, write_json
 from bertlab.suite.jobs import Job, suite_jobs
@@ -235,51 +241,61 @@ def test_joblib_with_two_workers_gives_the_table_of_the_sequential_run(finished_
             "Error: suite.tasks.pairs.data.train: file '{conf}/nowhere/train.jsonl' does not exist",
         ),
         (
-            "missing_field",
-            "Error: suite.tasks.pairs.text_pair_field: {conf}/pairs/train.jsonl:1 has no 'second'",
-        ),
-        ("missing_start", "Error: suite.starts: 'run:nope': there is no pretraining run"),
-        (
-            "unknown_key",
-            "Error: suite.tasks.sizes.lrr: unknown key; suite.tasks.sizes takes data, problem_type",
+            "missing_start",
+            "Error: suite.starts: 'run:nope': there is no pretraining run '{output}/pretraining/nope'",
         ),
     ],
 )
-def test_each_bad_input_is_one_error_line_before_any_job(
-    finished_suite, suite_conf, tmp_path, case, expected
-):
-    """Refused before the first job, exit 2; nothing is created, and an existing suite stays as it was."""
+def test_bad_input_is_one_error_line_before_any_job(finished_suite, suite_conf, tmp_path, case, expected):
+    """Refused before the first job, exit 2; nothing is created, and an existing suite stays as it was. Every
+    refusal of the suite's checks takes this path (the others' lines: the plain-Python tests below)."""
     conf = tmp_path / "conf"
-    pairs = suite_conf / "pairs"
-    if case == "missing_file":
-        suite_file(conf, "bad", conf / "nowhere")
-    elif case == "missing_field":
-        suite_file(conf, "bad", pairs)
-        path = conf / "suite/bad.yaml"
-        path.write_text(path.read_text().replace("text_pair_field: text_pair", "text_pair_field: second"))
-    elif case == "unknown_key":
-        suite_file(conf, "bad", pairs)
-        path = conf / "suite/bad.yaml"
-        path.write_text(
-            path.read_text().replace("main_metric: pearson", "main_metric: pearson\n    lrr: 0.001")
-        )
-    else:
-        suite_file(conf, "bad", pairs, extra="")
+    suite_file(conf, "bad", conf / "nowhere" if case == "missing_file" else suite_conf / "pairs")
     more = ["suite.starts=[run:nope,scratch]"] if case == "missing_start" else []
     output_dir = finished_suite[0]
     before = snapshot(output_dir)
     result = launch(suite_args(conf, "bad", *more), output_dir, flags=("-m",), check=False)
-    assert only_error_line(result).startswith(
-        expected.format(conf=conf if case != "missing_field" else suite_conf)
-    )
+    assert only_error_line(result).startswith(expected.format(conf=conf, output=output_dir))
     assert snapshot(output_dir) == before
     assert not (output_dir / "suites" / "bad").exists() and not list((output_dir / "suites").glob(".*lock"))
 
 
-def test_a_suite_without_multirun_is_refused(suite_conf, tmp_path):
-    result = launch(suite_args(suite_conf), tmp_path, check=False)
-    assert only_error_line(result).startswith("Error: suite: a suite is a multirun of finetunes: add -m")
+def test_a_suite_without_multirun_is_refused(tmp_path, capsys):
+    register()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "config", ["+experiment=suite", f"experiment.output_dir={tmp_path}"], return_hydra_config=True
+        )
+    with pytest.raises(SystemExit) as stop:
+        RunFolderGuard().on_run_start(cfg)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == (
+        "Error: suite: a suite is a multirun of finetunes: add -m (python launch.py -m +experiment=suite "
+        "suite=<name> ...)\n"
+    )
     assert not any(tmp_path.iterdir())
+
+
+def test_a_bad_suite_file_names_its_key_in_one_line(tmp_path):
+    """What the suite's checks say (launch.py prints it as its one Error line): an unknown key in a task,
+    a field a file's first record lacks."""
+    conf = tmp_path / "conf"
+    pairs = write_pairs(tmp_path / "pairs")
+    path = suite_file(conf, "bad", pairs)
+    values = yaml.safe_load(path.read_text())
+    values["tasks"]["sizes"]["lrr"] = 0.001
+    with pytest.raises(BertlabError) as error:
+        parse_suite("bad", values)
+    assert str(error.value).startswith("suite.tasks.sizes.lrr: unknown key; suite.tasks.sizes takes data,")
+    del values["tasks"]["sizes"]["lrr"]
+    values["tasks"]["pairs"]["text_pair_field"] = "second"
+    with pytest.raises(BertlabError) as error:
+        for task in parse_suite("bad", values).tasks:
+            check_task_data(task)
+    assert str(error.value) == (
+        f"suite.tasks.pairs.text_pair_field: {pairs}/train.jsonl:1 has no 'second' field; set text_pair_field "
+        f"to the field that holds it"
+    )
 
 
 # -- plain Python: starts, the suite's checks, the table -----------------------------------------------------
@@ -463,9 +479,6 @@ def test_the_table_is_the_median_and_range_over_seeds_and_the_mean_of_task_media
 
 
 def read_csv_text(text: str) -> list[dict[str, str]]:
-    import csv
-    import io
-
     return list(csv.DictReader(io.StringIO(text)))
 
 
