@@ -31,7 +31,7 @@ from bertlab.launcher.registration import register
 from bertlab.launcher.run_folder_guard import RunFolderGuard
 from bertlab.run import run
 from bertlab.run_folder import RESULTS_FILE, write_json
-from bertlab.suite.jobs import Job, suite_jobs
+from bertlab.suite.jobs import Job, check_finished_job, suite_jobs
 from bertlab.suite.spec import check_task_data, parse_suite
 from bertlab.suite.starts import parse_start, parse_starts
 from bertlab.suite.table import read_table, table_csv, table_markdown
@@ -520,3 +520,28 @@ def test_kept_checkpoints_survive_a_resume_and_start_a_suite_along_the_run(suite
     started = json.loads((suite_dir / "base@step12/sizes/seed0/run.json").read_text())
     assert started["pretrained_from"]["checkpoint"].endswith("pretraining/base/checkpoints/step-12.ckpt")
     assert (suite_dir / "steps.png").stat().st_size > 0
+
+
+def test_a_finished_job_that_ran_with_other_settings_is_refused_not_skipped(tmp_path):
+    suite = parse_suite("mine", SUITE)
+    (job, *_) = suite_jobs(suite, parse_starts(["scratch"], "bert_tiny"))
+    command = [
+        "+experiment=suite",
+        "suite=mine",
+        "suite.starts=[scratch]",
+        f"experiment.output_dir={tmp_path}",
+    ]
+    ran = [*job.overrides(suite), *command]
+    record = tmp_path / job.folder / ".hydra" / "overrides.yaml"
+    record.parent.mkdir(parents=True)
+    record.write_text(yaml.safe_dump(ran))
+    # Which jobs a launch runs (suite.*) and where do not change the job: it is skipped.
+    check_finished_job(
+        tmp_path, job, [*job.overrides(suite), "+experiment=suite", "suite=mine", "suite.seeds=[0]"]
+    )
+    with pytest.raises(BertlabError) as error:
+        check_finished_job(tmp_path, job, [*ran, "training.max_steps=25"])
+    assert str(error.value).startswith(
+        "suite: job 'scratch/one/seed0' finished with other settings (this launch adds "
+        "['training.max_steps=25']); nothing was changed."
+    )

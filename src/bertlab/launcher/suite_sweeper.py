@@ -2,9 +2,9 @@
 seed x start, launched as one multirun by whichever launcher is chosen (basic, joblib, slurm, submitit).
 
 Hydra's side only: the suite's logic is bertlab/suite/ (plain Python). Before any job starts the sweeper
-reads and checks the suite, its starts and its tasks' files, and composes one job of every task and start
-(a config error is Hydra's); a problem ends the launch with one `Error:` line, exit status 2, nothing
-created. Then it launches the jobs that have not finished (a finished one's folder is not touched; an
+reads and checks the suite, its starts and its tasks' files, composes one job of every task and start (a
+config error is Hydra's), and checks that each finished job ran with the settings this launch gives it; a
+problem ends the launch with one `Error:` line, exit status 2, nothing created. Then it launches the jobs that have not finished (a finished one's folder is not touched; an
 interrupted one continues, is_resume=auto), writes suite.csv, suite.md and the plots, and prints the table.
 A failed job leaves its cells empty and the command exits 1: run it again to retry.
 """
@@ -33,7 +33,7 @@ from bertlab.errors import BertlabError
 from bertlab.launcher.hydra_errors import one_line
 from bertlab.launcher.run_folder_guard import refuse_sweep
 from bertlab.reporting.sweep_summary import error_text
-from bertlab.suite.jobs import FINISHED, NEW, Job, job_state, suite_jobs
+from bertlab.suite.jobs import FINISHED, NEW, Job, check_finished_job, job_state, suite_jobs
 from bertlab.suite.spec import Suite, check_task_data, parse_suite
 from bertlab.suite.starts import KEY as STARTS_KEY
 from bertlab.suite.starts import Start, check_start, parse_starts
@@ -68,6 +68,12 @@ class SuiteSweeper(Sweeper):
             refuse_sweep(error, suite_dir)
         jobs = suite_jobs(suite, starts)
         states = {job.number: job_state(suite_dir, job) for job in jobs}
+        try:
+            for job in jobs:
+                if states[job.number] == FINISHED:
+                    check_finished_job(suite_dir, job, [*job.overrides(suite), *command])
+        except BertlabError as error:
+            refuse_sweep(error, suite_dir)
         pending = [job for job in jobs if states[job.number] != FINISHED]
         print(
             f"Suite {suite.name}: {len(suite.tasks)} task(s) x {len(suite.seeds)} seed(s) x {len(starts)} "

@@ -9,14 +9,21 @@ training.resume.is_resume=auto, which continues an interrupted run and starts a 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
+from bertlab.errors import BertlabError
 from bertlab.run_folder import COMPLETED, RESULTS_FILE, read_run_status
 from bertlab.suite.spec import Suite, Task, override
 from bertlab.suite.starts import SCRATCH, Start
 
 FINISHED, STARTED, NEW = "finished", "started", "new"
+JOB_OVERRIDES = Path(".hydra", "overrides.yaml")  # what Hydra records of the overrides a job ran with
+# Overrides that choose which jobs a launch runs, or where, without changing what a job does.
+NOT_THE_JOB = ("suite.", "+suite.", "++suite.", "~suite.", "experiment.output_dir=")
 
 
 @dataclass(frozen=True)
@@ -59,3 +66,34 @@ def job_state(suite_dir: Path, job: Job) -> str:
     if read_run_status(run_dir) == COMPLETED and (run_dir / RESULTS_FILE).is_file():
         return FINISHED
     return STARTED if run_dir.exists() else NEW
+
+
+def job_settings(overrides: Sequence[str]) -> list[str]:
+    """The overrides that make a job what it is (not which jobs a launch runs, nor where)."""
+    return [item for item in overrides if not item.startswith(NOT_THE_JOB)]
+
+
+def check_finished_job(suite_dir: Path, job: Job, overrides: Sequence[str]) -> None:
+    """A finished job is skipped, so it must be the job this launch asks for: refuse one that ran with other
+    settings (the suite or the command changed since), rather than put its figures in this table."""
+    recorded_file = Path(suite_dir) / job.folder / JOB_OVERRIDES
+    try:
+        recorded = job_settings(yaml.safe_load(recorded_file.read_text()) or [])
+    except (OSError, yaml.YAMLError):
+        return  # not written by a suite launch (no record): nothing to compare
+    asked = job_settings(overrides)
+    if recorded == asked:
+        return
+    added = [item for item in asked if item not in recorded]
+    dropped = [item for item in recorded if item not in asked]
+    change = "; ".join(
+        part
+        for part in (f"this launch adds {added}" if added else "", f"drops {dropped}" if dropped else "")
+        if part
+    )
+    raise BertlabError(
+        f"job {str(job.folder)!r} finished with other settings ({change or 'its overrides in another order'}); "
+        f"nothing was changed. Keep its results under another suite name (a copy of the suite file) or "
+        f"experiment.output_dir, or delete {str(Path(suite_dir) / job.folder)!r} to run it again",
+        "suite",
+    )
