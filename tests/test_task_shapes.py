@@ -418,7 +418,7 @@ def test_the_pair_baseline_compares_the_two_texts():
     train, val, test = ([example() for _ in range(n)] for n in (1500, 300, 300))
     results = linear_baseline(train, val, test, ["apart", "shared"], "single_label_classification")
     assert results["test/accuracy"] > 0.95, results
-    assert results["model"] == "tfidf_1-2gram_logistic_regression"
+    assert results["model"] == "tfidf_1-2gram_of_each_text_and_their_product_logistic_regression"
 
 
 def test_runs_saved_before_the_problem_type_existed_still_resume():
