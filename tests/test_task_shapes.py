@@ -499,3 +499,16 @@ def test_ddp_multi_label_chooses_one_threshold_from_every_process_share(tmp_path
     gold = [[label in r["label"].split(",") for label in labels] for r in rows]
     predicted = [[float(r[f"p_{label}"]) >= results["threshold"] for label in labels] for r in rows]
     assert results["test/micro_f1"] == pytest.approx(f1_score(gold, predicted, average="micro"), abs=1e-6)
+
+
+@pytest.mark.parametrize("shape", ["tags", "sizes"])
+def test_evaluate_scores_a_new_file_of_the_runs_shape(shape_runs, shape, tmp_path):
+    from bertlab.data.embedded_corpus import generate_labelled
+    from bertlab.evaluate import evaluate
+
+    records = [{"text": text, "label": label} for text, label in generate_labelled(shape, 40, seed=9)]
+    folder = evaluate(shape_runs[shape], jsonl(tmp_path / "new.jsonl", records), None, None, "best")
+    results = json.loads((folder / "results.json").read_text())
+    main = {"tags": "test/micro_f1", "sizes": "test/spearman"}[shape]
+    assert main in results and results["data"] == str(tmp_path / "new.jsonl")
+    assert len(read_csv(folder / "predictions.csv")) == 40
