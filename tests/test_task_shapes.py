@@ -512,3 +512,14 @@ def test_evaluate_scores_a_new_file_of_the_runs_shape(shape_runs, shape, tmp_pat
     main = {"tags": "test/micro_f1", "sizes": "test/spearman"}[shape]
     assert main in results and results["data"] == str(tmp_path / "new.jsonl")
     assert len(read_csv(folder / "predictions.csv")) == 40
+
+
+@pytest.mark.parametrize("shape", ["tags", "sizes"])
+def test_each_shape_trains_under_bf16_autocast_whatever_the_cpu(tmp_path, shape):
+    """precision=auto picks bf16-mixed on CPUs with native bf16 and on most GPUs: forced here."""
+    run_dir = finetune(tmp_path, "bf16", shape, "training.precision=bf16-mixed", "training.max_steps=8")
+    results = json.loads((run_dir / "results.json").read_text())
+    figures = [value for key, value in results.items() if key.startswith("test/")]
+    assert figures and all(math.isfinite(value) for value in figures), results
+    rows = read_csv(run_dir / "predictions.csv")
+    assert all(math.isfinite(float(row["prediction"])) for row in rows) if shape == "sizes" else rows
