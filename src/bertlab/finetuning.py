@@ -17,14 +17,13 @@ import torch
 from omegaconf import DictConfig
 
 from bertlab.baseline import linear_baseline
-from bertlab.config.checks import check_finetuning
 from bertlab.config.instantiate import edited_config, instantiate_node, instantiate_section, plain_config
 from bertlab.errors import BertlabError
-from bertlab.flow import BuiltRun, RunPlan, configured_lr, resumes, run_tokenizer
+from bertlab.flow import BuiltRun, RunPlan, check_run_kind, configured_lr, resumes, run_tokenizer
 from bertlab.hf_import import HFStart, finetuning_source
 from bertlab.pretrained import inherit_architecture, load_backbone, open_pretrained_run
 from bertlab.reporting.test_outputs import write_test_outputs
-from bertlab.run_folder import LABELS_FILE, write_json
+from bertlab.run_folder import LABELS_FILE, check_run_name, write_json
 from bertlab.saved_run import SavedRun
 from bertlab.tasks.classification import EVAL_COLUMNS, TRAIN_COLUMNS, SequenceClassifier
 from bertlab.tokenizer import TextTokenizer
@@ -69,6 +68,29 @@ def freeze_schedule(backbone: Any, freeze: dict[str, Any]) -> FreezeSchedule:
         )
     except BertlabError as error:
         raise error.in_section("training.freeze") from None
+
+
+def check_finetuning(cfg: DictConfig) -> None:
+    """What a finetuning run's config must satisfy beyond the common checks (flow.check_run_config)."""
+    check_run_kind(cfg, "finetuning", "classification", ("val/macro_f1", "val/accuracy", "val/loss"))
+    decay = cfg.training.layerwise_lr_decay
+    if not 0.0 < decay <= 1.0:
+        raise BertlabError(f"must be in (0, 1], got {decay}", "training.layerwise_lr_decay")
+    head_lr = cfg.training.head_lr
+    if head_lr is not None and not head_lr > 0:
+        raise BertlabError(f"must be positive or null, got {head_lr}", "training.head_lr")
+    if cfg.training.max_steps == -1 and cfg.training.max_epochs is None:
+        raise BertlabError(
+            "is -1 (no step limit) but training.max_epochs is null; set one of them", "training.max_steps"
+        )
+    pretrained = cfg.pretrained_experiment
+    if pretrained.name is not None:
+        check_run_name(pretrained.name, "pretrained_experiment.name")
+    if pretrained.name is not None and pretrained.checkpoint is None:
+        raise BertlabError(
+            "must be best, last or a path when pretrained_experiment.name is set",
+            "pretrained_experiment.checkpoint",
+        )
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from omegaconf import DictConfig
 
 from bertlab.config.instantiate import instantiate_section, plain_config
 from bertlab.config.schema import resume_may_change
+from bertlab.data.loader_workers import resolve_num_workers
 from bertlab.errors import BertlabError
 from bertlab.reporting.plots import write_run_plots
 from bertlab.run_folder import (
@@ -42,6 +43,7 @@ from bertlab.run_folder import (
     RUN_INFO_FILE,
     RUNNING,
     TOKENIZER_FILE,
+    check_run_name,
     hold_run_folder,
     release_run_folder,
     write_json,
@@ -54,6 +56,7 @@ from bertlab.training.distributed import (
     refuse_relaunch_in_sweep,
     wait_for_file,
 )
+from bertlab.training.finetuning_lr import AUTO
 from bertlab.training.interruption import StepBoundaryCheckpoint, TrainingInterrupted
 from bertlab.training.loggers import finish_wandb, wandb_logger, wandb_run_info
 from bertlab.training.metric_files import RunFolderCSVLogger
@@ -72,6 +75,102 @@ IRRELEVANT_WARNINGS = (
     # Evaluation metrics are torchmetrics objects, which synchronise across DDP processes themselves.
     r"It is recommended to use `self.log\('.*sync_dist=True",
 )
+
+
+MONITOR_MODES = ("min", "max")
+PROGRESS_BAR = ("auto", "true", "false")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
+    value = cfg
+    for part in key.split("."):
+        value = value[part]
+    if value is None or value < (0 if allow_zero else 1):
+        raise BertlabError(
+            f"must be a {'non-negative' if allow_zero else 'positive'} integer, got {value}", key
+        )
+
+
+def check_run_config(cfg: DictConfig) -> None:
+    """Checks Hydra cannot do, shared by every kind of training run: value ranges and relations between
+    sections, each naming the key to fix."""
+    check_run_name(cfg.experiment.name)
+    if cfg.training.resume.resume_pretraining_name is not None:
+        check_run_name(cfg.training.resume.resume_pretraining_name, "training.resume.resume_pretraining_name")
+    if cfg.training.max_steps != -1:
+        _positive(cfg, "training.max_steps")
+    for key in (
+        "training.batch_size",
+        "training.accumulate_grad_batches",
+        "training.devices",
+        "training.checkpoint.every_n_steps",
+        "logging.log_every_n_steps",
+    ):
+        if key == "training.devices" and not isinstance(cfg.training.devices, int):
+            continue
+        _positive(cfg, key)
+    try:
+        resolve_num_workers(cfg.training.num_workers, "cpu")  # validates auto | a non-negative int
+    except BertlabError as error:
+        raise error.in_section("training") from None
+    if cfg.training.val_check_interval is not None:
+        _positive(cfg, "training.val_check_interval")
+    if cfg.training.max_epochs is not None:
+        _positive(cfg, "training.max_epochs")
+    if cfg.training.get("min_steps") is not None:
+        _positive(cfg, "training.min_steps")
+    clip = cfg.training.gradient_clip_val
+    if clip is not None and clip <= 0:
+        raise BertlabError(
+            f"must be positive or null (no clipping), got {clip}", "training.gradient_clip_val"
+        )
+    if cfg.training.checkpoint.mode not in MONITOR_MODES:
+        raise BertlabError(
+            f"must be one of {list(MONITOR_MODES)}, got {cfg.training.checkpoint.mode!r}",
+            "training.checkpoint.mode",
+        )
+    if str(cfg.logging.progress_bar).lower() not in PROGRESS_BAR:
+        raise BertlabError(
+            f"must be auto, true or false, got {cfg.logging.progress_bar!r}", "logging.progress_bar"
+        )
+    if cfg.logging.wandb.mode not in WANDB_MODES:
+        raise BertlabError(
+            f"must be one of {list(WANDB_MODES)}, got {cfg.logging.wandb.mode!r}", "logging.wandb.mode"
+        )
+    if not isinstance(cfg.training.scheduler, DictConfig):
+        raise BertlabError(
+            f"got {cfg.training.scheduler!r}; a schedule is a config group, chosen with "
+            f"training/scheduler=<name> (warmup_then_decay, wsd, one_cycle, triangle)",
+            "training.scheduler",
+        )
+    lr = cfg.training.optimizer.get("lr")
+    if lr == AUTO:
+        if cfg.experiment.kind != "finetuning":
+            raise BertlabError(
+                "auto is the finetuning rule (bertlab.training.finetuning_lr); give a number here",
+                "training.optimizer.lr",
+            )
+    elif lr is not None and not (isinstance(lr, int | float) and lr > 0):
+        raise BertlabError(f"must be positive or auto (finetuning), got {lr}", "training.optimizer.lr")
+    resume = cfg.training.resume
+    if resume.resume_pretraining_name is not None and not resume.is_resume:
+        raise BertlabError(
+            "is set but training.resume.is_resume is false; add training.resume.is_resume=true to resume from it",
+            "training.resume.resume_pretraining_name",
+        )
+
+
+def check_run_kind(cfg: DictConfig, kind: str, runs: str, monitors: tuple[str, ...]) -> None:
+    """The common checks, the experiment kind and the metrics a kind of run can pick its best checkpoint by."""
+    check_run_config(cfg)
+    if cfg.experiment.kind != kind:
+        raise BertlabError(
+            f"must be {kind!r} for {runs} runs, got {cfg.experiment.kind!r}", "experiment.kind"
+        )
+    monitor = cfg.training.checkpoint.monitor
+    if monitor not in monitors:
+        raise BertlabError(f"must be one of {list(monitors)}, got {monitor!r}", "training.checkpoint.monitor")
 
 
 @dataclass(frozen=True)
