@@ -134,7 +134,7 @@ def test_architectures_bert_cannot_express_are_refused_naming_the_option(
     out = tmp_path / "hf"
     assert main([str(run_dir), "--to", "hf", str(out)]) == 2
     message = capsys.readouterr().err
-    assert f"bertlab-export: error: {key}: " in message
+    assert f"Error: {key}: " in message
     assert "Hugging Face BERT" in message
     assert not out.exists()
 

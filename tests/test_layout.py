@@ -9,7 +9,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "bertlab"
 
 # Bottom to top; a module may import its own layer or the ones below, never one above.
 LAYERS = [
-    ("errors", "atomic_write", "run_folder", "progress"),
+    ("errors", "atomic_write", "output_lock", "run_folder", "progress"),
     ("model", "tokenizer", "data", "config"),
     ("saved_run",),
     ("training", "tasks", "reporting"),

@@ -37,6 +37,7 @@ def evaluate(
         "run",
         task="classification",
         missing="checkpoint {candidates} does not exist; is {run_dir} a finetuning run?",
+        checkpoint_key="--checkpoint",
     )
     config = run.config
     labels = run.labels()

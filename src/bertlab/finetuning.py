@@ -19,7 +19,15 @@ from omegaconf import DictConfig
 from bertlab.baseline import linear_baseline
 from bertlab.config.instantiate import edited_config, instantiate_node, instantiate_section, plain_config
 from bertlab.errors import BertlabError
-from bertlab.flow import BuiltRun, RunPlan, check_run_kind, configured_lr, resumes, run_tokenizer
+from bertlab.flow import (
+    BuiltRun,
+    RunPlan,
+    check_run_kind,
+    configured_lr,
+    resume_source_key,
+    resumes,
+    run_tokenizer,
+)
 from bertlab.hf_import import HFStart, finetuning_source
 from bertlab.pretrained import inherit_architecture, load_backbone, open_pretrained_run
 from bertlab.reporting.test_outputs import write_test_outputs
@@ -135,6 +143,7 @@ class Finetuning:
             pretrained_architecture = hf.model.architecture
         elif source.name is not None:
             pretrained = open_pretrained_run(cfg.experiment.output_dir, source.name, source.checkpoint)
+            pretrained.tokenizer()  # a damaged tokenizer file is refused before anything is written
             pretrained_architecture = pretrained.config["architecture"]
         else:
             pretrained_architecture = None
@@ -192,6 +201,7 @@ class Finetuning:
             run_dir,
             source_run,
             fit=lambda fresh: fresh.fit([text for text, _ in inputs.examples["train"]]),
+            source_key="pretrained_experiment.name" if inputs.pretrained else resume_source_key(self.cfg),
         )
         if is_main_process():
             write_json(run_dir / LABELS_FILE, datamodule.labels)

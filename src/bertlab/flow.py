@@ -353,24 +353,38 @@ def configured_lr(optimizer: DictConfig) -> float:
     return float(lr)
 
 
-def run_tokenizer(tokenizer: Any, run_dir: Path, source_dir: Path | None, fit: Callable[[Any], None]) -> Any:
+def run_tokenizer(
+    tokenizer: Any,
+    run_dir: Path,
+    source_dir: Path | None,
+    fit: Callable[[Any], None],
+    source_key: str = "experiment.name",
+) -> Any:
     """The run's tokenizer, saved into its folder.
 
     The main process takes the one of `source_dir` (the run it resumes or finetunes from) or fits it with
     `fit`; processes started beside it load the main process's file, because `tokenizers` trainers are not
-    deterministic across processes and their own fit could give another vocabulary.
+    deterministic across processes and their own fit could give another vocabulary. `source_key` is the
+    setting that names `source_dir`, for the error a damaged tokenizer file there gives.
     """
     if not is_main_process() and source_dir is None:  # the main process trains it (on a bounded sample)
         source_dir = wait_for_file(run_dir / TOKENIZER_FILE, timeout_s=None, what="its tokenizer").parent
     if source_dir is not None:
         tokenizer = type(tokenizer).from_file(
-            source_dir / TOKENIZER_FILE, tokenizer.max_length, tokenizer.truncation
+            source_dir / TOKENIZER_FILE, tokenizer.max_length, tokenizer.truncation, source_key
         )
     else:
         fit(tokenizer)
     if is_main_process():
         tokenizer.save(run_dir / TOKENIZER_FILE)
     return tokenizer
+
+
+def resume_source_key(cfg: DictConfig) -> str:
+    """The setting that names the run a resume continues from (its files' errors name it)."""
+    if cfg.training.resume.resume_pretraining_name is not None:
+        return "training.resume.resume_pretraining_name"
+    return "experiment.name"
 
 
 def progress_bar_enabled(setting: str | bool) -> bool:

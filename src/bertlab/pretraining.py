@@ -19,7 +19,15 @@ from omegaconf import DictConfig
 
 from bertlab.config.instantiate import edited_config, instantiate_node, instantiate_section, plain_config
 from bertlab.errors import BertlabError
-from bertlab.flow import BuiltRun, RunPlan, check_run_kind, configured_lr, resumes, run_tokenizer
+from bertlab.flow import (
+    BuiltRun,
+    RunPlan,
+    check_run_kind,
+    configured_lr,
+    resume_source_key,
+    resumes,
+    run_tokenizer,
+)
 from bertlab.hf_import import HFStart, load_weights, pretraining_source
 from bertlab.run_folder import RUN_INFO_FILE, TOKENIZER_FILE
 from bertlab.tasks.mlm import EVAL_COLUMNS, TRAIN_COLUMNS, MaskedLanguageModel
@@ -102,9 +110,12 @@ class Pretraining:
     def build(self, inputs: PretrainingInputs, plan: RunPlan) -> BuiltRun:
         config, run_dir, datamodule, hf = inputs.config, self.run_dir, inputs.datamodule, inputs.hf
         peak_flops = plan.peak_flops
-        source_dir = plan.resume.source_dir
+        source_dir, source_key = plan.resume.source_dir, resume_source_key(self.cfg)
         if source_dir is None and datamodule.prepared and (datamodule.prepared / TOKENIZER_FILE).is_file():
-            source_dir = datamodule.prepared  # a +experiment=prepare folder brings its tokenizer
+            source_dir, source_key = (
+                datamodule.prepared,
+                "data.prepared",
+            )  # a prepared folder brings its tokenizer
         tokenizer = run_tokenizer(
             inputs.tokenizer,
             run_dir,
@@ -113,6 +124,7 @@ class Pretraining:
                 (lambda: _data_errors(datamodule.tokenizer_sample())) if fresh.needs_corpus else (),
                 cache_file=datamodule.tokenizer_cache_file(fresh),
             ),
+            source_key=source_key,
         )
         if datamodule.masking.needs_word_starts:
             try:
