@@ -55,6 +55,8 @@ class LaunchFootprint:
 
 # Set by RunFolderGuard, read by undo_launch: Hydra's callbacks and launch.py's task function share one process.
 _launch: LaunchFootprint | None = None
+# The sweep folder a multirun holds, and whether it existed before (set by on_multirun_start).
+_sweep: tuple[Path, bool] | None = None
 
 
 def record_launch(
@@ -116,6 +118,25 @@ def end_completed_launch(run_dir: Path) -> bool:
         return False
     undo_launch(run_dir)
     return True
+
+
+def undo_refused_sweep() -> None:
+    """Remove what a sweep refused before its first job (a Hydra error in a swept value) wrote: Hydra's
+    multirun.yaml and the sweep folder this launch created; then release the folder's lock."""
+    global _sweep
+    if _sweep is None:
+        return
+    sweep_dir, existed = _sweep
+    _sweep = None
+    if existed:  # an empty folder the user made: only what this launch put in it goes
+        for path in sweep_dir.iterdir():
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    else:
+        shutil.rmtree(sweep_dir, ignore_errors=True)
+    release_run_folder(sweep_dir)  # also removes the folders made only for its lock
 
 
 def release_launch(run_dir: Path) -> None:
@@ -226,6 +247,8 @@ class RunFolderGuard(Callback):
                 ),
                 held=sweep_dir,
             )
+        global _sweep
+        _sweep = (sweep_dir, sweep_dir.exists())
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if is_main_process():
