@@ -87,10 +87,6 @@ def check_finetuning(cfg: DictConfig) -> None:
     head_lr = cfg.training.head_lr
     if head_lr is not None and not head_lr > 0:
         raise BertlabError(f"must be positive or null, got {head_lr}", "training.head_lr")
-    if cfg.training.max_steps == -1 and cfg.training.max_epochs is None:
-        raise BertlabError(
-            "is -1 (no step limit) but training.max_epochs is null; set one of them", "training.max_steps"
-        )
     pretrained = cfg.pretrained_experiment
     if pretrained.name is not None:
         check_run_name(pretrained.name, "pretrained_experiment.name")
@@ -129,6 +125,7 @@ class Finetuning:
     classification head, labelled data; writes the label vocabulary and the test results and predictions."""
 
     reports_mfu = False
+    default_epochs = 3  # training.max_epochs: null and max_steps: -1, raised to training.min_steps
 
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         self.cfg, self.run_dir = cfg, run_dir

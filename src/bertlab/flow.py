@@ -210,6 +210,7 @@ class RunKind(Protocol):
     """What is different about a kind of training run (experiment.kind); `run_training` does the rest."""
 
     reports_mfu: bool  # plan_run resolves the device's peak FLOP/s (training.peak_tflops)
+    default_epochs: int | None  # the epochs when training.max_epochs and max_steps are unset (None: no bound)
 
     def resolve(self) -> ResolvedInputs: ...
 
@@ -231,7 +232,7 @@ def run_training(cfg: DictConfig, run_dir: Path, sweep: str | None, kind: RunKin
         L.seed_everything(cfg.experiment.seed, workers=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         built = kind.build(inputs, plan)
-        trainer = make_trainer(cfg, plan, built, inputs.config)
+        trainer = make_trainer(cfg, plan, built, inputs.config, kind.default_epochs)
         write_run_info(plan, trainer, cfg.training, built.info)
         try:
             best = fit_and_test(
@@ -426,8 +427,17 @@ def make_loggers(cfg: DictConfig, plan: RunPlan, built: BuiltRun, run_config: di
     return loggers
 
 
-def make_trainer(cfg: DictConfig, plan: RunPlan, built: BuiltRun, run_config: dict[str, Any]) -> L.Trainer:
-    """The Trainer with the run kind's callbacks; the model restored or checked for the resume."""
+def make_trainer(
+    cfg: DictConfig,
+    plan: RunPlan,
+    built: BuiltRun,
+    run_config: dict[str, Any],
+    default_epochs: int | None = None,
+) -> L.Trainer:
+    """The Trainer with the run kind's callbacks; the model restored or checked for the resume.
+
+    `default_epochs` is the run kind's length when the config sets neither training.max_epochs nor
+    training.max_steps (raised to training.min_steps, see epochs_to_train)."""
     training, run_dir = cfg.training, plan.run_dir
     restore_model(built.model, plan.resume)
     loggers = make_loggers(cfg, plan, built, run_config)
@@ -466,21 +476,43 @@ def make_trainer(cfg: DictConfig, plan: RunPlan, built: BuiltRun, run_config: di
             "training.batch_size",
         )
     datamodule.skip_train_batches = plan.resume.skip_batches(batches_per_epoch)
-    epochs = epochs_for_min_steps(
-        training.get("min_steps"),
-        training.max_epochs,
-        -(-batches_per_epoch // training.accumulate_grad_batches),
+    steps_per_epoch = -(-batches_per_epoch // training.accumulate_grad_batches)
+    min_steps = training.get("min_steps")
+    epochs = epochs_to_train(
+        training.max_epochs, training.max_steps, min_steps, default_epochs, steps_per_epoch
     )
-    if epochs is not None and training.max_steps == -1:
+    if epochs is not None and training.max_epochs is None:
         trainer.fit_loop.max_epochs = epochs
+        if epochs > (default_epochs or 0):
+            log.info(
+                "training.min_steps=%d raises the default %d epochs to %d (%d optimizer steps each); set "
+                "training.max_epochs or training.max_steps to train exactly that long",
+                min_steps,
+                default_epochs,
+                epochs,
+                steps_per_epoch,
+            )
     return trainer
 
 
-def epochs_for_min_steps(min_steps: int | None, max_epochs: int | None, steps_per_epoch: int) -> int | None:
-    """`max_epochs`, raised so that a small labelled set still trains for `min_steps` optimizer steps."""
-    if min_steps is None or max_epochs is None:
+def epochs_to_train(
+    max_epochs: int | None,
+    max_steps: int,
+    min_steps: int | None,
+    default_epochs: int | None,
+    steps_per_epoch: int,
+) -> int | None:
+    """How many epochs a run trains (None: as many as max_steps takes).
+
+    An explicit `max_epochs`, or `max_steps` (then the epochs are unbounded), is never overruled. With
+    neither, `default_epochs`, raised so that a small labelled set still trains for `min_steps` optimizer
+    steps.
+    """
+    if max_epochs is not None or max_steps != -1 or default_epochs is None:
         return max_epochs
-    return max(max_epochs, math.ceil(min_steps / max(1, steps_per_epoch)))
+    if min_steps is None:
+        return default_epochs
+    return max(default_epochs, math.ceil(min_steps / max(1, steps_per_epoch)))
 
 
 def write_run_info(plan: RunPlan, trainer: L.Trainer, training: DictConfig, info: dict[str, Any]) -> None:
@@ -497,7 +529,7 @@ def write_run_info(plan: RunPlan, trainer: L.Trainer, training: DictConfig, info
         "world_size": trainer.world_size,
         # training.batch_size is per process; an optimizer step sees this many sequences:
         "global_batch_size": training.batch_size * trainer.world_size * training.accumulate_grad_batches,
-        "max_epochs": trainer.max_epochs,  # after training.min_steps (finetuning)
+        "max_epochs": trainer.max_epochs,  # as trained: a default raised by training.min_steps; -1: max_steps
         "wandb": wandb_run_info(trainer.loggers),
         "python": platform.python_version(),
         "torch": torch.__version__,

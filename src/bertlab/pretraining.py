@@ -87,6 +87,7 @@ class Pretraining:
     backbone + MLM head (optionally seeded from a Hugging Face model), MFU where the peak is known."""
 
     reports_mfu = True
+    default_epochs = None  # training.max_steps (or a budget) bounds a pretraining run
 
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         self.cfg, self.run_dir = cfg, run_dir
