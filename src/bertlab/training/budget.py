@@ -125,6 +125,8 @@ class TrainingBudget(L.Callback):
         self.saved_step_seconds: float | None = None
         self.validation_seconds: float | None = None
         self.validation_step_cost: float | None = None  # the steps' speed when it was measured
+        self.evaluation_call_start: float | None = None
+        self.evaluation_overhead = 0.0  # a validate()/test() call beyond its loop: set-up, loaders, teardown
         self.validation_start: float | None = None
         self.validation_in_step = 0.0
         self.last_boundary: float | None = None
@@ -148,6 +150,8 @@ class TrainingBudget(L.Callback):
         self.stage, self.trainer = stage, trainer
         if self.clock_start is None:
             self.clock_start = time.perf_counter()
+        if stage == "validate":  # the step-0 validation: a call like the test's, measured whole
+            self.evaluation_call_start = time.perf_counter()
         self.tokens_per_step = self.sequences_per_step * trainer.world_size * self.block_length
         if self.budget.tokens is not None:
             self.token_steps = token_budget_steps(self.budget.tokens, self.tokens_per_step)
@@ -206,6 +210,12 @@ class TrainingBudget(L.Callback):
             time_bound = self.token_steps is None or trainer.global_step < self.token_steps
             self.stop_reason = STOP_TIME if self.budget.minutes is not None and time_bound else STOP_TOKENS
 
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "validate" and self.evaluation_call_start is not None:
+            whole = time.perf_counter() - self.evaluation_call_start
+            self.evaluation_overhead = max(0.0, whole - (self.validation_seconds or 0.0))
+            self.evaluation_call_start = None
+
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.validates:  # no test pass follows: the budget ends with training
             self.clock_stop = time.perf_counter()
@@ -240,10 +250,13 @@ class TrainingBudget(L.Callback):
         return getattr(checkpoint_io, "last_save_seconds", None) or 0.0
 
     def reserve_seconds(self) -> float:
-        """What follows the last step, measured: its validation, the test pass, the checkpoints written
-        after it and the best one read back for the test (about as long as a write)."""
-        evaluations = 2 * self._validation_cost() if self.validates else 0.0
-        return evaluations + (SAVES_AFTER_LAST_STEP + (1 if self.validates else 0)) * self._save_seconds()
+        """What follows the last step, measured: its validation, the test call (its loop as long as a
+        validation's, its set-up as the step-0 validate call's), the checkpoints written after the last
+        step and the best one read back for the test (about as long as a write)."""
+        if not self.validates:
+            return SAVES_AFTER_LAST_STEP * self._save_seconds()
+        test = self._validation_cost() + self.evaluation_overhead
+        return self._validation_cost() + test + (SAVES_AFTER_LAST_STEP + 1) * self._save_seconds()
 
     def _step_cost(self) -> float | None:
         """Seconds per optimizer step, validations included in proportion.
