@@ -23,7 +23,12 @@ from bertlab.errors import BertlabError
 from bertlab.launcher.group_overrides import as_group_overrides
 from bertlab.launcher.hydra_errors import report_in_one_line, run_started
 from bertlab.launcher.registration import register
-from bertlab.launcher.run_folder_guard import release_launch, undo_launch
+from bertlab.launcher.run_folder_guard import (
+    end_completed_launch,
+    release_launch,
+    undo_launch,
+    undo_refused_sweep,
+)
 
 register()
 
@@ -39,7 +44,10 @@ def main(cfg: DictConfig) -> float | None:
     if hydra_cfg.mode == RunMode.MULTIRUN:  # a failed job is recorded in the sweep summary; the rest go on
         return run(cfg, run_dir, Path(hydra_cfg.sweep.dir).name)
     try:
-        return run(cfg, run_dir)
+        best = run(cfg, run_dir)
+        if end_completed_launch(run_dir):
+            print(f"Run {str(run_dir)!r} already completed; nothing to do", file=sys.stderr)
+        return best
     except BertlabError as error:  # input the user can fix: one line naming the key, nothing left behind
         undo_launch(run_dir)
         print(f"Error: {error}", file=sys.stderr)
@@ -60,4 +68,4 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     sys.argv[1:] = as_group_overrides(sys.argv[1:], Path(__file__).resolve().parent / "conf")
-    report_in_one_line(main)
+    report_in_one_line(main, undo=undo_refused_sweep)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from bertlab.data.embedded_corpus import generate_documents
 from bertlab.errors import BertlabError
 from bertlab.run import run
 from bertlab.training.resume import check_resume_world
-from tests.conftest import compose_config, read_csv
+from tests.conftest import compose_config, launch, read_csv
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -142,3 +143,58 @@ def test_messages_speak_of_training_batch_size():
     stale = [str(path) for path in SRC.rglob("*.py") if "data.batch_size" in path.read_text()]
     assert stale == []  # the key is training.batch_size
     assert "data.train_ratio" not in json.dumps([path.read_text() for path in SRC.rglob("*.py")])
+
+
+# -- files that cannot be parsed (issue 28) ---------------------------------------------------------------
+@pytest.mark.parametrize("source", ["README.md", "binary"])
+def test_a_tokenizer_file_that_is_not_one_is_one_error_line_and_nothing_is_created(tmp_path, source):
+    if source == "binary":
+        source = tmp_path / "weights.bin"
+        source.write_bytes(bytes(range(256)) * 64)
+    output_dir = tmp_path / "runs"
+    result = launch(["+experiment=smoke", f"tokenizer.vocab_source={source}"], output_dir, check=False)
+    assert result.returncode == 2, result.stderr
+    reason = (
+        "expected value at line 1 column 1" if source == "README.md" else "stream did not contain valid UTF-8"
+    )
+    assert result.stderr.strip().splitlines() == [
+        f"Error: tokenizer.vocab_source: tokenizer file '{source}' cannot be read ({reason}); give a "
+        f"tokenizer.json saved by bertlab or Hugging Face tokenizers, or a Hugging Face model folder"
+    ]
+    assert not output_dir.exists()
+
+
+def test_a_finetune_from_a_run_whose_tokenizer_is_damaged_is_refused_before_anything_is_written(
+    pretrained_run, tmp_path
+):
+    source = tmp_path / "runs" / "pretraining" / "damaged"
+    shutil.copytree(pretrained_run, source)
+    tokenizer = source / "tokenizer.json"
+    tokenizer.write_bytes(tokenizer.read_bytes()[:2000])  # a copy cut short
+    result = launch(
+        ["+experiment=finetune", "pretrained_experiment.name=damaged"], tmp_path / "runs", check=False
+    )
+    assert result.returncode == 2, result.stderr
+    error = result.stderr.strip()
+    assert error.startswith(
+        f"Error: pretrained_experiment.name: tokenizer file '{tokenizer}' cannot be read (EOF while parsing"
+    )
+    assert (
+        error.endswith("; the run's file is damaged: restore it from a copy of the run") and "\n" not in error
+    )
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["pretraining"]  # no finetuning folder
+
+
+def test_evaluates_hint_for_an_unreadable_checkpoint_names_its_option(finetuned_run, tmp_path, capsys):
+    from bertlab.evaluate import main as evaluate
+
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes(b"PK\x03\x04 not a whole zip archive")
+    data = tmp_path / "new.jsonl"
+    data.write_text('{"text": "fine", "label": "positive"}\n')
+    assert evaluate([str(finetuned_run), "--data", str(data), "--checkpoint", str(damaged)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"Error: --checkpoint: checkpoint '{damaged}' cannot be read (RuntimeError: ")
+    assert error.endswith(
+        "it is truncated, corrupt or not a checkpoint; point --checkpoint at another checkpoint"
+    )

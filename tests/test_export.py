@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import runpy
 import shutil
+import socket
+import stat
+import subprocess
 import sys
+import time
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -15,7 +20,7 @@ from omegaconf import OmegaConf
 from bertlab.errors import BertlabError
 from bertlab.export import export_hf, main
 from bertlab.saved_run import SavedRun
-from tests.conftest import compose_config, right_padded
+from tests.conftest import ROOT, compose_config, right_padded
 
 transformers = pytest.importorskip("transformers")
 
@@ -134,7 +139,7 @@ def test_architectures_bert_cannot_express_are_refused_naming_the_option(
     out = tmp_path / "hf"
     assert main([str(run_dir), "--to", "hf", str(out)]) == 2
     message = capsys.readouterr().err
-    assert f"bertlab-export: error: {key}: " in message
+    assert f"Error: {key}: " in message
     assert "Hugging Face BERT" in message
     assert not out.exists()
 
@@ -169,3 +174,83 @@ def test_command_line_entry_points(pretrained_run, tmp_path, monkeypatch, capsys
     assert exited.value.code == 0
     assert (out / "model.safetensors").is_file()
     assert f"Exported {pretrained_run} to {out}" in capsys.readouterr().out
+
+
+# -- one writer per export folder, shared modes (issue 28) -----------------------------------------------
+HOLD = """
+import sys, time
+from pathlib import Path
+from bertlab.output_lock import hold_output
+hold_output(Path(sys.argv[1]))
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def export_process(run_dir: Path, out: Path, at: float) -> subprocess.Popen:
+    script = (
+        f"import sys, time; from bertlab.export import main; time.sleep(max(0.0, {at} - time.time())); "
+        f"sys.exit(main(sys.argv[1:]))"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", script, str(run_dir), "--to", "hf", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_two_exports_to_one_new_folder_one_is_refused_and_the_folder_is_whole(pretrained_run, tmp_path):
+    out = tmp_path / "exports" / "hf"
+    at = time.time() + 5  # both past their imports: they claim the folder at the same moment
+    racers = [export_process(pretrained_run, out, at) for _ in range(2)]
+    results = [(racer.wait(timeout=300), *racer.communicate()) for racer in racers]
+    assert sorted(code for code, _, _ in results) == [0, 2], results
+    refusal = next(stderr for code, _, stderr in results if code == 2).strip()
+    assert refusal.startswith(f"Error: out_dir: {str(out)!r} ") and "\n" not in refusal
+    assert "is being written by another command" in refusal or "exists and is not empty" in refusal
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
+    assert_same_logits(pretrained_run, out)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["hf"]  # no hidden folder, no lock left
+
+
+def test_an_export_folder_held_by_another_process_is_refused_at_once(pretrained_run, tmp_path, capsys):
+    out = tmp_path / "hf"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main([str(pretrained_run), "--to", "hf", str(out)]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    assert capsys.readouterr().err.strip() == (
+        f"Error: out_dir: {str(out)!r} is being written by another command (process {holder.pid} on "
+        f"{socket.gethostname()}); nothing was changed. Wait for it to end, or choose another out_dir"
+    )
+    assert not out.exists()
+
+
+def test_exported_files_get_the_folders_normal_mode(pretrained_run, tmp_path):
+    umask = os.umask(0o022)
+    try:
+        out = export_hf(pretrained_run, tmp_path / "hf")
+    finally:
+        os.umask(umask)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+    assert modes == dict.fromkeys(modes, 0o644)  # model.safetensors too, readable by the others
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+
+
+def test_a_missing_run_names_the_run_argument(tmp_path, capsys):
+    missing = tmp_path / "runs" / "nope"
+    assert main([str(missing), "--to", "hf", str(tmp_path / "hf")]) == 2
+    assert capsys.readouterr().err.strip() == f"Error: run_dir: run folder {str(missing)!r} does not exist"
+    assert list(tmp_path.iterdir()) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 
 import pytest
 import torch
@@ -324,12 +325,42 @@ def test_evaluate_an_existing_run_on_a_new_file_without_retraining(tmp_path, pre
     assert (run_dir / "checkpoints/best-model.ckpt").read_bytes() == before
 
 
-def test_min_steps_adds_epochs_to_a_small_labelled_set(pretrained_run):
+def test_min_steps_raises_the_default_epochs_of_a_small_labelled_set_and_says_so(pretrained_run, caplog):
     output_dir = pretrained_run.parent.parent
-    run_dir = finetune(output_dir, "min_steps", *FAST_FINETUNE, "training.min_steps=80")
+    with caplog.at_level(logging.INFO, logger="bertlab.flow"):
+        run_dir = finetune(
+            output_dir, "min_steps", *FAST_FINETUNE, "training.max_epochs=null", "training.min_steps=120"
+        )
     epochs = json.loads((run_dir / "run.json").read_text())["max_epochs"]
     rows = read_csv(run_dir / "metrics/train/metrics.csv")
     last_step = int(float(rows[-1]["step"]))
-    assert epochs > 2 and last_step % epochs == 0  # more than training.max_epochs=2, whole epochs
-    assert last_step // epochs * (epochs - 1) < 80 <= last_step  # the fewest epochs that reach 80 steps
+    assert epochs > 3 and last_step % epochs == 0  # more than the default 3, whole epochs
+    assert last_step // epochs * (epochs - 1) < 120 <= last_step  # the fewest epochs that reach 120 steps
     assert float(rows[-1]["lr"]) < float(rows[len(rows) // 2]["lr"])  # the schedule spans the longer run
+    assert (
+        f"training.min_steps=120 raises the default 3 epochs to {epochs} ({last_step // epochs} optimizer steps "
+        f"each); set training.max_epochs or training.max_steps to train exactly that long"
+    ) in caplog.messages
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name"),
+    [
+        (("training.max_epochs=1",), "one_epoch"),
+        (("training.max_epochs=null", "training.max_steps=5"), "five"),
+    ],
+)
+def test_an_explicit_max_epochs_or_max_steps_is_never_raised_by_min_steps(
+    pretrained_run, caplog, overrides, name
+):
+    output_dir = pretrained_run.parent.parent
+    with caplog.at_level(logging.INFO, logger="bertlab.flow"):
+        run_dir = finetune(output_dir, name, *FAST_FINETUNE, "training.min_steps=1500", *overrides)
+    last = torch.load(run_dir / "checkpoints/model.ckpt", weights_only=True)
+    if name == "one_epoch":
+        info = json.loads((run_dir / "run.json").read_text())
+        assert info["max_epochs"] == 1
+        assert last["global_step"] == -(-info["examples"]["train"] // 16) < 1500  # one epoch of batches of 16
+    else:
+        assert last["global_step"] == 5
+    assert not any("raises the default" in message for message in caplog.messages)

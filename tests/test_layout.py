@@ -9,10 +9,10 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "bertlab"
 
 # Bottom to top; a module may import its own layer or the ones below, never one above.
 LAYERS = [
-    ("errors", "atomic_write", "run_folder", "progress"),
-    ("model", "tokenizer", "data", "config.schema", "config.instantiate"),
+    ("errors", "atomic_write", "output_lock", "run_folder", "progress"),
+    ("model", "tokenizer", "data", "config"),
     ("saved_run",),
-    ("training", "tasks", "reporting", "config.checks"),
+    ("training", "tasks", "reporting"),
     ("flow", "pretrained", "hf_import", "baseline", "trained_model"),
     ("pretraining", "finetuning", "preparation", "evaluate", "export", "onnx_export", "predict", "suite"),
     ("run",),
@@ -102,3 +102,35 @@ def test_only_the_edge_imports_hydra_and_nothing_imports_the_launcher():
             launcher_users.append(name)
     assert all(name.startswith(HYDRA_ALLOWED) for name in hydra_users), hydra_users
     assert launcher_users == []
+
+
+def test_a_package_sits_in_one_layer_and_the_packages_have_no_cycle():
+    """A package is one unit of the house: all its modules in one layer, and no import runs back up through
+    it (saved_run -> config -> training -> saved_run was such a loop while config/ held the run checks)."""
+    known = modules()
+    packages = {name for name in known if "." in name}
+    split = {
+        package: sorted({layer_of(name) for name in known if name.startswith(f"{package}.")})
+        for package in {name.split(".")[0] for name in packages}
+    }
+    assert {package: layers for package, layers in split.items() if len(layers) > 1} == {}
+
+    graph: dict[str, set[str]] = {}
+    for name, imported_names in bertlab_graph().items():
+        top = name.split(".")[0]
+        graph.setdefault(top, set()).update(i.split(".")[0] for i in imported_names if i.split(".")[0] != top)
+    state, cycles = {}, []
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = "open"
+        for imported in sorted(graph.get(name, ())):
+            if state.get(imported) == "open":
+                cycles.append([*path[path.index(imported) :], imported])
+            elif imported not in state:
+                visit(imported, [*path, imported])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert cycles == []

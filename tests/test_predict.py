@@ -4,8 +4,14 @@ backbone's pooled output row for row, bad records skipped or refused, and no par
 from __future__ import annotations
 
 import json
+import os
 import runpy
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +194,142 @@ def test_wrong_requests_fail_in_one_line_and_the_command_runs_as_a_module(
     assert exited.value.code == 0
     assert parquet.read_table(out).num_rows == 1
     assert "Wrote 1 rows for 1 records" in capsys.readouterr().out
+
+
+# -- one writer per --out (issue 28) ---------------------------------------------------------------------
+def predict_process(run_dir: Path, data: Path, out: Path, *extra: str) -> subprocess.Popen:
+    """bertlab-predict as a user starts it: its own process."""
+    command = [sys.executable, "-m", "bertlab.predict", str(run_dir), "--data", str(data), "--out", str(out)]
+    return subprocess.Popen(
+        [*command, "--no-progress", "--batch-size", "8", *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def many_lines(path: Path, count: int, word: str) -> Path:
+    path.write_text(
+        "".join(f"the {word} visit number {i} went on and on, and then it ended\n" for i in range(count))
+    )
+    return path
+
+
+def test_two_predicts_racing_for_one_out_one_is_refused_at_once_and_the_file_is_whole(
+    finetuned_run, tmp_path
+):
+    first, second = many_lines(tmp_path / "a.txt", 4000, "good"), many_lines(tmp_path / "b.txt", 30, "bad")
+    out = tmp_path / "out" / "o.csv"
+    out.parent.mkdir()
+    writer = predict_process(finetuned_run, first, out)
+    wait_for(lambda: (out.parent / ".o.csv.lock").exists(), writer)  # it holds --out and is working
+    loser = predict_process(finetuned_run, second, out)
+    _, refused = loser.communicate(timeout=120)
+    assert writer.poll() is None  # refused while the first one still works
+    assert loser.returncode == 2
+    assert refused.strip().splitlines() == [
+        f"Error: --out: {str(out)!r} is being written by another command (process {writer.pid} on "
+        f"{socket.gethostname()}); nothing was changed. Wait for it to end, or choose another --out"
+    ]
+    stdout, stderr = writer.communicate(timeout=300)
+    assert writer.returncode == 0, stderr
+    assert f"Wrote 4000 rows for 4000 records to {out}" in stdout
+    rows = read_csv(out)
+    assert len(rows) == 4000 and {row["file"] for row in rows} == {str(first)}
+    assert leftovers(out.parent) == []
+
+
+def test_a_killed_predicts_hidden_file_is_removed_by_the_next_predict_to_that_out(finetuned_run, tmp_path):
+    out = tmp_path / "out" / "vectors.npy"  # a .npy is opened at once: its hidden file lives the whole run
+    out.parent.mkdir()
+    killed = predict_process(finetuned_run, many_lines(tmp_path / "a.txt", 4000, "good"), out, "--embeddings")
+    wait_for(lambda: any(p.suffix == ".tmp" for p in out.parent.iterdir()), killed)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    stale = [p.name for p in out.parent.iterdir() if p.suffix == ".tmp"]
+    assert len(stale) == 1 and stale[0].startswith(".vectors.npy.") and not out.exists()
+
+    data = many_lines(tmp_path / "b.txt", 30, "bad")
+    assert (
+        main([str(finetuned_run), "--data", str(data), "--out", str(out), "--embeddings", "--no-progress"])
+        == 0
+    )
+    assert np.load(out).shape[0] == 30
+    assert leftovers(out.parent) == []  # the hidden file and the dead writer's lock are gone
+
+
+@pytest.mark.parametrize("out", ["/sys/predictions.csv", "/sys/kernel/predictions.csv"])
+def test_an_out_that_cannot_be_written_is_refused_before_the_model_is_loaded(
+    finetuned_run, tmp_path, monkeypatch, capsys, out
+):
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr("bertlab.predict.load_trained_model", never)
+    data = write_jsonl(tmp_path / "new.jsonl", [{"text": "fine"}])
+    assert main([str(finetuned_run), "--data", str(data), "--out", out, "--no-progress"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"Error: --out: cannot write into {str(Path(out).parent)!r} (")
+    assert error.endswith("); choose a --out in a writable folder") and "\n" not in error
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder regardless")
+def test_a_read_only_folder_is_refused_naming_out(finetuned_run, tmp_path, capsys):
+    folder = tmp_path / "read_only"
+    folder.mkdir(mode=0o555)
+    data = write_jsonl(tmp_path / "new.jsonl", [{"text": "fine"}])
+    assert main([str(finetuned_run), "--data", str(data), "--out", str(folder / "o.csv")]) == 2
+    assert "Error: --out: cannot write into" in capsys.readouterr().err
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".npy"])
+def test_a_predict_in_which_every_record_was_skipped_fails_and_writes_nothing(
+    finetuned_run, tmp_path, capsys, suffix
+):
+    data = write_jsonl(tmp_path / "new.jsonl", [{"text": "fine"}, {"text": "rude"}])
+    out = tmp_path / "out" / f"o{suffix}"
+    out.parent.mkdir()
+    extra = ["--embeddings"] if suffix == ".npy" else []
+    args = [str(finetuned_run), "--data", str(data), "--out", str(out), "--text-field", "body", *extra]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"Error: --text-field: all 2 records were skipped, so nothing was written; first: {data}:1: no text "
+        f"field (no field 'body'). Give the field that holds the text with --text-field"
+    )
+    assert list(out.parent.iterdir()) == []
+
+
+def test_a_missing_run_names_the_run_argument(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "new.jsonl", [{"text": "fine"}])
+    missing = tmp_path / "runs" / "finetuning" / "nope"
+    assert main([str(missing), "--data", str(data), "--out", str(tmp_path / "o.csv")]) == 2
+    assert capsys.readouterr().err.strip() == f"Error: run: run folder {str(missing)!r} does not exist"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.jsonl"]
+
+
+def test_a_damaged_tokenizer_of_the_run_is_one_error_naming_the_run_and_the_file(
+    finetuned_run, tmp_path, capsys
+):
+    run_dir = tmp_path / "damaged"
+    shutil.copytree(finetuned_run, run_dir)
+    tokenizer = run_dir / "tokenizer.json"
+    tokenizer.write_bytes(tokenizer.read_bytes()[:1000])  # a copy cut short
+    data = write_jsonl(tmp_path / "new.jsonl", [{"text": "fine"}])
+    out = tmp_path / "o.csv"
+    assert main([str(run_dir), "--data", str(data), "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(
+        f"Error: run: tokenizer file {str(tokenizer)!r} cannot be read (EOF while parsing"
+    )
+    assert error.endswith("; the run's file is damaged: restore it from a copy of the run")
+    assert "\n" not in error and not out.exists() and leftovers(tmp_path) == []

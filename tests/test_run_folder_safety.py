@@ -165,3 +165,38 @@ def test_a_run_with_only_a_best_checkpoint_is_refused_with_a_command_that_works(
     info = json.loads((copy / "run.json").read_text())
     assert info["resumed_from"] == str(copy / "checkpoints" / "best-model.ckpt")
     assert (copy / ".hydra" / "resume-1" / "config.yaml").is_file()
+
+
+# -- issue 28 ---------------------------------------------------------------------------------------------
+def test_is_resume_auto_on_a_completed_run_checks_the_command_as_for_an_interrupted_one(pretrained_run):
+    output_dir = pretrained_run.parent.parent
+    command = ["+experiment=pretrain", "experiment.name=shared", *FAST, "training.resume.is_resume=auto"]
+    before = snapshot(pretrained_run)
+    changed = launch([*command, "architecture.hidden_size=64"], output_dir, check=False)
+    assert only_error_line(changed) == (
+        "Error: architecture.hidden_size: was 128 in the run being resumed and is 64 now; resuming cannot change "
+        "the model or the data. Drop the override, start a new run, or set training.resume.allow_config_changes=true"
+    )
+    assert snapshot(pretrained_run) == before
+
+    same = launch(command, output_dir)
+    assert f"Run '{pretrained_run}' already completed; nothing to do" in same.stderr
+    assert snapshot(pretrained_run) == before  # not even a log line or a .hydra/resume-N
+
+
+def test_a_sweep_refused_by_hydra_leaves_nothing_behind(tmp_path):
+    output_dir = tmp_path / "runs"
+    (output_dir / "pretraining" / "kept").mkdir(parents=True)
+    typo = launch(
+        ["+experiment=smoke", "training.optimzer.lr=1e-3,3e-4"], output_dir, check=False, flags=("-m",)
+    )
+    assert only_error_line(typo).startswith("Error: Could not override 'training.optimzer.lr'.")
+    assert sorted(p.relative_to(output_dir).as_posix() for p in output_dir.rglob("*")) == [
+        "pretraining",
+        "pretraining/kept",
+    ]  # no sweeps/<name>_<time>/multirun.yaml
+    missing = launch(
+        ["+experiment=smoke", "architecture=bert_tiny,nope"], tmp_path / "new", check=False, flags=("-m",)
+    )
+    assert only_error_line(missing).startswith("Error: In 'config': Could not find 'architecture/nope'")
+    assert not (tmp_path / "new").exists()

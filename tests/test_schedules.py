@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from bertlab.config.checks import check_common
 from bertlab.config.instantiate import instantiate_section
 from bertlab.errors import BertlabError
+from bertlab.flow import check_run_config
 from bertlab.run_folder import job_folder_name
 from bertlab.training.schedule import one_cycle, warmup_stable_decay, warmup_then_decay
 from tests.conftest import compose_config
@@ -104,14 +104,14 @@ def test_a_sweep_over_schedules_names_one_job_folder_each():
 @pytest.mark.parametrize("name", ["warmup_then_decay", "wsd", "one_cycle", "triangle"])
 def test_each_schedule_is_an_option_of_the_training_scheduler_group(tmp_path, name):
     cfg = compose_config(["+experiment=pretrain", f"training/scheduler={name}"], tmp_path)
-    check_common(cfg)
+    check_run_config(cfg)
     assert len(rates(instantiate_section(cfg, "training.scheduler"), 50)) == 50
 
 
 def test_a_schedule_named_with_a_dot_is_refused_with_the_group_syntax(tmp_path):
     cfg = compose_config(["+experiment=pretrain", "training.scheduler=wsd"], tmp_path)
     with pytest.raises(BertlabError, match=r"training/scheduler=<name>") as caught:
-        check_common(cfg)
+        check_run_config(cfg)
     assert caught.value.key == "training.scheduler"
 
 

@@ -8,6 +8,7 @@ never a partial write. Every file bertlab publishes for others to read goes thro
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,17 @@ def temporary_path(path: str | Path) -> Path:
     """A hidden name beside `path`, private to this process and call (same folder: the rename is atomic)."""
     path = Path(path)
     return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+def stale_temporaries(path: str | Path) -> list[Path]:
+    """The `temporary_path`s of `path` that exist: left by writers that were killed before they finished
+    (only meaningful to a caller that holds `path`, output_lock.hold_output, so no live writer owns one)."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.\d+-[0-9a-f]{{8}}\.tmp")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name))
 
 
 @contextmanager

@@ -82,7 +82,10 @@ def linear_baseline(
         warnings.simplefilter("ignore", RuntimeWarning)  # a constant prediction's undefined correlation
         fit = {SINGLE_LABEL: _single_label, MULTI_LABEL: _multi_label, REGRESSION: _regression}[problem_type]
         results = fit(x_train, x_val, x_test, train, val, test, labels, seed)
-    return {"model": MODELS[problem_type], **results, "seconds": round(time.perf_counter() - started, 2)}
+    model = MODELS[problem_type]
+    if train and train[0].text_pair is not None:
+        model = model.replace("tfidf_1-2gram", "tfidf_1-2gram_of_each_text_and_their_product")
+    return {"model": model, **results, "seconds": round(time.perf_counter() - started, 2)}
 
 
 def _single_label(x_train, x_val, x_test, train, val, test, labels, seed) -> dict[str, Any]:

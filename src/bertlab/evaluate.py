@@ -41,6 +41,7 @@ def evaluate(
         "run",
         task="classification",
         missing="checkpoint {candidates} does not exist; is {run_dir} a finetuning run?",
+        checkpoint_key="--checkpoint",
     )
     data_cfg = run.config["data"]
     labels = run.labels()

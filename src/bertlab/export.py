@@ -11,7 +11,8 @@ RoBERTa model, see hf_import.py), a finetuning run as `BertForSequenceClassifica
 regression run: its logit is the value in the target's units, the standardisation folded into the output
 layer). Segment embeddings (text pairs) export as the type table; without them the table is zero. The run is read and rebuilt through saved_run.SavedRun
 (trained_model.load_trained_model; the best checkpoint, else the last). The output holds config.json, model.safetensors and the tokenizer
-files for `AutoTokenizer`; it is written to a hidden folder beside OUT_DIR and renamed when complete.
+files for `AutoTokenizer`; OUT_DIR is claimed before any work (output_lock.claimed_output: of two exports
+to one folder the second is refused at once), written as a hidden folder beside it and renamed when complete.
 
 Hugging Face BERT expresses only original-BERT choices (learned absolute positions, post-norm LayerNorm,
 GELU, biases, full attention) and a classifier on the first token; any other choice is refused with the
@@ -40,6 +41,7 @@ from bertlab.errors import BertlabError
 from bertlab.model.classification_head import MULTI_LABEL, REGRESSION
 from bertlab.model.encoder import ENCODER_TARGET
 from bertlab.model.hf_format import ENCODER_CHOICES, to_hf
+from bertlab.output_lock import claimed_output
 from bertlab.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT
 from bertlab.trained_model import TrainedModel, load_trained_model
 
@@ -50,25 +52,37 @@ NEAR_IDENTITY_EPS = 1e-4
 
 
 @contextmanager
-def publishing_folder(out_dir: Path, overwrite: bool) -> Iterator[Path]:
+def publishing_folder(out_dir: Path) -> Iterator[Path]:
     """A hidden folder beside `out_dir` to write into; it becomes `out_dir` when the block ends without an
-    error, so an interrupted export leaves no partial output. A non-empty `out_dir` needs `overwrite`."""
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
-        raise BertlabError(
-            f"{str(out_dir)!r} exists and is not empty; choose another folder or --overwrite", "out_dir"
-        )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    error, so an interrupted export leaves no partial output. The caller holds `out_dir` (claimed_output).
+
+    The files get the folder's normal mode (the umask's): some writers (safetensors) create theirs 0600,
+    which would hide the weights from the others who read the rest of the export.
+    """
     temporary = temporary_path(out_dir)
     temporary.mkdir()
     try:
         yield temporary
-        if out_dir.is_dir():
-            shutil.rmtree(out_dir)
-        elif out_dir.exists():
-            out_dir.unlink()
+        give_normal_modes(temporary)
+        replaced = temporary_path(out_dir) if out_dir.exists() else None
+        if replaced is not None:  # --overwrite: the old output moves aside, then goes
+            os.replace(out_dir, replaced)
         os.replace(temporary, out_dir)
+        if replaced is not None and replaced.is_dir():
+            shutil.rmtree(replaced)
+        elif replaced is not None:
+            replaced.unlink()
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
+
+
+def give_normal_modes(folder: Path) -> None:
+    """Files 0666 and folders 0777, less the umask: what a plain `open` or `mkdir` gives."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (folder, *folder.rglob("*")):
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def check_bert_compatible(run: TrainedModel) -> None:
@@ -230,13 +244,14 @@ def export_hf(
     run_dir: str | Path, out_dir: str | Path, checkpoint: str | Path | None = None, overwrite: bool = False
 ) -> Path:
     """Write `out_dir` with config.json, model.safetensors and the tokenizer files; returns `out_dir`."""
-    run = load_trained_model(run_dir, checkpoint)
-    model = hf_model(run)
-    tokenizer = hf_tokenizer(run)
     out_dir = Path(out_dir)
-    with publishing_folder(out_dir, overwrite) as folder:
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
+    with claimed_output(out_dir, "out_dir", overwrite, folder=True):
+        run = load_trained_model(run_dir, checkpoint, key="run_dir")
+        model = hf_model(run)
+        tokenizer = hf_tokenizer(run)
+        with publishing_folder(out_dir) as folder:
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
     return out_dir
 
 
@@ -246,10 +261,11 @@ def export_onnx(
     """Write `out_dir` with model.onnx, the tokenizer and bertlab_onnx.json (see onnx_export.py)."""
     from bertlab.onnx_export import write_onnx
 
-    run = load_trained_model(run_dir, checkpoint)
     out_dir = Path(out_dir)
-    with publishing_folder(out_dir, overwrite) as folder:
-        write_onnx(run, folder)
+    with claimed_output(out_dir, "out_dir", overwrite, folder=True):
+        run = load_trained_model(run_dir, checkpoint, key="run_dir")
+        with publishing_folder(out_dir) as folder:
+            write_onnx(run, folder)
     return out_dir
 
 
@@ -278,10 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             args.run_dir, out_dir, checkpoint=args.checkpoint, overwrite=args.overwrite
         )
     except BertlabError as error:
-        text = str(error)
-        if error.key and not text.startswith(f"{error.key}: "):
-            text = f"{error.key}: {text}"
-        print(f"bertlab-export: error: {text}", file=sys.stderr)
+        print(f"Error: {error}", file=sys.stderr)
         return 2
     print(f"Exported {args.run_dir} to {written} ({args.to})")
     return 0

@@ -17,17 +17,25 @@ import torch
 from omegaconf import DictConfig
 
 from bertlab.baseline import linear_baseline
-from bertlab.config.checks import check_finetuning
 from bertlab.config.instantiate import edited_config, instantiate_node, instantiate_section, plain_config
 from bertlab.errors import BertlabError
-from bertlab.flow import BuiltRun, RunPlan, configured_lr, resumes, run_tokenizer
+from bertlab.flow import (
+    BuiltRun,
+    RunPlan,
+    check_run_kind,
+    configured_lr,
+    resume_source_key,
+    resumes,
+    run_tokenizer,
+)
 from bertlab.hf_import import HFStart, finetuning_source
-from bertlab.model.classification_head import REGRESSION
+from bertlab.model.classification_head import REGRESSION, check_problem_type
 from bertlab.pretrained import inherit_architecture, load_backbone, open_pretrained_run
 from bertlab.reporting.test_outputs import write_test_outputs
-from bertlab.run_folder import LABELS_FILE, write_json
+from bertlab.run_folder import LABELS_FILE, check_run_name, write_json
 from bertlab.saved_run import SavedRun
 from bertlab.tasks.classification import TRAIN_COLUMNS, SequenceClassifier, eval_columns
+from bertlab.tasks.objectives import monitor_choices
 from bertlab.tokenizer import TextTokenizer
 from bertlab.training.distributed import is_main_process
 from bertlab.training.finetuning_lr import AUTO, finetuning_lr
@@ -72,6 +80,28 @@ def freeze_schedule(backbone: Any, freeze: dict[str, Any]) -> FreezeSchedule:
         raise error.in_section("training.freeze") from None
 
 
+def check_finetuning(cfg: DictConfig) -> None:
+    """What a finetuning run's config must satisfy beyond the common checks (flow.check_run_config)."""
+    problem_type = check_problem_type(
+        cfg.classification_head.problem_type, "classification_head.problem_type"
+    )
+    check_run_kind(cfg, "finetuning", f"{problem_type} finetuning", monitor_choices(problem_type))
+    decay = cfg.training.layerwise_lr_decay
+    if not 0.0 < decay <= 1.0:
+        raise BertlabError(f"must be in (0, 1], got {decay}", "training.layerwise_lr_decay")
+    head_lr = cfg.training.head_lr
+    if head_lr is not None and not head_lr > 0:
+        raise BertlabError(f"must be positive or null, got {head_lr}", "training.head_lr")
+    pretrained = cfg.pretrained_experiment
+    if pretrained.name is not None:
+        check_run_name(pretrained.name, "pretrained_experiment.name")
+    if pretrained.name is not None and pretrained.checkpoint is None:
+        raise BertlabError(
+            "must be best, last or a path when pretrained_experiment.name is set",
+            "pretrained_experiment.checkpoint",
+        )
+
+
 @dataclass(frozen=True)
 class FinetuningInputs:
     """What a finetuning run resolved from its config and inputs, before anything is written."""
@@ -100,6 +130,7 @@ class Finetuning:
     classification head, labelled data; writes the label vocabulary and the test results and predictions."""
 
     reports_mfu = False
+    default_epochs = 3  # training.max_epochs: null and max_steps: -1, raised to training.min_steps
 
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         self.cfg, self.run_dir = cfg, run_dir
@@ -114,6 +145,7 @@ class Finetuning:
             pretrained_architecture = hf.model.architecture
         elif source.name is not None:
             pretrained = open_pretrained_run(cfg.experiment.output_dir, source.name, source.checkpoint)
+            pretrained.tokenizer()  # a damaged tokenizer file is refused before anything is written
             pretrained_architecture = pretrained.config["architecture"]
         else:
             pretrained_architecture = None
@@ -175,6 +207,7 @@ class Finetuning:
             run_dir,
             source_run,
             fit=lambda fresh: fresh.fit([text for e in inputs.examples["train"] for text in e.texts()]),
+            source_key="pretrained_experiment.name" if inputs.pretrained else resume_source_key(self.cfg),
         )
         if is_main_process():
             write_json(run_dir / LABELS_FILE, datamodule.labels)

@@ -32,6 +32,7 @@ from omegaconf import DictConfig
 
 from bertlab.config.instantiate import instantiate_section, plain_config
 from bertlab.config.schema import resume_may_change
+from bertlab.data.loader_workers import resolve_num_workers
 from bertlab.errors import BertlabError
 from bertlab.reporting.plots import write_run_plots
 from bertlab.run_folder import (
@@ -42,6 +43,7 @@ from bertlab.run_folder import (
     RUN_INFO_FILE,
     RUNNING,
     TOKENIZER_FILE,
+    check_run_name,
     hold_run_folder,
     release_run_folder,
     write_json,
@@ -54,6 +56,7 @@ from bertlab.training.distributed import (
     refuse_relaunch_in_sweep,
     wait_for_file,
 )
+from bertlab.training.finetuning_lr import AUTO
 from bertlab.training.interruption import StepBoundaryCheckpoint, TrainingInterrupted
 from bertlab.training.loggers import finish_wandb, wandb_logger, wandb_run_info
 from bertlab.training.metric_files import RunFolderCSVLogger
@@ -72,6 +75,117 @@ IRRELEVANT_WARNINGS = (
     # Evaluation metrics are torchmetrics objects, which synchronise across DDP processes themselves.
     r"It is recommended to use `self.log\('.*sync_dist=True",
 )
+
+
+MONITOR_MODES = ("min", "max")
+PROGRESS_BAR = ("auto", "true", "false")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
+    value = cfg
+    for part in key.split("."):
+        value = value[part]
+    if value is None or value < (0 if allow_zero else 1):
+        raise BertlabError(
+            f"must be a {'non-negative' if allow_zero else 'positive'} integer, got {value}", key
+        )
+
+
+def check_run_config(cfg: DictConfig) -> None:
+    """Checks Hydra cannot do, shared by every kind of training run: value ranges and relations between
+    sections, each naming the key to fix."""
+    check_run_name(cfg.experiment.name)
+    if cfg.training.resume.resume_pretraining_name is not None:
+        check_run_name(cfg.training.resume.resume_pretraining_name, "training.resume.resume_pretraining_name")
+    if cfg.training.max_steps != -1:
+        _positive(cfg, "training.max_steps")
+    for key in (
+        "training.batch_size",
+        "training.accumulate_grad_batches",
+        "training.devices",
+        "training.checkpoint.every_n_steps",
+        "logging.log_every_n_steps",
+    ):
+        if key == "training.devices" and not isinstance(cfg.training.devices, int):
+            continue
+        _positive(cfg, key)
+    try:
+        resolve_num_workers(cfg.training.num_workers, "cpu")  # validates auto | a non-negative int
+    except BertlabError as error:
+        raise error.in_section("training") from None
+    if cfg.training.val_check_interval is not None:
+        _positive(cfg, "training.val_check_interval")
+    kept = [step for step in cfg.training.checkpoint.get("keep_steps") or [] if step < 1]
+    if kept:
+        raise BertlabError(
+            f"must list positive optimizer steps, got {kept[0]}", "training.checkpoint.keep_steps"
+        )
+    if cfg.training.max_epochs is not None:
+        _positive(cfg, "training.max_epochs")
+    if cfg.training.get("min_steps") is not None:
+        _positive(cfg, "training.min_steps")
+    clip = cfg.training.gradient_clip_val
+    if clip is not None and clip <= 0:
+        raise BertlabError(
+            f"must be positive or null (no clipping), got {clip}", "training.gradient_clip_val"
+        )
+    if cfg.training.checkpoint.mode not in MONITOR_MODES:
+        raise BertlabError(
+            f"must be one of {list(MONITOR_MODES)}, got {cfg.training.checkpoint.mode!r}",
+            "training.checkpoint.mode",
+        )
+    if str(cfg.logging.progress_bar).lower() not in PROGRESS_BAR:
+        raise BertlabError(
+            f"must be auto, true or false, got {cfg.logging.progress_bar!r}", "logging.progress_bar"
+        )
+    if cfg.logging.wandb.mode not in WANDB_MODES:
+        raise BertlabError(
+            f"must be one of {list(WANDB_MODES)}, got {cfg.logging.wandb.mode!r}", "logging.wandb.mode"
+        )
+    if not isinstance(cfg.training.scheduler, DictConfig):
+        raise BertlabError(
+            f"got {cfg.training.scheduler!r}; a schedule is a config group, chosen with "
+            f"training/scheduler=<name> (warmup_then_decay, wsd, one_cycle, triangle)",
+            "training.scheduler",
+        )
+    lr = cfg.training.optimizer.get("lr")
+    if lr == AUTO:
+        if cfg.experiment.kind != "finetuning":
+            raise BertlabError(
+                "auto is the finetuning rule (bertlab.training.finetuning_lr); give a number here",
+                "training.optimizer.lr",
+            )
+    elif lr is not None and not (isinstance(lr, int | float) and lr > 0):
+        raise BertlabError(f"must be positive or auto (finetuning), got {lr}", "training.optimizer.lr")
+    resume = cfg.training.resume
+    if resume.resume_pretraining_name is not None and not resume.is_resume:
+        raise BertlabError(
+            "is set but training.resume.is_resume is false; add training.resume.is_resume=true to resume from it",
+            "training.resume.resume_pretraining_name",
+        )
+
+
+LOWER_IS_BETTER = ("loss", "perplexity", "rmse", "mae")  # validation metrics whose best is their lowest
+
+
+def check_run_kind(cfg: DictConfig, kind: str, runs: str, monitors: tuple[str, ...]) -> None:
+    """The common checks, the experiment kind and the metrics a kind of run can pick its best checkpoint by."""
+    check_run_config(cfg)
+    if cfg.experiment.kind != kind:
+        raise BertlabError(
+            f"must be {kind!r} for {runs} runs, got {cfg.experiment.kind!r}", "experiment.kind"
+        )
+    monitor = cfg.training.checkpoint.monitor
+    if monitor not in monitors:
+        raise BertlabError(f"must be one of {list(monitors)}, got {monitor!r}", "training.checkpoint.monitor")
+    better = "min" if monitor.removeprefix("val/") in LOWER_IS_BETTER else "max"
+    if cfg.training.checkpoint.mode != better:
+        raise BertlabError(
+            f"is {cfg.training.checkpoint.mode!r} but {monitor} is better when "
+            f"{'lower' if better == 'min' else 'higher'}; set training.checkpoint.mode={better}",
+            "training.checkpoint.mode",
+        )
 
 
 @dataclass(frozen=True)
@@ -111,6 +225,7 @@ class RunKind(Protocol):
     """What is different about a kind of training run (experiment.kind); `run_training` does the rest."""
 
     reports_mfu: bool  # plan_run resolves the device's peak FLOP/s (training.peak_tflops)
+    default_epochs: int | None  # the epochs when training.max_epochs and max_steps are unset (None: no bound)
 
     def resolve(self) -> ResolvedInputs: ...
 
@@ -132,7 +247,7 @@ def run_training(cfg: DictConfig, run_dir: Path, sweep: str | None, kind: RunKin
         L.seed_everything(cfg.experiment.seed, workers=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         built = kind.build(inputs, plan)
-        trainer = make_trainer(cfg, plan, built, inputs.config)
+        trainer = make_trainer(cfg, plan, built, inputs.config, kind.default_epochs)
         write_run_info(plan, trainer, cfg.training, built.info)
         try:
             best = fit_and_test(
@@ -254,24 +369,38 @@ def configured_lr(optimizer: DictConfig) -> float:
     return float(lr)
 
 
-def run_tokenizer(tokenizer: Any, run_dir: Path, source_dir: Path | None, fit: Callable[[Any], None]) -> Any:
+def run_tokenizer(
+    tokenizer: Any,
+    run_dir: Path,
+    source_dir: Path | None,
+    fit: Callable[[Any], None],
+    source_key: str = "experiment.name",
+) -> Any:
     """The run's tokenizer, saved into its folder.
 
     The main process takes the one of `source_dir` (the run it resumes or finetunes from) or fits it with
     `fit`; processes started beside it load the main process's file, because `tokenizers` trainers are not
-    deterministic across processes and their own fit could give another vocabulary.
+    deterministic across processes and their own fit could give another vocabulary. `source_key` is the
+    setting that names `source_dir`, for the error a damaged tokenizer file there gives.
     """
     if not is_main_process() and source_dir is None:  # the main process trains it (on a bounded sample)
         source_dir = wait_for_file(run_dir / TOKENIZER_FILE, timeout_s=None, what="its tokenizer").parent
     if source_dir is not None:
         tokenizer = type(tokenizer).from_file(
-            source_dir / TOKENIZER_FILE, tokenizer.max_length, tokenizer.truncation
+            source_dir / TOKENIZER_FILE, tokenizer.max_length, tokenizer.truncation, source_key
         )
     else:
         fit(tokenizer)
     if is_main_process():
         tokenizer.save(run_dir / TOKENIZER_FILE)
     return tokenizer
+
+
+def resume_source_key(cfg: DictConfig) -> str:
+    """The setting that names the run a resume continues from (its files' errors name it)."""
+    if cfg.training.resume.resume_pretraining_name is not None:
+        return "training.resume.resume_pretraining_name"
+    return "experiment.name"
 
 
 def progress_bar_enabled(setting: str | bool) -> bool:
@@ -313,8 +442,17 @@ def make_loggers(cfg: DictConfig, plan: RunPlan, built: BuiltRun, run_config: di
     return loggers
 
 
-def make_trainer(cfg: DictConfig, plan: RunPlan, built: BuiltRun, run_config: dict[str, Any]) -> L.Trainer:
-    """The Trainer with the run kind's callbacks; the model restored or checked for the resume."""
+def make_trainer(
+    cfg: DictConfig,
+    plan: RunPlan,
+    built: BuiltRun,
+    run_config: dict[str, Any],
+    default_epochs: int | None = None,
+) -> L.Trainer:
+    """The Trainer with the run kind's callbacks; the model restored or checked for the resume.
+
+    `default_epochs` is the run kind's length when the config sets neither training.max_epochs nor
+    training.max_steps (raised to training.min_steps, see epochs_to_train)."""
     training, run_dir = cfg.training, plan.run_dir
     restore_model(built.model, plan.resume)
     loggers = make_loggers(cfg, plan, built, run_config)
@@ -354,21 +492,43 @@ def make_trainer(cfg: DictConfig, plan: RunPlan, built: BuiltRun, run_config: di
             "training.batch_size",
         )
     datamodule.skip_train_batches = plan.resume.skip_batches(batches_per_epoch)
-    epochs = epochs_for_min_steps(
-        training.get("min_steps"),
-        training.max_epochs,
-        -(-batches_per_epoch // training.accumulate_grad_batches),
+    steps_per_epoch = -(-batches_per_epoch // training.accumulate_grad_batches)
+    min_steps = training.get("min_steps")
+    epochs = epochs_to_train(
+        training.max_epochs, training.max_steps, min_steps, default_epochs, steps_per_epoch
     )
-    if epochs is not None and training.max_steps == -1:
+    if epochs is not None and training.max_epochs is None:
         trainer.fit_loop.max_epochs = epochs
+        if epochs > (default_epochs or 0):
+            log.info(
+                "training.min_steps=%d raises the default %d epochs to %d (%d optimizer steps each); set "
+                "training.max_epochs or training.max_steps to train exactly that long",
+                min_steps,
+                default_epochs,
+                epochs,
+                steps_per_epoch,
+            )
     return trainer
 
 
-def epochs_for_min_steps(min_steps: int | None, max_epochs: int | None, steps_per_epoch: int) -> int | None:
-    """`max_epochs`, raised so that a small labelled set still trains for `min_steps` optimizer steps."""
-    if min_steps is None or max_epochs is None:
+def epochs_to_train(
+    max_epochs: int | None,
+    max_steps: int,
+    min_steps: int | None,
+    default_epochs: int | None,
+    steps_per_epoch: int,
+) -> int | None:
+    """How many epochs a run trains (None: as many as max_steps takes).
+
+    An explicit `max_epochs`, or `max_steps` (then the epochs are unbounded), is never overruled. With
+    neither, `default_epochs`, raised so that a small labelled set still trains for `min_steps` optimizer
+    steps.
+    """
+    if max_epochs is not None or max_steps != -1 or default_epochs is None:
         return max_epochs
-    return max(max_epochs, math.ceil(min_steps / max(1, steps_per_epoch)))
+    if min_steps is None:
+        return default_epochs
+    return max(default_epochs, math.ceil(min_steps / max(1, steps_per_epoch)))
 
 
 def write_run_info(plan: RunPlan, trainer: L.Trainer, training: DictConfig, info: dict[str, Any]) -> None:
@@ -385,7 +545,7 @@ def write_run_info(plan: RunPlan, trainer: L.Trainer, training: DictConfig, info
         "world_size": trainer.world_size,
         # training.batch_size is per process; an optimizer step sees this many sequences:
         "global_batch_size": training.batch_size * trainer.world_size * training.accumulate_grad_batches,
-        "max_epochs": trainer.max_epochs,  # after training.min_steps (finetuning)
+        "max_epochs": trainer.max_epochs,  # as trained: a default raised by training.min_steps; -1: max_steps
         "wandb": wandb_run_info(trainer.loggers),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bertlab.errors import BertlabError
+from bertlab.errors import BertlabError, reading
 from bertlab.model.encoder import ENCODER_TARGET, encoder_defaults
 from bertlab.model.hf_format import FORMATS, HFFormat, from_hf
 from bertlab.pretrained import load_backbone
@@ -152,7 +152,8 @@ def _weight_files(folder: Path, key: str) -> list[Path]:
             return [folder / name]
         index = folder / f"{name}.index.json"
         if index.is_file():  # sharded
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            with reading(index, key, "weight index", "copy or download the model folder again"):
+                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
             return [folder / shard for shard in shards]
     raise BertlabError(
         f"{str(folder)!r} holds no weights: expected {' or '.join(WEIGHT_FILES)} (or a sharded index)", key
@@ -165,7 +166,10 @@ def read_hf_model(path: str | Path, key: str = "architecture.path") -> HFModel:
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise BertlabError(f"{str(config_file)!r} does not exist; give a Hugging Face model folder", key)
-    config = json.loads(config_file.read_text())
+    with reading(config_file, key, "model config", "copy or download the model folder again"):
+        config = json.loads(config_file.read_text())
+        if not isinstance(config, dict):
+            raise ValueError(f"a JSON {type(config).__name__}, not an object")
     model_type = config.get("model_type")
     supported = "; ".join(f"{name!r} ({classes})" for name, classes in SUPPORTED.items())
     if model_type not in FORMATS:
@@ -187,7 +191,7 @@ def read_hf_model(path: str | Path, key: str = "architecture.path") -> HFModel:
         )
     weight_files = _weight_files(folder, key)
     try:
-        tokenizer = TextTokenizer.from_file(folder)
+        tokenizer = TextTokenizer.from_file(folder, fix="copy or download the model folder again")
     except BertlabError as error:
         raise BertlabError(error.message, key) from None
     for setting, ours in (("vocab_size", tokenizer.vocab_size), ("pad_token_id", tokenizer.pad_id)):

@@ -20,8 +20,11 @@ record in input order (a skipped bad record gets a row of NaN, so rows stay alig
 
 Bad records (undecodable, broken JSON, empty) follow the run's data.on_bad_record unless --on-bad-record
 says otherwise: `skip` counts them and reports them at the end, `error` stops at the first, naming it.
-The output is written to a hidden file beside --out and renamed when complete: an interrupted predict
-(an error, Ctrl-C, SIGTERM) leaves no output. An existing --out is refused unless --overwrite.
+--out is claimed before any work (output_lock.claimed_output: a lock beside it), so of two predicts writing
+one file the second is refused at once; an existing --out is refused unless --overwrite, and hidden files a
+killed predict left beside it are removed. The output is written to a hidden file beside --out and renamed
+when complete: an interrupted predict (an error, Ctrl-C, SIGTERM) leaves no output, and one in which every
+record was skipped fails and writes none.
 The run is rebuilt by trained_model.load_trained_model; the device is the GPU when there is one, with
 bf16 autocast where it supports it (--device, --precision).
 """
@@ -49,6 +52,7 @@ from bertlab.data.chunk_encoding import MAX_DOCUMENT_CHARS, BadRecords, chunk_re
 from bertlab.data.text_sources import read_chunks, resolve_inputs
 from bertlab.errors import BertlabError
 from bertlab.model.classification_head import MULTI_LABEL, POOLINGS, REGRESSION, SINGLE_LABEL, pool
+from bertlab.output_lock import claimed_output
 from bertlab.progress import StreamProgress
 from bertlab.trained_model import TrainedModel, load_trained_model
 
@@ -68,7 +72,8 @@ class PredictSummary:
 
     out: Path
     records: int = 0
-    written: int = 0
+    written: int = 0  # rows of the output (a .npy keeps a NaN row for each skipped record)
+    used: int = 0  # records predicted (not skipped)
     seconds: float = 0.0
     device: str = "cpu"
     precision: str = "32"
@@ -87,15 +92,8 @@ def output_kind(out: Path, embeddings: bool) -> str:
     return suffix[1:]
 
 
-def check_output(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite:
-        raise BertlabError(
-            f"{str(out)!r} exists; choose another file, or --overwrite to replace it (it is replaced only "
-            f"when the new one is complete)",
-            "--out",
-        )
-    if out.is_dir():
-        raise BertlabError(f"{str(out)!r} is a folder; give a file name", "--out")
+def check_output_folder(out: Path) -> None:
+    """--out goes into a folder that exists (predict creates no folders)."""
     if not out.parent.is_dir():
         raise BertlabError(f"folder {str(out.parent)!r} does not exist; create it first", "--out")
 
@@ -310,15 +308,58 @@ def predict(
     """Predict labels (or embeddings) for every record of `data` into `out`; see the module docstring."""
     out = Path(out)
     kind = output_kind(out, embeddings)
-    check_output(out, overwrite)
+    check_output_folder(out)
     if pooling not in POOLINGS:
         raise BertlabError(f"must be one of {list(POOLINGS)}, got {pooling!r}", "--pooling")
     if batch_size < 1:
         raise BertlabError(f"must be a positive integer, got {batch_size}", "--batch-size")
+    if on_bad_record is not None and on_bad_record not in BAD_RECORD_MODES:
+        raise BertlabError(f"must be one of {BAD_RECORD_MODES}, got {on_bad_record!r}", "--on-bad-record")
+    target, autocast = choose_device(device, precision)
     try:
         inputs = resolve_inputs([str(d) for d in data], "--data")
     except BertlabError as error:
         raise _renamed(error) from None
+    with claimed_output(out, "--out", overwrite):
+        return _predict(
+            run_dir,
+            inputs,
+            out,
+            kind,
+            embeddings,
+            pooling,
+            normalize,
+            text_field,
+            text_pair_field,
+            checkpoint,
+            batch_size,
+            target,
+            autocast,
+            on_bad_record,
+            progress,
+            chunk_bytes,
+        )
+
+
+def _predict(
+    run_dir: str | Path,
+    inputs: list[Any],
+    out: Path,
+    kind: str,
+    embeddings: bool,
+    pooling: str,
+    normalize: bool,
+    text_field: str | None,
+    text_pair_field: str | None,
+    checkpoint: str | Path | None,
+    batch_size: int,
+    target: torch.device,
+    autocast: torch.dtype | None,
+    on_bad_record: str | None,
+    progress: bool,
+    chunk_bytes: int,
+) -> PredictSummary:
+    """The work of `predict`, once --out is held for it."""
     run = load_trained_model(run_dir, checkpoint)
     if not embeddings and run.task != "classification":
         raise BertlabError(
@@ -342,7 +383,6 @@ def predict(
     if on_bad_record not in BAD_RECORD_MODES:
         raise BertlabError(f"must be one of {BAD_RECORD_MODES}, got {on_bad_record!r}", "--on-bad-record")
     run.tokenizer.truncation = True  # a long text is cut to max_length, as in training, never refused
-    target, autocast = choose_device(device, precision)
     predictor = Predictor(run, embeddings, pooling, normalize, target, autocast)
     summary = PredictSummary(out, device=str(target), precision="bf16" if autocast else "32")
     sizes = [item.size() for item in inputs]
@@ -381,7 +421,10 @@ def predict(
                         writer.write(_rows(chunk.source, records, outputs, kept, decision, embeddings))
                         summary.written += len(kept)
                     summary.records += len(records)
+                    summary.used += len(kept)
                     bar.update(chunk.raw_bytes, len(records))
+                if not summary.used:
+                    raise nothing_predicted(summary, text_field)
             except BaseException:
                 writer.discard()  # the private file is removed by replacing_path
                 raise
@@ -390,6 +433,24 @@ def predict(
         bar.close()
     summary.seconds = time.monotonic() - start
     return summary
+
+
+def nothing_predicted(summary: PredictSummary, text_field: str) -> BertlabError:
+    """Every record was skipped (or there was none): an output of headers only would pass for a result."""
+    if not summary.records:
+        return BertlabError(
+            "the inputs hold no record (no non-blank line or row); nothing was written", "--data"
+        )
+    kinds = {kind for per_file in summary.bad.counts.values() for kind in per_file}
+    message = (
+        f"all {summary.records} records were skipped, so nothing was written; first: "
+        f"{summary.bad.describe_first()}"
+    )
+    if kinds == {"no_text_field"}:
+        return BertlabError(
+            f"{message}. Give the field that holds the text with --text-field", "--text-field"
+        )
+    return BertlabError(message, "--data")
 
 
 def _predict_chunk(

@@ -28,7 +28,9 @@ def open_pretrained_run(output_dir: str | Path, name: str, checkpoint: str) -> S
             f"pretrained_experiment=none",
             "pretrained_experiment.name",
         )
-    return SavedRun.open(run_dir, checkpoint, "pretrained_experiment.checkpoint")
+    return SavedRun.open(
+        run_dir, checkpoint, "pretrained_experiment.name", checkpoint_key="pretrained_experiment.checkpoint"
+    )
 
 
 def inherit_architecture(

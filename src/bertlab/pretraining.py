@@ -17,14 +17,22 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from bertlab.config.checks import check_pretraining
 from bertlab.config.instantiate import edited_config, instantiate_node, instantiate_section, plain_config
 from bertlab.errors import BertlabError
-from bertlab.flow import BuiltRun, RunPlan, configured_lr, resumes, run_tokenizer
+from bertlab.flow import (
+    BuiltRun,
+    RunPlan,
+    check_run_kind,
+    configured_lr,
+    resume_source_key,
+    resumes,
+    run_tokenizer,
+)
 from bertlab.hf_import import HFStart, load_weights, pretraining_source
 from bertlab.run_folder import RUN_INFO_FILE, TOKENIZER_FILE
 from bertlab.tasks.mlm import EVAL_COLUMNS, TRAIN_COLUMNS, MaskedLanguageModel
 from bertlab.tokenizer import TextTokenizer
+from bertlab.training.budget import Budget
 from bertlab.training.distributed import is_main_process
 from bertlab.training.mfu import MFUMonitor, mlm_training_flops_per_token
 
@@ -37,6 +45,30 @@ def _data_errors(texts: Iterator[str]) -> Iterator[str]:
         yield from texts
     except BertlabError as error:
         raise error.in_section("data") from None
+
+
+def check_pretraining(cfg: DictConfig) -> None:
+    """What a pretraining run's config must satisfy beyond the common checks (flow.check_run_config)."""
+    check_run_kind(cfg, "pretraining", "MLM", ("val/loss", "val/perplexity", "val/accuracy"))
+    if Budget(**plain_config(cfg.training.budget)).active and cfg.training.max_epochs is not None:
+        raise BertlabError(
+            "must be null with a training.budget: the budget decides where the run (and its schedule) ends",
+            "training.max_epochs",
+        )
+    max_length, max_positions = cfg.tokenizer.max_length, cfg.architecture.max_position_embeddings
+    if max_length > max_positions:
+        raise BertlabError(
+            f"{max_length} exceeds architecture.max_position_embeddings={max_positions}; lower tokenizer.max_length "
+            f"or raise architecture.max_position_embeddings",
+            "tokenizer.max_length",
+        )
+    window = cfg.architecture.get("local_window")
+    if cfg.architecture.get("attention") == "local" and window is not None and window > max_length:
+        raise BertlabError(
+            f"{window} exceeds tokenizer.max_length={max_length}: a window wider than the sequence is full "
+            f"attention; lower architecture.local_window or use architecture.attention=sdpa",
+            "architecture.local_window",
+        )
 
 
 @dataclass(frozen=True)
@@ -55,6 +87,7 @@ class Pretraining:
     backbone + MLM head (optionally seeded from a Hugging Face model), MFU where the peak is known."""
 
     reports_mfu = True
+    default_epochs = None  # training.max_steps (or a budget) bounds a pretraining run
 
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         self.cfg, self.run_dir = cfg, run_dir
@@ -78,9 +111,12 @@ class Pretraining:
     def build(self, inputs: PretrainingInputs, plan: RunPlan) -> BuiltRun:
         config, run_dir, datamodule, hf = inputs.config, self.run_dir, inputs.datamodule, inputs.hf
         peak_flops = plan.peak_flops
-        source_dir = plan.resume.source_dir
+        source_dir, source_key = plan.resume.source_dir, resume_source_key(self.cfg)
         if source_dir is None and datamodule.prepared and (datamodule.prepared / TOKENIZER_FILE).is_file():
-            source_dir = datamodule.prepared  # a +experiment=prepare folder brings its tokenizer
+            source_dir, source_key = (
+                datamodule.prepared,
+                "data.prepared",
+            )  # a prepared folder brings its tokenizer
         tokenizer = run_tokenizer(
             inputs.tokenizer,
             run_dir,
@@ -89,6 +125,7 @@ class Pretraining:
                 (lambda: _data_errors(datamodule.tokenizer_sample())) if fresh.needs_corpus else (),
                 cache_file=datamodule.tokenizer_cache_file(fresh),
             ),
+            source_key=source_key,
         )
         if datamodule.masking.needs_word_starts:
             try:

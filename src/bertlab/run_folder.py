@@ -8,14 +8,11 @@ guard asks it before Hydra writes); `claim_run_folder` is the one place that act
 
 from __future__ import annotations
 
-import atexit
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
-import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +20,7 @@ from typing import Any
 
 from bertlab.atomic_write import replacing
 from bertlab.errors import BertlabError
+from bertlab.output_lock import OutputBusy, hold_output, lock_file_of, release_output
 
 log = logging.getLogger(__name__)
 
@@ -231,106 +229,32 @@ def refuse_finished_preparation(run_dir: Path) -> None:
 
 
 # -- one launch per run folder --------------------------------------------------------------------------
-@dataclass
-class _Hold:
-    descriptor: int
-    created: Path | None  # the highest folder the hold created for its lock file (removed on release)
-    count: int = 1  # holds taken in this process (the launcher's guard, then the run): released at 0
-
-
-_holds: dict[Path, _Hold] = {}  # run folders this process holds
-
-
-@atexit.register
-def _release_all() -> None:
-    """A process that ends without releasing (a failed sweep, an exception) leaves no lock file."""
-    for path, hold in list(_holds.items()):
-        hold.count = 1
-        release_run_folder(path.parent / path.name[1 : -len(".lock")])
-
-
-def lock_file_of(run_dir: Path) -> Path:
-    """The run folder's lock, beside it: taken before the folder itself exists."""
-    run_dir = Path(os.path.abspath(run_dir))  # `..` resolved: one folder, one lock, however it is spelled
-    return run_dir.parent / f".{run_dir.name}.lock"
-
-
 def hold_run_folder(run_dir: Path, key: str = "experiment.name") -> None:
     """Make this process the one launch that owns `run_dir` until `release_run_folder` or its exit.
 
-    An exclusive `flock` on a lock file beside the folder: a second launch of the same run fails at once,
+    The lock beside the folder (output_lock.hold_output): a second launch of the same run fails at once,
     naming the process that holds it, and changes nothing; the OS releases the lock of a killed holder.
     Holding the folder again in the same process counts: each hold is ended by one release.
     """
-    path = lock_file_of(run_dir)
-    if path in _holds:
-        _holds[path].count += 1
-        return
-    created = None
-    folder = path.parent
-    while not folder.exists():
-        created, folder = folder, folder.parent
-    while True:
-        path.parent.mkdir(parents=True, exist_ok=True)  # again if a releasing launch just removed it
-        try:
-            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except FileNotFoundError:
-            continue
-        except OSError as error:
-            raise BertlabError(
-                f"cannot open the run folder's lock {str(path)!r} ({error.strerror}); remove it if no launch "
-                f"of this run is alive, or choose another experiment.output_dir",
-                key,
-            ) from None
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(descriptor, 64, 0).decode(errors="replace").strip() or "another process"
-            os.close(descriptor)
-            raise BertlabError(
-                f"run folder {str(run_dir)!r} is in use by another launch ({holder}); nothing was changed. "
-                f"Wait for it to end, or choose another experiment.name",
-                key,
-            ) from None
-        except OSError as error:  # a file system without flock (some Lustre, NFS or FUSE mounts)
-            log.warning(
-                "The file system of %s cannot lock files (%s): two launches of this run are not kept apart",
-                path.parent,
-                error.strerror,
-            )
-            break
-        try:
-            same_file = os.stat(path).st_ino == os.fstat(descriptor).st_ino
-        except FileNotFoundError:
-            same_file = False
-        if same_file:  # else its holder removed it as we opened it: lock the new one
-            break
-        os.close(descriptor)
-    os.ftruncate(descriptor, 0)
-    os.pwrite(descriptor, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-    _holds[path] = _Hold(descriptor, created)
+    try:
+        hold_output(run_dir)
+    except OutputBusy as busy:
+        raise BertlabError(
+            f"run folder {str(run_dir)!r} is in use by another launch ({busy.holder}); nothing was changed. "
+            f"Wait for it to end, or choose another experiment.name",
+            key,
+        ) from None
+    except OSError as error:
+        raise BertlabError(
+            f"cannot open the run folder's lock {str(lock_file_of(run_dir))!r} ({error.strerror}); remove it if "
+            f"no launch of this run is alive, or choose another experiment.output_dir",
+            key,
+        ) from None
 
 
 def release_run_folder(run_dir: Path) -> None:
     """End one hold on `run_dir`; the last one removes the lock file and the folders made only for it."""
-    path = lock_file_of(run_dir)
-    hold = _holds.get(path)
-    if hold is None:
-        return
-    hold.count -= 1
-    if hold.count > 0:
-        return
-    del _holds[path]
-    path.unlink(missing_ok=True)  # while still locked: a waiting launch then locks a new file
-    os.close(hold.descriptor)
-    if hold.created is not None:
-        folder = path.parent
-        while folder != hold.created.parent and folder.is_dir() and not any(folder.iterdir()):
-            try:
-                folder.rmdir()
-            except OSError:  # another launch has just put its lock there
-                break
-            folder = folder.parent
+    release_output(run_dir)
 
 
 def check_writable(run_dir: Path) -> None:

@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from bertlab.errors import BertlabError
+from bertlab.errors import BertlabError, reading
 from bertlab.run_folder import (
     BEST_CHECKPOINT,
     CHECKPOINTS_DIR,
@@ -103,7 +103,7 @@ class SavedRun:
     world_size: int  # processes that shared each step (a resume's data position depends on it)
     backbone_config: dict[str, Any]  # the architecture actually built (a finetune's is inherited)
     state: dict[str, Any]  # the whole checkpoint: state_dict, global_step, ...
-    key: str  # the setting or argument that named the run, for messages
+    key: str  # the setting or argument that named the run, for messages about its files
 
     @classmethod
     def open(
@@ -113,26 +113,37 @@ class SavedRun:
         key: str = "run",
         task: str | None = None,
         missing: str = MISSING_CHECKPOINT,
+        checkpoint_key: str | None = None,
     ) -> SavedRun:
-        """The run in `run_dir` at `checkpoint` (see checkpoint_file); `task` is required if given."""
+        """The run in `run_dir` at `checkpoint` (see checkpoint_file); `task` is required if given.
+
+        `key` names the run in messages (a missing folder, a damaged file of it), `checkpoint_key` the
+        setting or option that chose the checkpoint (default `key`): a checkpoint that is missing or cannot
+        be read names it when one was chosen.
+        """
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise BertlabError(f"run folder {str(run_dir)!r} does not exist", key)
-        return cls.read(checkpoint_file(run_dir, checkpoint, key, missing), run_dir, key, task)
+        checkpoint_key = checkpoint_key or key
+        path = checkpoint_file(run_dir, checkpoint, key if checkpoint is None else checkpoint_key, missing)
+        return cls.read(path, run_dir, key, task, checkpoint_key)
 
     @classmethod
-    def read(cls, path: Path, run_dir: Path, key: str, task: str | None = None) -> SavedRun:
+    def read(
+        cls, path: Path, run_dir: Path, key: str, task: str | None = None, checkpoint_key: str | None = None
+    ) -> SavedRun:
         """The checkpoint file `path` of the run in `run_dir`.
 
         Checkpoints written before the config was stored in them fall back on the run's .hydra/config.yaml.
         """
-        state = read_checkpoint(path, key)
+        state = read_checkpoint(path, checkpoint_key or key)
         payload = state.get("bertlab") or {}
         config = payload.get("config")
         if not config and (Path(run_dir) / HYDRA_CONFIG).is_file():
             from omegaconf import OmegaConf
 
-            config = OmegaConf.to_container(OmegaConf.load(Path(run_dir) / HYDRA_CONFIG), resolve=True)
+            with reading(Path(run_dir) / HYDRA_CONFIG, key, "the run's config"):
+                config = OmegaConf.to_container(OmegaConf.load(Path(run_dir) / HYDRA_CONFIG), resolve=True)
         writer = f"a bertlab {TASK_KINDS[task]} run" if task else "bertlab"
         if not config or "architecture" not in config:
             raise BertlabError(
@@ -200,7 +211,7 @@ class SavedRun:
 
         settings = self.config.get("tokenizer", {})
         return TextTokenizer.from_file(
-            self.tokenizer_file, settings.get("max_length", 128), settings.get("truncation", True)
+            self.tokenizer_file, settings.get("max_length", 128), settings.get("truncation", True), self.key
         )
 
     def labels(self) -> list:
@@ -210,7 +221,11 @@ class SavedRun:
             raise BertlabError(
                 f"{str(path)!r} is missing; is {str(self.run_dir)!r} a finetuning run?", self.key
             )
-        return json.loads(path.read_text())
+        with reading(path, self.key, "label vocabulary", "it is damaged: restore it from a copy of the run"):
+            labels = json.loads(path.read_text())
+            if not isinstance(labels, list):
+                raise ValueError(f"a JSON {type(labels).__name__}, not a list of labels")
+        return labels
 
     def weights(self, prefix: str) -> dict[str, Any]:
         """The tensors under `prefix` (`backbone.`, `head.`), with the prefix removed."""

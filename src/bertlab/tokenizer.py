@@ -18,7 +18,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from bertlab.atomic_write import replacing_path
-from bertlab.errors import BertlabError
+from bertlab.errors import BertlabError, reading
 from bertlab.run_folder import TOKENIZER_FILE
 
 log = logging.getLogger(__name__)
@@ -55,17 +55,35 @@ UNIGRAM_SCORE_DECIMALS = 6  # Unigram scores are rounded to this many decimals (
 Texts = Iterable[str] | Callable[[], Iterable[str]]  # texts, or a function that reads them (again)
 
 
-def read_saved_tokenizer(source: str | Path) -> Tokenizer:
+# What fixes a tokenizer file that cannot be read: one a user named, one a run holds.
+NAMED_TOKENIZER_FIX = (
+    "give a tokenizer.json saved by bertlab or Hugging Face tokenizers, or a Hugging Face model folder"
+)
+RUN_TOKENIZER_FIX = "the run's file is damaged: restore it from a copy of the run"
+
+
+def read_saved_tokenizer(
+    source: str | Path, key: str = "vocab_source", fix: str = NAMED_TOKENIZER_FIX
+) -> Tokenizer:
     """A saved tokenizer file, or the vocabulary of a Hugging Face model folder: its tokenizer file, else
-    its BERT vocab.txt (with BERT's normalisation and the folder's do_lower_case, as transformers builds it)."""
+    its BERT vocab.txt (with BERT's normalisation and the folder's do_lower_case, as transformers builds it).
+
+    A file that cannot be parsed (a text or binary file, a damaged tokenizer.json) is one error naming `key`.
+    """
     source = Path(source)
-    if source.is_file():
-        return Tokenizer.from_file(str(source))
-    if (source / TOKENIZER_FILE).is_file():
-        return Tokenizer.from_file(str(source / TOKENIZER_FILE))
+    for path in (source, source / TOKENIZER_FILE):
+        if path.is_file():
+            with reading(path, key, "tokenizer file", fix):
+                return Tokenizer.from_file(str(path))
     settings_file = source / "tokenizer_config.json"
-    settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
-    tokenizer = Tokenizer(models.WordPiece.from_file(str(source / "vocab.txt"), unk_token=UNK))
+    settings = {}
+    if settings_file.is_file():
+        with reading(settings_file, key, "tokenizer settings", fix):
+            settings = json.loads(settings_file.read_text())
+            if not isinstance(settings, dict):
+                raise ValueError(f"a JSON {type(settings).__name__}, not an object")
+    with reading(source / "vocab.txt", key, "vocabulary file", fix):
+        tokenizer = Tokenizer(models.WordPiece.from_file(str(source / "vocab.txt"), unk_token=UNK))
     tokenizer.normalizer = normalizers.BertNormalizer(
         clean_text=True,
         handle_chinese_chars=settings.get("tokenize_chinese_chars", True),
@@ -127,6 +145,10 @@ class TextTokenizer:
         self.train_sample_bytes = train_sample_bytes
         self.special = BERT_TOKENS
         self._tokenizer: Tokenizer | None = None
+        # A saved vocabulary is read (and checked) now, before a run writes anything; fit() adopts it.
+        self._saved = None if self.needs_corpus else read_saved_tokenizer(vocab_source)
+        if self._saved is not None:
+            self.special = self._special_tokens(self._saved)
 
     # -- building -------------------------------------------------------------------------------------
     @property
@@ -171,8 +193,12 @@ class TextTokenizer:
                 with replacing_path(cache_file) as temporary:
                     tokenizer.save(str(temporary))
         else:
-            tokenizer = read_saved_tokenizer(self.vocab_source)
-        self.special = self._special_tokens(tokenizer)
+            tokenizer = self._saved
+        self._adopt(tokenizer)
+
+    def _adopt(self, tokenizer: Tokenizer, key: str = "vocab_source") -> None:
+        """Make `tokenizer` this one's backend: its special tokens, [CLS] ... [SEP] added, no padding."""
+        self.special = self._special_tokens(tokenizer, key)
         tokenizer.post_processor = processors.TemplateProcessing(
             single=f"{self.special.cls} $A {self.special.sep}",
             pair=self.special.pair,
@@ -224,7 +250,7 @@ class TextTokenizer:
             time.monotonic() - start,
         )
 
-    def _special_tokens(self, tokenizer: Tokenizer) -> SpecialTokens:
+    def _special_tokens(self, tokenizer: Tokenizer, key: str = "vocab_source") -> SpecialTokens:
         """The first known spelling of the special tokens that the vocabulary has in full."""
         for candidate in SPECIAL_TOKEN_SETS:
             if all(tokenizer.token_to_id(token) is not None for token in candidate.tokens):
@@ -232,14 +258,23 @@ class TextTokenizer:
         raise BertlabError(
             f"tokenizer {self.vocab_source!r} lacks the special tokens bertlab needs: one of "
             f"{[candidate.tokens for candidate in SPECIAL_TOKEN_SETS]}",
-            "vocab_source",
+            key,
         )
 
     @classmethod
-    def from_file(cls, path: str | Path, max_length: int = 128, truncation: bool = True) -> TextTokenizer:
-        """A fitted tokenizer from a saved tokenizer file (a run folder's, for instance)."""
-        tokenizer = cls(vocab_source=str(path), max_length=max_length, truncation=truncation)
-        tokenizer.fit(())
+    def from_file(
+        cls,
+        path: str | Path,
+        max_length: int = 128,
+        truncation: bool = True,
+        key: str = "vocab_source",
+        fix: str = RUN_TOKENIZER_FIX,
+    ) -> TextTokenizer:
+        """A fitted tokenizer from a saved tokenizer file (a run folder's, for instance); `key` is the
+        setting or argument that named the file (or its run) and `fix` what mends it, for errors."""
+        tokenizer = cls(max_length=max_length, truncation=truncation)
+        tokenizer.vocab_source = str(path)
+        tokenizer._adopt(read_saved_tokenizer(path, key, fix), key)
         return tokenizer
 
     @property

@@ -58,20 +58,26 @@ class TrainedModel:
 
 
 def load_trained_model(
-    run_dir: str | Path, checkpoint: str | Path | None = None, task: str | None = None
+    run_dir: str | Path, checkpoint: str | Path | None = None, task: str | None = None, key: str = "run"
 ) -> TrainedModel:
-    """The run's model at `checkpoint` (best, last or a path; default the best, else the last)."""
+    """The run's model at `checkpoint` (best, last or a path; default the best, else the last).
+
+    `key` is the command's argument that names the run (its errors name it; a chosen checkpoint's name
+    --checkpoint).
+    """
     run = SavedRun.open(
         run_dir,
         checkpoint,
-        "checkpoint",
+        key,
         task=task,
         missing="no checkpoint at {candidates}; give the folder of a finished run (runs/pretraining/<name> "
         "or runs/finetuning/<name>) or --checkpoint",
+        checkpoint_key="--checkpoint",
     )
     if "backbone.word_embeddings.weight" not in run.state_dict:
         raise BertlabError(
-            f"checkpoint {str(run.checkpoint)!r} holds no bertlab encoder weights", "checkpoint"
+            f"checkpoint {str(run.checkpoint)!r} holds no bertlab encoder weights",
+            key if checkpoint is None else "--checkpoint",
         )
     found = run.task or ("classification" if "head.classifier.0.weight" in run.state_dict else "mlm")
     if found == "classification":

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from bertlab.atomic_write import atomic_write_text
-from bertlab.errors import BertlabError
+from bertlab.errors import BertlabError, reading
 from bertlab.run_folder import MANIFEST
 
 FORMAT_VERSION = 2
@@ -139,7 +139,10 @@ def read_manifest(folder: str | Path, key: str = "prepared") -> dict[str, Any]:
             ),
             key,
         )
-    manifest = json.loads(path.read_text())
+    with reading(path, key, "manifest", "prepare the folder again (or restore it from a copy)"):
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest, dict):
+            raise ValueError(f"a JSON {type(manifest).__name__}, not an object")
     if manifest.get("format") != FORMAT_VERSION:
         raise BertlabError(
             f"folder {str(folder)!r} holds prepared-dataset format {manifest.get('format')}, this bertlab "

@@ -55,15 +55,25 @@ def one_line(error: BaseException) -> str:
     return joined
 
 
-def report_in_one_line(main: Callable[[], Any]) -> Any:
-    """Run a `@hydra.main` function; Hydra's composition and override errors end as one Error line, exit 2."""
+def report_in_one_line(main: Callable[[], Any], undo: Callable[[], None] = lambda: None) -> Any:
+    """Run a `@hydra.main` function; Hydra's composition and override errors end as one Error line, exit 2.
+
+    `undo` removes what Hydra wrote before such an error (a sweep checks each job's overrides only after it
+    has written the sweep folder's multirun.yaml); it runs also with HYDRA_FULL_ERROR=1.
+    """
     if os.environ.get(FULL_ERROR) == "1":
-        return main()
+        try:
+            return main()
+        except (HydraException, OmegaConfBaseException):
+            if not _run_started:
+                undo()
+            raise
     os.environ[FULL_ERROR] = "1"  # Hydra raises instead of printing its own multi-line report
     try:
         return main()
     except (HydraException, OmegaConfBaseException) as error:
         if _run_started:
             raise
+        undo()
         print(f"Error: {one_line(error)}", file=sys.stderr)
         sys.exit(2)

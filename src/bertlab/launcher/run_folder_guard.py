@@ -46,15 +46,22 @@ class LaunchFootprint:
     run_dir: Path
     first_created: Path | None  # the highest folder this launch creates; None when the run folder existed
     log_size: int | None  # run.log's size before the launch; None when there was none
-    config_subdir: str  # where Hydra writes this launch's composed config
+    config_subdir: str | None  # where Hydra writes this launch's composed config; None: nowhere
     clear_outputs: bool = True  # False for a preparation, whose finished shards a relaunch continues from
+    completed: bool = (
+        False  # is_resume=auto on a completed run: the run checks the command, then does nothing
+    )
 
 
 # Set by RunFolderGuard, read by undo_launch: Hydra's callbacks and launch.py's task function share one process.
 _launch: LaunchFootprint | None = None
+# The sweep folder a multirun holds, and whether it existed before (set by on_multirun_start).
+_sweep: tuple[Path, bool] | None = None
 
 
-def record_launch(run_dir: Path, config_subdir: str, clear_outputs: bool = True) -> None:
+def record_launch(
+    run_dir: Path, config_subdir: str | None, clear_outputs: bool = True, completed: bool = False
+) -> None:
     global _launch
     run_dir = Path(os.path.abspath(run_dir))
     first_created = None
@@ -68,6 +75,7 @@ def record_launch(run_dir: Path, config_subdir: str, clear_outputs: bool = True)
         log_file.stat().st_size if log_file.is_file() else None,
         config_subdir,
         clear_outputs,
+        completed,
     )
 
 
@@ -88,9 +96,10 @@ def undo_launch(run_dir: Path) -> None:
             folder.rmdir()
             folder = folder.parent
         return
-    config = run_dir / footprint.config_subdir
-    if config.is_dir():
-        shutil.rmtree(config)
+    if footprint.config_subdir:
+        config = run_dir / footprint.config_subdir
+        if config.is_dir():
+            shutil.rmtree(config)
     log_file = run_dir / RUN_LOG
     if footprint.log_size is None:
         log_file.unlink(missing_ok=True)
@@ -99,6 +108,35 @@ def undo_launch(run_dir: Path) -> None:
             handle.truncate(footprint.log_size)
     if footprint.clear_outputs and not checkpoints_of(run_dir):
         clear_unfinished_attempt(run_dir)
+
+
+def end_completed_launch(run_dir: Path) -> bool:
+    """After a launch with is_resume=auto found its run completed (and the run found the command fit it):
+    remove its log lines, so the run stays byte for byte as it was; True when that was this launch."""
+    footprint = _launch
+    if footprint is None or not footprint.completed or footprint.run_dir != Path(os.path.abspath(run_dir)):
+        return False
+    undo_launch(run_dir)
+    return True
+
+
+def undo_refused_sweep() -> None:
+    """Remove what a sweep refused before its first job (a Hydra error in a swept value) wrote: Hydra's
+    multirun.yaml and the sweep folder this launch created; then release the folder's lock."""
+    global _sweep
+    if _sweep is None:
+        return
+    sweep_dir, existed = _sweep
+    _sweep = None
+    if existed:  # an empty folder the user made: only what this launch put in it goes
+        for path in sweep_dir.iterdir():
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    else:
+        shutil.rmtree(sweep_dir, ignore_errors=True)
+    release_run_folder(sweep_dir)  # also removes the folders made only for its lock
 
 
 def release_launch(run_dir: Path) -> None:
@@ -175,9 +213,12 @@ class RunFolderGuard(Callback):
         except BertlabError as error:
             _stop(error, held=run_dir)
         if in_place and already_completed(run_dir, request):
-            release_run_folder(run_dir)
-            print(f"Run {str(run_dir)!r} already completed; nothing to do", file=sys.stderr)
-            raise SystemExit(0)
+            # Not ended here: the run first checks the command against the run's checkpoint, as it would
+            # for an interrupted run (a changed model is refused, naming the key). Hydra writes no config.
+            with read_write(config.hydra), open_dict(config.hydra):
+                config.hydra.output_subdir = None
+            record_launch(run_dir, None, completed=True)
+            return
         subdir = str(config.hydra.output_subdir)
         if in_place and (run_dir / ".hydra").is_dir():
             # Keep the run's original composed config; the resumed launch's goes beside it.
@@ -214,10 +255,8 @@ class RunFolderGuard(Callback):
             hold_run_folder(sweep_dir)  # one launch per sweep folder; the OS releases it at exit
         except BertlabError as error:
             _stop(error)
-        if (
-            OmegaConf.select(config, "suite") is not None
-        ):  # a suite's folder is reused: its sweeper skips finished jobs, continues the rest
-            return
+        if OmegaConf.select(config, "suite") is not None:
+            return  # a suite's folder is reused: its sweeper skips the finished jobs and continues the rest
         if sweep_dir.exists() and any(sweep_dir.iterdir()):
             _stop(
                 BertlabError(
@@ -225,6 +264,8 @@ class RunFolderGuard(Callback):
                 ),
                 held=sweep_dir,
             )
+        global _sweep
+        _sweep = (sweep_dir, sweep_dir.exists())
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if is_main_process():

@@ -28,8 +28,8 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from bertlab.config.checks import check_finetuning
 from bertlab.errors import BertlabError
+from bertlab.finetuning import check_finetuning
 from bertlab.launcher.hydra_errors import one_line
 from bertlab.launcher.run_folder_guard import refuse_sweep
 from bertlab.reporting.sweep_summary import error_text

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bertlab.config.checks import LOWER_IS_BETTER
 from bertlab.data.labelled import FORMATS, RecordFields, labelled_example, labelled_records
 from bertlab.errors import BertlabError
+from bertlab.flow import LOWER_IS_BETTER
 from bertlab.model.classification_head import MULTI_LABEL, PROBLEM_TYPES, REGRESSION, SINGLE_LABEL
 from bertlab.tasks.objectives import EVAL_FIGURES, MAIN_METRIC
 

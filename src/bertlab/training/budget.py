@@ -6,10 +6,15 @@ its floor at the last one (cramming's "BERT in a day"; the trapezoids of ModernB
 - tokens: `ceil(tokens / tokens per optimizer step)` steps, known before the first step, so a resume is
   exact to the bit.
 - minutes: the steps that fit are estimated from the measured cost of a step (its own time, plus the
-  validations it brings every `val_check_interval` steps) and re-estimated before every step; time is
-  reserved for the last validation and the test pass. The clock counts from the run's first validation or
-  step (tokenizer and data preparation are not in it); a resumed run carries the time it already spent
-  (the callback's state is in every checkpoint).
+  validations it brings every `val_check_interval` steps) and re-estimated before every step, robustly:
+  the mean of the last steps, or the median of the latest few when steps have become slower (a machine
+  that got busy), and the last step is the one that ends nearest the budget. What follows the last step is
+  reserved, measured: its validation and the test pass (each the latest validation's time, scaled by how
+  much slower or faster steps run now than then), the checkpoints written after it and the best one read
+  back (the latest checkpoint write's time). The clock counts from the run's first validation or step
+  (tokenizer and data preparation are not in it) to the end of the test pass (plots and run.json come
+  after it); a resumed run carries the time it already spent (the callback's state is in every
+  checkpoint).
 
 Both bounds may be given: the run stops at the first one reached. The current estimate is the Trainer's
 `max_steps` (so the last-step validation, checkpoints and the masking-rate schedule follow it), and the
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import time
 from collections import deque
 from collections.abc import Callable
@@ -36,6 +42,9 @@ log = logging.getLogger(__name__)
 STOP_TIME = "time budget"
 STOP_TOKENS = "token budget"
 STEP_WINDOW = 50  # steps whose mean duration is the cost of the next ones
+RECENT_STEPS = 9  # the latest steps, whose median says how fast the machine runs now
+SAVES_AFTER_LAST_STEP = 2  # model.ckpt at the last step and best-model.ckpt after its validation
+LOAD_FACTOR_BOUNDS = (0.25, 4.0)  # how far a validation's measured time is scaled by the current step speed
 UNPLANNED = (
     2**40
 )  # max_steps of a resumed run until its restored step is known (finite: the schedule is built)
@@ -111,9 +120,13 @@ class TrainingBudget(L.Callback):
         self.tokens_per_step = 0
         self.spent_before = 0.0  # seconds of earlier attempts (from the checkpoint)
         self.clock_start: float | None = None
+        self.clock_stop: float | None = None  # the end of the test pass (or of fit, without evaluation)
         self.step_seconds: deque[float] = deque(maxlen=STEP_WINDOW)
         self.saved_step_seconds: float | None = None
         self.validation_seconds: float | None = None
+        self.validation_step_cost: float | None = None  # the steps' speed when it was measured
+        self.evaluation_call_start: float | None = None
+        self.evaluation_overhead = 0.0  # a validate()/test() call beyond its loop: set-up, loaders, teardown
         self.validation_start: float | None = None
         self.validation_in_step = 0.0
         self.last_boundary: float | None = None
@@ -131,12 +144,14 @@ class TrainingBudget(L.Callback):
     def spent_seconds(self) -> float:
         if self.clock_start is None:
             return self.spent_before
-        return self.spent_before + time.perf_counter() - self.clock_start
+        return self.spent_before + (self.clock_stop or time.perf_counter()) - self.clock_start
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.stage, self.trainer = stage, trainer
         if self.clock_start is None:
             self.clock_start = time.perf_counter()
+        if stage == "validate":  # the step-0 validation: a call like the test's, measured whole
+            self.evaluation_call_start = time.perf_counter()
         self.tokens_per_step = self.sequences_per_step * trainer.world_size * self.block_length
         if self.budget.tokens is not None:
             self.token_steps = token_budget_steps(self.budget.tokens, self.tokens_per_step)
@@ -173,6 +188,8 @@ class TrainingBudget(L.Callback):
         now = time.perf_counter()
         if self.last_boundary is not None and not self.first_step_of_attempt:
             self.step_seconds.append(now - self.last_boundary - self.validation_in_step)
+            if self.validation_step_cost is None and self.validation_seconds is not None:
+                self.validation_step_cost = self._recent_step_cost()  # the first steps after it
         self.first_step_of_attempt = self.last_boundary is None
         self.last_boundary, self.validation_in_step = now, 0.0
         self._plan(trainer, pl_module)
@@ -184,6 +201,7 @@ class TrainingBudget(L.Callback):
         if self.validation_start is not None:
             seconds = time.perf_counter() - self.validation_start
             self.validation_seconds = seconds
+            self.validation_step_cost = self._recent_step_cost()  # None before the first steps: set later
             self.validation_in_step += seconds
             self.validation_start = None
 
@@ -192,14 +210,68 @@ class TrainingBudget(L.Callback):
             time_bound = self.token_steps is None or trainer.global_step < self.token_steps
             self.stop_reason = STOP_TIME if self.budget.minutes is not None and time_bound else STOP_TOKENS
 
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "validate" and self.evaluation_call_start is not None:
+            whole = time.perf_counter() - self.evaluation_call_start
+            self.evaluation_overhead = max(0.0, whole - (self.validation_seconds or 0.0))
+            self.evaluation_call_start = None
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.validates:  # no test pass follows: the budget ends with training
+            self.clock_stop = time.perf_counter()
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.clock_stop = time.perf_counter()  # what comes after the test (plots, run.json) is not training
+
+    def _recent_step_cost(self) -> float | None:
+        """The median of the latest steps: how fast the machine runs now, unmoved by one slow step."""
+        if len(self.step_seconds) < RECENT_STEPS:
+            return None
+        return statistics.median(list(self.step_seconds)[-RECENT_STEPS:])
+
+    def _load_factor(self) -> float:
+        """How much slower (above 1) or faster steps run now than when the latest validation was measured:
+        an evaluation slows down as much as training does on a machine that got busy."""
+        recent, then = self._recent_step_cost(), self.validation_step_cost
+        if recent is None or not then:
+            return 1.0
+        low, high = LOAD_FACTOR_BOUNDS
+        return min(high, max(low, recent / then))
+
+    def _validation_cost(self) -> float:
+        """Seconds a validation (or the test pass, which reads as much) takes now."""
+        if not self.validates or self.validation_seconds is None:
+            return 0.0
+        return self.validation_seconds * self._load_factor()
+
+    def _save_seconds(self) -> float:
+        """The latest checkpoint write, measured by the Trainer's checkpoint IO (0 before the first)."""
+        checkpoint_io = getattr(getattr(self.trainer, "strategy", None), "checkpoint_io", None)
+        return getattr(checkpoint_io, "last_save_seconds", None) or 0.0
+
+    def reserve_seconds(self) -> float:
+        """What follows the last step, measured: its validation, the test call (its loop as long as a
+        validation's, its set-up as the step-0 validate call's), the checkpoints written after the last
+        step and the best one read back for the test (about as long as a write)."""
+        if not self.validates:
+            return SAVES_AFTER_LAST_STEP * self._save_seconds()
+        test = self._validation_cost() + self.evaluation_overhead
+        return self._validation_cost() + test + (SAVES_AFTER_LAST_STEP + 1) * self._save_seconds()
+
     def _step_cost(self) -> float | None:
-        """Seconds per optimizer step, validations included in proportion."""
+        """Seconds per optimizer step, validations included in proportion.
+
+        The mean of the last STEP_WINDOW steps, unless the median of the latest few is higher: when steps
+        become several times slower (another process takes the cores) the estimate follows within a few
+        steps instead of lagging behind the whole window.
+        """
         if len(self.step_seconds) >= MEASURED_STEPS:
             train = sum(self.step_seconds) / len(self.step_seconds)
+            train = max(train, self._recent_step_cost() or 0.0)
         else:
             return self.saved_step_seconds  # None in a fresh run: the first guess stands
         if self.validates and self.val_check_interval and self.validation_seconds is not None:
-            train += self.validation_seconds / self.val_check_interval
+            train += self._validation_cost() / self.val_check_interval
         return train
 
     def _steps_for(self, step: int) -> int:
@@ -212,12 +284,11 @@ class TrainingBudget(L.Callback):
             if cost is None:  # enough steps to measure some before the estimate replaces the guess
                 steps.append(max(step + 1, self.first_guess, MEASURED_STEPS + 2))
             else:
-                reserve = 2 * (self.validation_seconds or 0.0) if self.validates else 0.0
-                left = self.budget.minutes * 60 - self.spent_seconds() - reserve
+                left = self.budget.minutes * 60 - self.spent_seconds() - self.reserve_seconds()
                 if left <= 0 and step > 0:
                     steps.append(step)  # spent (a resume after the last step): no further step
-                else:
-                    steps.append(step + max(1, math.floor(left / cost)))
+                else:  # the step count that ends nearest the budget, half a step either side
+                    steps.append(step + max(1, round(left / cost)))
         return min(steps)
 
     def _plan(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -4,6 +4,7 @@ at chosen steps, KEPT_CHECKPOINT, which nothing overwrites)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +20,22 @@ from bertlab.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, kept_checkpoint
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes to a temporary file, syncs it, then renames it over the target.
 
-    A crash at any moment leaves either the previous complete checkpoint or the new complete one.
+    A crash at any moment leaves either the previous complete checkpoint or the new complete one. The time
+    the latest write took is kept (`last_save_seconds`): a time budget reserves it for the checkpoints that
+    follow the last step (training/budget.py).
     """
+
+    last_save_seconds: float | None = None
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
     ) -> None:
+        started = time.perf_counter()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with replacing(path, fsync=True) as handle:
             torch.save(checkpoint, handle)
+        self.last_save_seconds = time.perf_counter() - started
 
 
 class KeepCheckpointsAtSteps(L.Callback):

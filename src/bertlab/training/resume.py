@@ -145,13 +145,12 @@ def plan_resume(
 ) -> ResumePlan:
     """The one decision of how a run starts: claim `run_dir` (main process), read the checkpoint once,
     check that it can continue as `run_config` on `world_size` processes. Refuses a changed model or data,
-    naming the key, unless the key is in `may_change` (see check_resume_config)."""
+    naming the key, unless the key is in `may_change` (see check_resume_config). A completed run (with
+    is_resume=auto) passes the same checks before it is found to have nothing left to do."""
     source_dir, checkpoint = request.source(run_dir, kind_dir, name)
     if main_process:
         checkpoint = claim_run_folder(run_dir, source_dir, checkpoint)
-    if checkpoint is not None and already_completed(run_dir, request):
-        return ResumePlan(completed=True)
-    elif checkpoint is not None and not checkpoint.is_file():
+    if checkpoint is not None and not checkpoint.is_file():
         checkpoint = None  # other DDP processes start after the main one has claimed the folder
     if checkpoint is None or source_dir is None:
         return ResumePlan()
@@ -161,6 +160,8 @@ def plan_resume(
         saved.world_size, world_size, weights_only=model_only, allow=request.allow_config_changes
     )
     check_resume_config(saved.config, run_config, may_change, request)
+    if already_completed(run_dir, request):  # checked as any resume (a changed model is refused), then done
+        return ResumePlan(completed=True)
     step = 0 if model_only else saved.step
     return ResumePlan(
         source=saved,
