@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from bertlab.errors import BertlabError
 
 
 def temporary_path(path: str | Path) -> Path:
@@ -57,3 +60,25 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def publishing_folder(out_dir: Path, overwrite: bool, key: str = "out_dir") -> Iterator[Path]:
+    """A hidden folder beside `out_dir` to write into; it becomes `out_dir` when the block ends without an
+    error, so an interrupted writer (an export, an unpacked model) leaves no partial output. A non-empty `out_dir` needs `overwrite`."""
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+        raise BertlabError(
+            f"{str(out_dir)!r} exists and is not empty; choose another folder or --overwrite", key
+        )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_path(out_dir)
+    temporary.mkdir()
+    try:
+        yield temporary
+        if out_dir.is_dir():
+            shutil.rmtree(out_dir)
+        elif out_dir.exists():
+            out_dir.unlink()
+        os.replace(temporary, out_dir)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)

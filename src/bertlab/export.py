@@ -23,17 +23,14 @@ needs `bertlab[onnx]`.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bertlab.atomic_write import temporary_path
+from bertlab.atomic_write import publishing_folder
 from bertlab.errors import BertlabError
 from bertlab.model.encoder import ENCODER_TARGET
 from bertlab.model.hf_format import ENCODER_CHOICES, to_hf
@@ -44,28 +41,6 @@ MLM_HEAD = "bertlab.model.mlm_head.MLMHead"
 CLASSIFICATION_HEAD = "bertlab.model.classification_head.ClassificationHead"
 # The tanh layer that stands in for "no hidden layer": tanh(eps x) / eps = x (1 - (eps x)^2 / 3 + ...).
 NEAR_IDENTITY_EPS = 1e-4
-
-
-@contextmanager
-def publishing_folder(out_dir: Path, overwrite: bool) -> Iterator[Path]:
-    """A hidden folder beside `out_dir` to write into; it becomes `out_dir` when the block ends without an
-    error, so an interrupted export leaves no partial output. A non-empty `out_dir` needs `overwrite`."""
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
-        raise BertlabError(
-            f"{str(out_dir)!r} exists and is not empty; choose another folder or --overwrite", "out_dir"
-        )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    temporary = temporary_path(out_dir)
-    temporary.mkdir()
-    try:
-        yield temporary
-        if out_dir.is_dir():
-            shutil.rmtree(out_dir)
-        elif out_dir.exists():
-            out_dir.unlink()
-        os.replace(temporary, out_dir)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
 
 
 def check_bert_compatible(run: TrainedModel) -> None:
