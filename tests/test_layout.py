@@ -10,11 +10,20 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "bertlab"
 # Bottom to top; a module may import its own layer or the ones below, never one above.
 LAYERS = [
     ("errors", "atomic_write", "run_folder", "progress"),
-    ("model", "tokenizer", "data", "config.schema", "config.instantiate"),
+    ("model", "tokenizer", "data", "config.schema", "config.instantiate", "sentence_embedding"),
     ("saved_run",),
     ("training", "tasks", "reporting", "config.checks"),
     ("flow", "pretrained", "hf_import", "baseline", "trained_model"),
-    ("pretraining", "finetuning", "preparation", "evaluate", "export", "onnx_export", "predict"),
+    (
+        "pretraining",
+        "finetuning",
+        "preparation",
+        "evaluate",
+        "export",
+        "onnx_export",
+        "predict",
+        "released_model",
+    ),
     ("run",),
     ("launcher",),
 ]

@@ -265,7 +265,7 @@ def run_tokenizer(tokenizer: Any, run_dir: Path, source_dir: Path | None, fit: C
         source_dir = wait_for_file(run_dir / TOKENIZER_FILE, timeout_s=None, what="its tokenizer").parent
     if source_dir is not None:
         tokenizer = type(tokenizer).from_file(
-            source_dir / TOKENIZER_FILE, tokenizer.max_length, tokenizer.truncation
+            source_dir / TOKENIZER_FILE, tokenizer.max_length, tokenizer.truncation, tokenizer.tail_tokens
         )
     else:
         fit(tokenizer)

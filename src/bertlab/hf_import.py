@@ -68,6 +68,13 @@ class HFModel:
             **self.format.architecture(self.config, self.tokenizer.pad_id),
         }
 
+    @property
+    def has_mlm_head(self) -> bool:
+        """Whether the weights hold an MLM head (BertForMaskedLM) or only the encoder (BertModel); from the
+        tensor names alone, so a resume answers it as the first start did without loading the weights."""
+        transform = f"{self.format.head['transform']}.weight"
+        return any(transform in _weight_names(path) for path in self.weight_files)
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The weights under bertlab's names (`backbone.*`, and `head.*` where the folder has an MLM head)."""
         raw: dict[str, torch.Tensor] = {}
@@ -156,6 +163,24 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
         ) from None
     except Exception as error:  # a truncated or damaged file: RuntimeError, EOFError, OSError, ...
         raise _unreadable(path, error) from None
+
+
+def _weight_names(path: Path) -> set[str]:
+    """The tensor names of one weight file, read without the tensors where the format allows."""
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as handle:
+                return set(handle.keys())
+        except Exception:  # unreadable: _read_weights names the file when the weights are loaded
+            return set()
+    for mmap in (True, False):  # files in torch's legacy format cannot be memory-mapped
+        try:
+            return set(torch.load(path, map_location="cpu", weights_only=True, mmap=mmap))
+        except Exception:
+            continue
+    return set()
 
 
 def _unreadable(path: Path, error: Exception) -> BertlabError:

@@ -200,7 +200,10 @@ class SavedRun:
 
         settings = self.config.get("tokenizer", {})
         return TextTokenizer.from_file(
-            self.tokenizer_file, settings.get("max_length", 128), settings.get("truncation", True)
+            self.tokenizer_file,
+            settings.get("max_length", 128),
+            settings.get("truncation", True),
+            settings.get("tail_tokens") or 0,
         )
 
     def labels(self) -> list:

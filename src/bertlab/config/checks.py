@@ -115,9 +115,15 @@ def check_pretraining(cfg: DictConfig) -> None:
         )
     max_length, max_positions = cfg.tokenizer.max_length, cfg.architecture.max_position_embeddings
     if max_length > max_positions:
+        source = cfg.get("hf_source")
+        fix = (
+            f"the model in {source.path!r} has no positions beyond {max_positions}: lower tokenizer.max_length "
+            f"to at most {max_positions}"
+            if source
+            else "lower tokenizer.max_length or raise architecture.max_position_embeddings"
+        )
         raise BertlabError(
-            f"{max_length} exceeds architecture.max_position_embeddings={max_positions}; lower tokenizer.max_length "
-            f"or raise architecture.max_position_embeddings",
+            f"{max_length} exceeds architecture.max_position_embeddings={max_positions}; {fix}",
             "tokenizer.max_length",
         )
     window = cfg.architecture.get("local_window")
