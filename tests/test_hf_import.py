@@ -257,6 +257,20 @@ def copied_model(hf_folders, folder: Path) -> Path:
     return folder
 
 
+def test_a_folder_without_its_tokenizer_is_refused_saying_what_to_copy(hf_folders, tmp_path):
+    folder = copied_model(hf_folders, tmp_path / "model")
+    (folder / "vocab.txt").unlink()
+    output = tmp_path / "runs"
+    result = launch(["+experiment=finetune", f"pretrained_experiment.hf_path={folder}"], output, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: pretrained_experiment.hf_path: {str(folder)!r} holds no tokenizer: expected tokenizer.json or "
+        f"vocab.txt; copy the model's tokenizer files (tokenizer.json, or vocab.txt with tokenizer_config.json) "
+        f"into it"
+    )
+    assert not output.exists()
+
+
 def test_unreadable_or_pickled_weights_are_named_in_one_error_line(hf_folders, tmp_path):
     truncated = copied_model(hf_folders, tmp_path / "truncated")
     weights = truncated / "model.safetensors"
@@ -313,9 +327,17 @@ def test_a_new_mlm_head_trains_alone_first_then_the_encoder_joins_gradually(hf_f
     steps = ["training.max_steps=5", "training.val_check_interval=5", "training.checkpoint.every_n_steps=5"]
     args = ["+experiment=pretrain", "architecture=from_hf", f"architecture.path={base}", "data=text"]
     args += [f"data.source.train={text_file(tmp_path)}", "experiment.name=dapt", *LAUNCH, *steps]
-    result = launch([*args, "training.head_warmup_steps=2", "training.scheduler.warmup_steps=1"], tmp_path)
-    assert "has no MLM head (a base model): a new head starts from BERT's initialisation" in result.stderr
+    with pytest.raises(BertlabError) as caught:
+        Pretraining(
+            compose_config([*args, "training.head_warmup_steps=-1"], tmp_path), tmp_path / "x"
+        ).resolve()
+    assert (
+        caught.value.key == "training.head_warmup_steps" and "auto or a non-negative" in caught.value.message
+    )
+    launch([*args, "training.head_warmup_steps=2", "training.scheduler.warmup_steps=1"], tmp_path)
     run_dir = tmp_path / "pretraining" / "dapt"
+    log = (run_dir / "run.log").read_text()
+    assert "has no MLM head (a base model): a new head starts from BERT's initialisation" in log
     assert json.loads((run_dir / "run.json").read_text())["head_warmup_steps"] == 2
     # train/lr is the encoder's rate: 0 for 2 steps, then half the schedule's (1e-3 x 1, 1, 0.75, 0.5, 0.25)
     # at the third step, then all of it
@@ -332,7 +354,7 @@ def test_a_new_mlm_head_trains_alone_first_then_the_encoder_joins_gradually(hf_f
 
 def test_max_length_reaches_the_models_positions_and_no_further(hf_folders, tmp_path):
     folder = hf_folders["bert"]  # max_position_embeddings 64
-    finetune = ["+experiment=finetune", f"pretrained_experiment.hf_path={folder}", "data.source.count=40"]
+    finetune = ["+experiment=finetune", f"pretrained_experiment.hf_path={folder}", "data.source.count=60"]
     cfg = compose_config([*finetune, "tokenizer.max_length=64"], tmp_path)
     assert Finetuning(cfg, tmp_path / "run").resolve().tokenizer.max_length == 64
     with pytest.raises(BertlabError) as caught:

@@ -9,6 +9,7 @@ The references are computed here with transformers, independently of bertlab; in
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import zipfile
 from pathlib import Path
@@ -66,19 +67,25 @@ def test_the_import_computes_what_transformers_bert_model_computes(released_mini
     torch.testing.assert_close(ours[mask.bool()], theirs[mask.bool()], atol=1e-4, rtol=0)
 
 
-def test_predict_on_the_folder_gives_the_released_sentence_embeddings(released_minilm, tmp_path, capsys):
+def test_predict_on_the_folder_gives_the_released_sentence_embeddings(released_minilm, tmp_path, caplog):
     assert sentence_embedding(released_minilm) == SentenceEmbedding("mean", True, 256)
     data, reference = write_texts(tmp_path), released_recipe(released_minilm)
     explicit, default = tmp_path / "e.npy", tmp_path / "default.npy"
     args = [str(released_minilm), "--data", str(data), "--embeddings", "--no-progress"]
     assert predict_main([*args, "--pooling", "mean", "--normalize", "--out", str(explicit)]) == 0
-    assert predict_main([*args, "--out", str(default)]) == 0  # the folder's recipe is the default
-    assert "mean pooling, unit length, the sentence-transformers recipe" in capsys.readouterr().err
+    with caplog.at_level(logging.INFO, logger="bertlab.predict"):
+        assert predict_main([*args, "--out", str(default)]) == 0  # the folder's recipe is the default
+    assert "mean pooling, unit length, the sentence-transformers recipe" in caplog.text
     for out in (explicit, default):
         np.testing.assert_allclose(np.load(out), reference, atol=1e-5, rtol=0)
+    # an explicit pooling wins; the normalisation stays the folder's unless it is overridden too
     assert predict_main([*args, "--pooling", "cls", "--out", str(tmp_path / "cls.npy")]) == 0
     cls = np.load(tmp_path / "cls.npy")
-    assert not np.allclose(cls, reference, atol=1e-2) and not np.allclose(np.linalg.norm(cls, axis=1), 1.0)
+    assert not np.allclose(cls, reference, atol=1e-2) and np.allclose(np.linalg.norm(cls, axis=1), 1.0)
+    assert predict_main([*args, "--no-normalize", "--out", str(tmp_path / "raw.npy")]) == 0
+    raw = np.load(tmp_path / "raw.npy")
+    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), reference, atol=1e-5)
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
 
 
 def copy_folder(source: Path, folder: Path) -> Path:
@@ -172,9 +179,9 @@ def test_adapting_the_released_model_keeps_its_encoder_while_the_new_head_warms_
         "training.val_check_interval=2",
         *tiny,
     ]
-    result = launch(pretrain, tmp_path)
-    assert "has no MLM head (a base model): a new head starts" in result.stderr
+    launch(pretrain, tmp_path)
     run_dir = tmp_path / "pretraining" / "adapt"
+    assert "has no MLM head (a base model): a new head starts" in (run_dir / "run.log").read_text()
     info = json.loads((run_dir / "run.json").read_text())
     assert info["head_warmup_steps"] == 100
     assert info["hf_source"]["sentence_embedding"] == {
@@ -210,7 +217,8 @@ def test_adapting_the_released_model_keeps_its_encoder_while_the_new_head_warms_
         *tiny,
     ]
     result = launch(finetune, tmp_path)
-    assert "MLM head" not in result.stderr  # irrelevant to a finetune: no warning
+    log = (tmp_path / "finetuning/released/run.log").read_text()
+    assert "Backbone loaded from" in log and "MLM head" not in log + result.stderr  # irrelevant to a finetune
     info = json.loads((tmp_path / "finetuning/released/run.json").read_text())
     assert info["learning_rate"]["lr"] == pytest.approx(1.2 / 384**1.5)  # the rule, pretrained at 384 wide
     assert info["pretrained_from"]["hf_source"]["path"] == str(released_minilm.resolve())

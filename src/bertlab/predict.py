@@ -256,8 +256,8 @@ def is_model_folder(path: Path) -> bool:
 
 
 def open_model(path: str | Path, checkpoint: str | Path | None, pooling: str | None) -> Model:
-    """A run folder's model at `checkpoint`, or a model folder's encoder (whose recipe is read only when the
-    pooling is left to it: an unsupported one is refused then, with the way round it)."""
+    """A run folder's model at `checkpoint`, or a model folder's encoder with its sentence-transformers
+    recipe (one bertlab cannot compute is refused when the pooling is left to it, saying how to choose one)."""
     path = Path(path)
     if not is_model_folder(path):
         run = load_trained_model(path, checkpoint)
@@ -269,7 +269,12 @@ def open_model(path: str | Path, checkpoint: str | Path | None, pooling: str | N
             f"{str(path)!r} is a model folder, which has no checkpoints; drop it", "--checkpoint"
         )
     folder = read_hf_model(path, "run")
-    recipe = sentence_embedding(path, "run") if pooling is None else None
+    try:
+        recipe = sentence_embedding(path, "run")
+    except BertlabError:
+        if pooling is None:  # the folder's pooling was asked for, and bertlab cannot compute it
+            raise
+        recipe = None
     positions = folder.architecture["max_position_embeddings"]
     tokenizer = folder.tokenizer
     tokenizer.max_length = min(recipe.max_length or positions, positions) if recipe else positions

@@ -52,6 +52,12 @@ class HeadWarmup(L.Callback):
         self.steps = steps
         self.backbone_ids = {id(parameter) for parameter in backbone.parameters()}
         self.scheduled: list[float] | None = None
+        self.position: int | None = None
+
+    @staticmethod
+    def _schedule_position(trainer: L.Trainer) -> int | None:
+        configs = trainer.lr_scheduler_configs
+        return configs[0].scheduler.last_epoch if configs else None
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         factor = encoder_rate_factor(trainer.global_step, self.steps)
@@ -59,13 +65,15 @@ class HeadWarmup(L.Callback):
             return
         groups = trainer.optimizers[0].param_groups
         self.scheduled = [group["lr"] for group in groups]
+        self.position = self._schedule_position(trainer)
         for group in groups:
             if any(id(parameter) in self.backbone_ids for parameter in group["params"]):
                 group["lr"] *= factor
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        """After the step, before the schedule moves and any checkpoint is written: the unscaled rates."""
-        if self.scheduled is not None:
+        """Before any checkpoint is written: the unscaled rates. A schedule that stepped since (Lightning steps
+        it before this hook) has set them from its own base rates already; otherwise they are put back."""
+        if self.scheduled is not None and self._schedule_position(trainer) == self.position:
             for group, lr in zip(trainer.optimizers[0].param_groups, self.scheduled, strict=True):
                 group["lr"] = lr
-            self.scheduled = None
+        self.scheduled = None
