@@ -183,7 +183,7 @@ def test_adapting_the_released_model_keeps_its_encoder_while_the_new_head_warms_
     run_dir = tmp_path / "pretraining" / "adapt"
     assert "has no MLM head (a base model): a new head starts" in (run_dir / "run.log").read_text()
     info = json.loads((run_dir / "run.json").read_text())
-    assert info["head_warmup_steps"] == 100
+    assert info["head_warmup_steps"] == 40
     assert info["hf_source"]["sentence_embedding"] == {
         "pooling": "mean",
         "normalize": True,
