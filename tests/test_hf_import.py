@@ -18,11 +18,14 @@ import torch
 from bertlab.data.embedded_corpus import generate_documents, generate_reviews
 from bertlab.errors import BertlabError
 from bertlab.export import export_hf
+from bertlab.finetuning import Finetuning
 from bertlab.hf_import import load_weights, read_hf_model
 from bertlab.model.encoder import Encoder
 from bertlab.model.mlm_head import MLMHead
+from bertlab.pretraining import Pretraining
 from bertlab.saved_run import SavedRun
-from tests.conftest import launch, read_csv, right_padded
+from bertlab.tokenizer import TextTokenizer
+from tests.conftest import compose_config, launch, read_csv, right_padded
 
 transformers = pytest.importorskip("transformers")
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers  # noqa: E402
@@ -179,6 +182,7 @@ def test_continued_pretraining_then_finetuning_and_export_round_trip(hf_folders,
     ]
     assert len(losses) >= 10 and sum(losses[-3:]) < sum(losses[:3])
     info = json.loads((run_dir / "run.json").read_text())
+    assert info["head_warmup_steps"] == 0  # the folder has its MLM head: no head warmup
     weights = folder / "model.safetensors"
     assert info["hf_source"]["path"] == str(folder.resolve())
     assert info["hf_source"]["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
@@ -198,7 +202,9 @@ def test_continued_pretraining_then_finetuning_and_export_round_trip(hf_folders,
     if kind == "roberta":  # finetuning is the same code for both; run it once
         return
     finetune = ["+experiment=finetune", "architecture=from_pretrained", *LAUNCH, "training.max_steps=4"]
-    launch([*finetune, "experiment.name=released", f"pretrained_experiment.hf_path={folder}"], tmp_path)
+    released = [f"pretrained_experiment.hf_path={folder}", "tokenizer.tail_tokens=3"]
+    launch([*finetune, "experiment.name=released", *released], tmp_path)
+    assert SavedRun.open(tmp_path / "finetuning/released").tokenizer().tail_tokens == 3  # as trained
     launch([*finetune, "experiment.name=adapted", "pretrained_experiment.name=dapt"], tmp_path)
     released = json.loads((tmp_path / "finetuning/released/run.json").read_text())
     adapted = json.loads((tmp_path / "finetuning/adapted/run.json").read_text())
@@ -251,6 +257,20 @@ def copied_model(hf_folders, folder: Path) -> Path:
     return folder
 
 
+def test_a_folder_without_its_tokenizer_is_refused_saying_what_to_copy(hf_folders, tmp_path):
+    folder = copied_model(hf_folders, tmp_path / "model")
+    (folder / "vocab.txt").unlink()
+    output = tmp_path / "runs"
+    result = launch(["+experiment=finetune", f"pretrained_experiment.hf_path={folder}"], output, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: pretrained_experiment.hf_path: {str(folder)!r} holds no tokenizer: expected tokenizer.json or "
+        f"vocab.txt; copy the model's tokenizer files (tokenizer.json, or vocab.txt with tokenizer_config.json) "
+        f"into it"
+    )
+    assert not output.exists()
+
+
 def test_unreadable_or_pickled_weights_are_named_in_one_error_line(hf_folders, tmp_path):
     truncated = copied_model(hf_folders, tmp_path / "truncated")
     weights = truncated / "model.safetensors"
@@ -290,3 +310,83 @@ def load_file_tensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(path))
+
+
+def base_model(hf_folders, folder: Path) -> Path:
+    """The tiny BERT saved as a base model (BertModel, no MLM head), as many released encoders are."""
+    folder.mkdir()
+    transformers.BertForMaskedLM.from_pretrained(hf_folders["bert"]).bert.save_pretrained(folder)
+    for name in ("vocab.txt", "tokenizer_config.json"):
+        (folder / name).write_bytes((hf_folders["bert"] / name).read_bytes())
+    return folder
+
+
+def test_a_new_mlm_head_trains_alone_first_then_the_encoder_joins_gradually(hf_folders, tmp_path):
+    base = base_model(hf_folders, tmp_path / "base")
+    assert read_hf_model(hf_folders["bert"]).has_mlm_head and not read_hf_model(base).has_mlm_head
+    steps = ["training.max_steps=5", "training.val_check_interval=5", "training.checkpoint.every_n_steps=5"]
+    args = ["+experiment=pretrain", "architecture=from_hf", f"architecture.path={base}", "data=text"]
+    args += [f"data.source.train={text_file(tmp_path)}", "experiment.name=dapt", *LAUNCH, *steps]
+    with pytest.raises(BertlabError) as caught:
+        Pretraining(
+            compose_config([*args, "training.head_warmup_steps=-1"], tmp_path), tmp_path / "x"
+        ).resolve()
+    assert (
+        caught.value.key == "training.head_warmup_steps" and "auto or a non-negative" in caught.value.message
+    )
+    launch([*args, "training.head_warmup_steps=2", "training.scheduler.warmup_steps=1"], tmp_path)
+    run_dir = tmp_path / "pretraining" / "dapt"
+    log = (run_dir / "run.log").read_text()
+    assert "has no MLM head (a base model): a new head starts from BERT's initialisation" in log
+    assert json.loads((run_dir / "run.json").read_text())["head_warmup_steps"] == 2
+    # train/lr is the encoder's rate: 0 for 2 steps, then half the schedule's (1e-3 x 1, 1, 0.75, 0.5, 0.25)
+    # at the third step, then all of it
+    lrs = [float(row["lr"]) for row in read_csv(run_dir / "metrics/train/metrics.csv") if row.get("lr")]
+    assert lrs == pytest.approx([0.0, 0.0, 0.375e-3, 0.5e-3, 0.25e-3])
+    run = SavedRun.open(run_dir, "last")
+    imported = read_hf_model(base).state_dict()
+    assert not all(torch.equal(run.state_dict[key], value) for key, value in imported.items())
+    assert run.state_dict["head.decoder.bias"].abs().max() > 0  # the new head learned
+    assert torch.equal(
+        run.state_dict["head.decoder.weight"], run.state_dict["backbone.word_embeddings.weight"]
+    )
+
+
+def test_max_length_reaches_the_models_positions_and_no_further(hf_folders, tmp_path):
+    folder = hf_folders["bert"]  # max_position_embeddings 64
+    finetune = ["+experiment=finetune", f"pretrained_experiment.hf_path={folder}", "data.source.count=60"]
+    cfg = compose_config([*finetune, "tokenizer.max_length=64"], tmp_path)
+    assert Finetuning(cfg, tmp_path / "run").resolve().tokenizer.max_length == 64
+    with pytest.raises(BertlabError) as caught:
+        Finetuning(
+            compose_config([*finetune, "tokenizer.max_length=65"], tmp_path), tmp_path / "run"
+        ).resolve()
+    assert caught.value.key == "tokenizer.max_length"
+    assert f"({folder})" in caught.value.message and "at most 64" in caught.value.message
+
+    pretrain = ["+experiment=pretrain", "architecture=from_hf", f"architecture.path={folder}", "data=text"]
+    pretrain.append(f"data.source.train={text_file(tmp_path)}")
+    Pretraining(compose_config([*pretrain, "tokenizer.max_length=64"], tmp_path), tmp_path / "run").resolve()
+    with pytest.raises(BertlabError) as caught:
+        cfg = compose_config([*pretrain, "tokenizer.max_length=65"], tmp_path)
+        Pretraining(cfg, tmp_path / "run").resolve()
+    assert caught.value.key == "tokenizer.max_length"
+    assert f"the model in {str(folder)!r} has no positions beyond 64" in caught.value.message
+    assert not (tmp_path / "run").exists()
+
+
+def test_head_and_tail_truncation_keeps_the_start_and_the_end_of_a_long_text(hf_folders):
+    text = " ".join(generate_documents(20, seed=1))
+    full = TextTokenizer.from_file(hf_folders["bert"], max_length=64).backend.encode(text).ids
+    assert len(full) > 40
+    (head_only,) = TextTokenizer.from_file(hf_folders["bert"], max_length=16).encode_sequences([text])
+    (head_tail,) = TextTokenizer.from_file(hf_folders["bert"], 16, tail_tokens=5).encode_sequences([text])
+    assert head_only == [*full[:15], full[-1]]
+    assert head_tail == [*full[:10], *full[-6:-1], full[-1]] and len(head_tail) == 16
+    short = "a short one"
+    assert TextTokenizer.from_file(hf_folders["bert"], 16, tail_tokens=5).encode_sequences([short]) == [
+        TextTokenizer.from_file(hf_folders["bert"], 16).backend.encode(short).ids
+    ]
+    with pytest.raises(BertlabError) as caught:
+        TextTokenizer.from_file(hf_folders["bert"], 16, tail_tokens=14)
+    assert caught.value.key == "tail_tokens" and "[0, 13]" in caught.value.message

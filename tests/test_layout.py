@@ -10,11 +10,21 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "bertlab"
 # Bottom to top; a module may import its own layer or the ones below, never one above.
 LAYERS = [
     ("errors", "atomic_write", "output_lock", "run_folder", "progress"),
-    ("model", "tokenizer", "data", "config"),
+    ("model", "tokenizer", "data", "config", "sentence_embedding"),
     ("saved_run",),
     ("training", "tasks", "reporting"),
     ("flow", "pretrained", "hf_import", "baseline", "trained_model"),
-    ("pretraining", "finetuning", "preparation", "evaluate", "export", "onnx_export", "predict", "suite"),
+    (
+        "pretraining",
+        "finetuning",
+        "preparation",
+        "evaluate",
+        "export",
+        "onnx_export",
+        "predict",
+        "released_model",
+        "suite",
+    ),
     ("run",),
     ("launcher",),
 ]

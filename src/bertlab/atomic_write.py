@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,3 +70,37 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def publishing_folder(out_dir: Path) -> Iterator[Path]:
+    """A hidden folder beside `out_dir` to write into; it becomes `out_dir` when the block ends without an
+    error, so an interrupted export leaves no partial output. The caller holds `out_dir` (claimed_output).
+
+    The files get the folder's normal mode (the umask's): some writers (safetensors) create theirs 0600,
+    which would hide the weights from the others who read the rest of the export.
+    """
+    temporary = temporary_path(out_dir)
+    temporary.mkdir()
+    try:
+        yield temporary
+        give_normal_modes(temporary)
+        replaced = temporary_path(out_dir) if out_dir.exists() else None
+        if replaced is not None:  # --overwrite: the old output moves aside, then goes
+            os.replace(out_dir, replaced)
+        os.replace(temporary, out_dir)
+        if replaced is not None and replaced.is_dir():
+            shutil.rmtree(replaced)
+        elif replaced is not None:
+            replaced.unlink()
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def give_normal_modes(folder: Path) -> None:
+    """Files 0666 and folders 0777, less the umask: what a plain `open` or `mkdir` gives."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (folder, *folder.rglob("*")):
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)

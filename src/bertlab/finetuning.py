@@ -155,8 +155,10 @@ class Finetuning:
         tokenizer = instantiate_section(run_cfg, "tokenizer")
         max_positions = architecture.get("max_position_embeddings", 512)
         if tokenizer.max_length > max_positions:
+            start = f" ({hf.model.folder})" if hf is not None else ""
             raise BertlabError(
-                f"{tokenizer.max_length} exceeds the backbone's max_position_embeddings={max_positions}",
+                f"{tokenizer.max_length} exceeds the backbone's max_position_embeddings={max_positions}"
+                f"{start}: it has no positions beyond; lower tokenizer.max_length to at most {max_positions}",
                 "tokenizer.max_length",
             )
         datamodule = instantiate_section(

@@ -387,7 +387,11 @@ def run_tokenizer(
         source_dir = wait_for_file(run_dir / TOKENIZER_FILE, timeout_s=None, what="its tokenizer").parent
     if source_dir is not None:
         tokenizer = type(tokenizer).from_file(
-            source_dir / TOKENIZER_FILE, tokenizer.max_length, tokenizer.truncation, source_key
+            source_dir / TOKENIZER_FILE,
+            tokenizer.max_length,
+            tokenizer.truncation,
+            source_key,
+            tail_tokens=tokenizer.tail_tokens,
         )
     else:
         fit(tokenizer)

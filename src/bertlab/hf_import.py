@@ -27,6 +27,7 @@ from bertlab.errors import BertlabError, reading
 from bertlab.model.encoder import ENCODER_TARGET, encoder_defaults
 from bertlab.model.hf_format import FORMATS, HFFormat, from_hf
 from bertlab.pretrained import load_backbone
+from bertlab.sentence_embedding import sentence_embedding
 from bertlab.tokenizer import HF_TOKENIZER_FILES, TextTokenizer, is_saved_tokenizer
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,13 @@ class HFModel:
             **self.format.architecture(self.config, self.tokenizer.pad_id),
         }
 
+    @property
+    def has_mlm_head(self) -> bool:
+        """Whether the weights hold an MLM head (BertForMaskedLM) or only the encoder (BertModel); from the
+        tensor names alone, so a resume answers it as the first start did without loading the weights."""
+        transform = f"{self.format.head['transform']}.weight"
+        return any(transform in _weight_names(path) for path in self.weight_files)
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The weights under bertlab's names (`backbone.*`, and `head.*` where the folder has an MLM head)."""
         raw: dict[str, torch.Tensor] = {}
@@ -81,10 +89,31 @@ class HFModel:
                 f"{self.format.model_type} encoder",
                 "path",
             )
-        if any(key.startswith("head.") for key in missing):
-            log.warning("%s has no MLM head (a base model): the head starts from random weights", self.folder)
+        if any(key.startswith("head.") for key in missing):  # a base model: pretraining starts a new head
             state = {key: value for key, value in state.items() if not key.startswith("head.")}
         return state
+
+    def encoder(self) -> nn.Module:
+        """The encoder with the folder's weights, in eval mode (what embeddings of the folder need)."""
+        from bertlab.config.instantiate import instantiate_node
+
+        backbone = instantiate_node(
+            self.architecture,
+            "architecture",
+            vocab_size=self.tokenizer.vocab_size,
+            pad_token_id=self.tokenizer.pad_id,
+        )
+        load_backbone(backbone, self.state_dict(), self.folder)
+        return backbone.eval()
+
+    def embedding_record(self) -> dict[str, Any] | None:
+        """The folder's sentence-transformers recipe, for runs started from it (bertlab-predict's default
+        pooling); None for a plain model folder or a recipe bertlab cannot compute (only embeddings need it)."""
+        try:
+            recipe = sentence_embedding(self.folder)
+        except BertlabError:
+            return None
+        return recipe.record() if recipe else None
 
     def weights_sha256(self) -> str:
         digest = hashlib.sha256()
@@ -102,6 +131,7 @@ class HFModel:
             "architectures": self.config.get("architectures"),
             "weights": [path.name for path in self.weight_files],
             "weights_sha256": self.weights_sha256(),
+            "sentence_embedding": self.embedding_record(),
         }
 
 
@@ -133,6 +163,24 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
         ) from None
     except Exception as error:  # a truncated or damaged file: RuntimeError, EOFError, OSError, ...
         raise _unreadable(path, error) from None
+
+
+def _weight_names(path: Path) -> set[str]:
+    """The tensor names of one weight file, read without the tensors where the format allows."""
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as handle:
+                return set(handle.keys())
+        except Exception:  # unreadable: _read_weights names the file when the weights are loaded
+            return set()
+    for mmap in (True, False):  # files in torch's legacy format cannot be memory-mapped
+        try:
+            return set(torch.load(path, map_location="cpu", weights_only=True, mmap=mmap))
+        except Exception:
+            continue
+    return set()
 
 
 def _unreadable(path: Path, error: Exception) -> BertlabError:
@@ -187,7 +235,9 @@ def read_hf_model(path: str | Path, key: str = "architecture.path") -> HFModel:
             )
     if not is_saved_tokenizer(folder):
         raise BertlabError(
-            f"{str(folder)!r} holds no tokenizer: expected {' or '.join(HF_TOKENIZER_FILES)}", key
+            f"{str(folder)!r} holds no tokenizer: expected {' or '.join(HF_TOKENIZER_FILES)}; copy the "
+            f"model's tokenizer files (tokenizer.json, or vocab.txt with tokenizer_config.json) into it",
+            key,
         )
     weight_files = _weight_files(folder, key)
     try:

@@ -3,6 +3,7 @@ any size.
 
     bertlab-predict runs/finetuning/<name> --data new.jsonl --out predictions.parquet
     bertlab-predict runs/pretraining/<name> --data new.txt --embeddings --out vectors.npy
+    bertlab-predict <Hugging Face or sentence-transformers folder> --data new.txt --embeddings --out v.npy
     python -m bertlab.predict RUN --data FILE [FILE ...] --out FILE [options]
 
 Inputs are read by the readers a preparation uses (data/text_sources.py: .txt, .jsonl, .csv, the three
@@ -16,7 +17,9 @@ threshold: a list, joined by the run's label separator in .csv) and `p_<label>` 
 in the target's units (regression), to .csv, .jsonl or .parquet (by the suffix of --out).
 Embeddings (--embeddings, pooled by --pooling cls|mean, --normalize for unit length): .npy, one row per
 record in input order (a skipped bad record gets a row of NaN, so rows stay aligned with the records), or
-.parquet with `file`, `line` and `embedding`.
+.parquet with `file`, `line` and `embedding`. A Hugging Face model folder embeds as it is, without a run;
+a sentence-transformers folder (modules.json) sets the default pooling, normalisation and length to its
+own recipe (sentence_embedding.py), and so does a pretraining run started from one.
 
 Bad records (undecodable, broken JSON, empty) follow the run's data.on_bad_record unless --on-bad-record
 says otherwise: `skip` counts them and reports them at the end, `error` stops at the first, naming it.
@@ -25,7 +28,7 @@ one file the second is refused at once; an existing --out is refused unless --ov
 killed predict left beside it are removed. The output is written to a hidden file beside --out and renamed
 when complete: an interrupted predict (an error, Ctrl-C, SIGTERM) leaves no output, and one in which every
 record was skipped fails and writes none.
-The run is rebuilt by trained_model.load_trained_model; the device is the GPU when there is one, with
+A run is rebuilt by trained_model.load_trained_model, a folder's encoder by hf_import; the device is the GPU when there is one, with
 bf16 autocast where it supports it (--device, --precision).
 """
 
@@ -46,15 +49,20 @@ from typing import IO, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from bertlab.atomic_write import replacing_path
 from bertlab.data.chunk_encoding import MAX_DOCUMENT_CHARS, BadRecords, chunk_records, pieces
 from bertlab.data.text_sources import read_chunks, resolve_inputs
 from bertlab.errors import BertlabError
+from bertlab.hf_import import read_hf_model
 from bertlab.model.classification_head import MULTI_LABEL, POOLINGS, REGRESSION, SINGLE_LABEL, pool
 from bertlab.output_lock import claimed_output
 from bertlab.progress import StreamProgress
-from bertlab.trained_model import TrainedModel, load_trained_model
+from bertlab.run_folder import CHECKPOINTS_DIR
+from bertlab.sentence_embedding import sentence_embedding
+from bertlab.tokenizer import TextTokenizer
+from bertlab.trained_model import load_trained_model
 
 log = logging.getLogger(__name__)
 
@@ -228,27 +236,81 @@ class NpyWriter:
 
 
 # -- the model side ------------------------------------------------------------------------------------
+@dataclass
+class Model:
+    """What predicting needs of a model: a run's (trained_model) or a Hugging Face folder's encoder."""
+
+    backbone: nn.Module
+    head: nn.Module | None  # None: a folder's encoder, embeddings only
+    tokenizer: TextTokenizer
+    labels: list | None
+    task: str  # "mlm" | "classification" | "encoder" (a folder)
+    settings: dict[str, Any]  # the run's data section (text field, bad records); empty for a folder
+    recipe: (
+        dict[str, Any] | None
+    )  # the sentence-transformers recipe it was released with (pooling, normalize)
+    problem_type: str | None = None  # a finetune's (None: no head to predict with)
+
+    @property
+    def text_pair_field(self) -> str | None:
+        """The field of a finetune's second text (None: it reads one text)."""
+        return self.settings.get("text_pair_field")
+
+
+def is_model_folder(path: Path) -> bool:
+    """A Hugging Face model folder (config.json) rather than a bertlab run folder (checkpoints/)."""
+    return (path / "config.json").is_file() and not (path / CHECKPOINTS_DIR).exists()
+
+
+def open_model(path: str | Path, checkpoint: str | Path | None, pooling: str | None) -> Model:
+    """A run folder's model at `checkpoint`, or a model folder's encoder with its sentence-transformers
+    recipe (one bertlab cannot compute is refused when the pooling is left to it, saying how to choose one)."""
+    path = Path(path)
+    if not is_model_folder(path):
+        run = load_trained_model(path, checkpoint)
+        recipe = (run.saved.config.get("hf_source") or {}).get("sentence_embedding")
+        data = run.saved.config.get("data") or {}
+        return Model(
+            run.backbone, run.head, run.tokenizer, run.labels, run.task, data, recipe, run.problem_type
+        )
+    if checkpoint is not None:
+        raise BertlabError(
+            f"{str(path)!r} is a model folder, which has no checkpoints; drop it", "--checkpoint"
+        )
+    folder = read_hf_model(path, "run")
+    try:
+        recipe = sentence_embedding(path, "run")
+    except BertlabError:
+        if pooling is None:  # the folder's pooling was asked for, and bertlab cannot compute it
+            raise
+        recipe = None
+    positions = folder.architecture["max_position_embeddings"]
+    tokenizer = folder.tokenizer
+    tokenizer.max_length = min(recipe.max_length or positions, positions) if recipe else positions
+    return Model(folder.encoder(), None, tokenizer, None, "encoder", {}, recipe.record() if recipe else None)
+
+
 class Predictor:
     """Batches of token ids -> class probabilities or pooled embeddings, on the chosen device."""
 
     def __init__(
         self,
-        run: TrainedModel,
+        model: Model,
         embeddings: bool,
         pooling: str,
         normalize: bool,
         device: torch.device,
         autocast: torch.dtype | None,
     ) -> None:
-        self.run, self.embeddings, self.pooling, self.normalize = run, embeddings, pooling, normalize
+        self.model, self.embeddings, self.pooling, self.normalize = model, embeddings, pooling, normalize
         self.device, self.autocast = device, autocast
-        self.backbone = run.backbone.to(device).eval()
-        self.head = run.head.to(device).eval()
-        self.pad_id = run.tokenizer.pad_id
+        self.backbone = model.backbone.to(device).eval()
+        self.head = model.head.to(device).eval() if model.head is not None else None
+        self.pad_id = model.tokenizer.pad_id
 
     @property
     def width(self) -> int:
-        return self.backbone.hidden_size if self.embeddings else len(self.run.labels or [])
+        return self.backbone.hidden_size if self.embeddings else len(self.model.labels or [])
 
     @torch.inference_mode()
     def __call__(
@@ -292,8 +354,8 @@ def predict(
     out: str | Path,
     *,
     embeddings: bool = False,
-    pooling: str = "cls",
-    normalize: bool = False,
+    pooling: str | None = None,
+    normalize: bool | None = None,
     text_field: str | None = None,
     text_pair_field: str | None = None,
     checkpoint: str | Path | None = None,
@@ -305,11 +367,14 @@ def predict(
     progress: bool = True,
     chunk_bytes: int = CHUNK_BYTES,
 ) -> PredictSummary:
-    """Predict labels (or embeddings) for every record of `data` into `out`; see the module docstring."""
+    """Predict labels (or embeddings) for every record of `data` into `out`; see the module docstring.
+
+    `pooling` and `normalize` left None follow the model's sentence-transformers recipe, else cls and no
+    normalisation."""
     out = Path(out)
     kind = output_kind(out, embeddings)
     check_output_folder(out)
-    if pooling not in POOLINGS:
+    if pooling is not None and pooling not in POOLINGS:
         raise BertlabError(f"must be one of {list(POOLINGS)}, got {pooling!r}", "--pooling")
     if batch_size < 1:
         raise BertlabError(f"must be a positive integer, got {batch_size}", "--batch-size")
@@ -347,8 +412,8 @@ def _predict(
     out: Path,
     kind: str,
     embeddings: bool,
-    pooling: str,
-    normalize: bool,
+    pooling: str | None,
+    normalize: bool | None,
     text_field: str | None,
     text_pair_field: str | None,
     checkpoint: str | Path | None,
@@ -360,14 +425,30 @@ def _predict(
     chunk_bytes: int,
 ) -> PredictSummary:
     """The work of `predict`, once --out is held for it."""
-    run = load_trained_model(run_dir, checkpoint)
+    if not embeddings and is_model_folder(Path(run_dir)):
+        raise BertlabError(
+            f"{str(run_dir)!r} is a model folder: it has no labels to predict. Add --embeddings for its "
+            f"pooled vectors, or finetune it (pretrained_experiment.hf_path={run_dir}) and give that run",
+            "run",
+        )
+    run = open_model(run_dir, checkpoint, pooling if embeddings else "cls")
     if not embeddings and run.task != "classification":
         raise BertlabError(
             f"{str(run_dir)!r} is a pretraining run: it has no labels to predict. Add --embeddings for its "
             f"pooled vectors, or give a finetuning run (runs/finetuning/<name>)",
             "run",
         )
-    data_cfg = run.saved.config.get("data") or {}
+    recipe = run.recipe or {}
+    if embeddings and pooling is None and recipe:
+        log.info(
+            "Embeddings: %s pooling%s, the sentence-transformers recipe of %s",
+            recipe["pooling"],
+            ", unit length" if recipe["normalize"] and normalize is None else "",
+            run_dir,
+        )
+    pooling = pooling or recipe.get("pooling") or "cls"
+    normalize = bool(recipe.get("normalize")) if normalize is None else normalize
+    data_cfg = run.settings
     text_field = (
         text_field or data_cfg.get("text_field") or (data_cfg.get("source") or {}).get("text_field") or "text"
     )
@@ -454,7 +535,7 @@ def nothing_predicted(summary: PredictSummary, text_field: str) -> BertlabError:
 
 
 def _predict_chunk(
-    predictor: Predictor, run: TrainedModel, records: list[tuple[int, str | None]], batch_size: int
+    predictor: Predictor, run: Model, records: list[tuple[int, str | None]], batch_size: int
 ) -> tuple[np.ndarray, list[int]]:
     """Outputs of a chunk's records in their order (NaN for bad ones), and the indices of the good ones."""
     kept = [i for i, (_, text) in enumerate(records) if text is not None]
@@ -556,12 +637,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="bertlab-predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("run", type=Path, help="a finetuning run (labels) or any run (--embeddings)")
+    parser.add_argument(
+        "run",
+        type=Path,
+        help="a finetuning run (labels), or any run or Hugging Face model folder (--embeddings)",
+    )
     parser.add_argument("--data", nargs="+", required=True, help="files, folders or globs of text")
     parser.add_argument("--out", type=Path, required=True, help=".csv/.jsonl/.parquet, or .npy/.parquet")
     parser.add_argument("--embeddings", action="store_true", help="pooled vectors instead of labels")
-    parser.add_argument("--pooling", choices=POOLINGS, default="cls", help="embeddings: cls or mean")
-    parser.add_argument("--normalize", action="store_true", help="embeddings: scale to unit length")
+    parser.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default=None,
+        help="embeddings: cls or mean (default: a sentence-transformers model's own, else cls)",
+    )
+    parser.add_argument(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="embeddings: scale to unit length (default: as a sentence-transformers model does, else not)",
+    )
     parser.add_argument("--text-field", default=None, help="jsonl/csv/parquet: default the run's, else text")
     parser.add_argument(
         "--text-pair-field",

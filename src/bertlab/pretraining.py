@@ -34,6 +34,7 @@ from bertlab.tasks.mlm import EVAL_COLUMNS, TRAIN_COLUMNS, MaskedLanguageModel
 from bertlab.tokenizer import TextTokenizer
 from bertlab.training.budget import Budget
 from bertlab.training.distributed import is_main_process
+from bertlab.training.head_warmup import HeadWarmup, resolve_head_warmup_steps
 from bertlab.training.mfu import MFUMonitor, mlm_training_flops_per_token
 
 log = logging.getLogger(__name__)
@@ -57,9 +58,15 @@ def check_pretraining(cfg: DictConfig) -> None:
         )
     max_length, max_positions = cfg.tokenizer.max_length, cfg.architecture.max_position_embeddings
     if max_length > max_positions:
+        source = cfg.get("hf_source")
+        fix = (
+            f"the model in {source.path!r} has no positions beyond {max_positions}: lower tokenizer.max_length "
+            f"to at most {max_positions}"
+            if source
+            else "lower tokenizer.max_length or raise architecture.max_position_embeddings"
+        )
         raise BertlabError(
-            f"{max_length} exceeds architecture.max_position_embeddings={max_positions}; lower tokenizer.max_length "
-            f"or raise architecture.max_position_embeddings",
+            f"{max_length} exceeds architecture.max_position_embeddings={max_positions}; {fix}",
             "tokenizer.max_length",
         )
     window = cfg.architecture.get("local_window")
@@ -80,6 +87,7 @@ class PretrainingInputs:
     tokenizer: TextTokenizer  # not fitted yet: build() fits it, or takes the resumed/prepared run's
     datamodule: Any
     hf: HFStart | None  # architecture=from_hf: the model folder and its weights
+    head_warmup_steps: int  # training.head_warmup_steps resolved
 
 
 class Pretraining:
@@ -106,7 +114,22 @@ class Pretraining:
         config = plain_config(run_cfg)
         with torch.device("meta"):
             instantiate_node(config["architecture"], "architecture", vocab_size=tokenizer.vocab_size_limit)
-        return PretrainingInputs(config, configured_lr(training.optimizer), tokenizer, datamodule, hf)
+        new_head = hf is not None and not hf.model.has_mlm_head
+        try:
+            head_warmup = resolve_head_warmup_steps(training.get("head_warmup_steps", 0), new_head)
+        except BertlabError as error:
+            raise error.in_section("training") from None
+        if new_head:
+            log.info(
+                "%s has no MLM head (a base model): a new head starts from BERT's initialisation, its decoder "
+                "tied to the word embeddings, and trains alone for the first %d steps "
+                "(training.head_warmup_steps)",
+                hf.model.folder,
+                head_warmup,
+            )
+        return PretrainingInputs(
+            config, configured_lr(training.optimizer), tokenizer, datamodule, hf, head_warmup
+        )
 
     def build(self, inputs: PretrainingInputs, plan: RunPlan) -> BuiltRun:
         config, run_dir, datamodule, hf = inputs.config, self.run_dir, inputs.datamodule, inputs.hf
@@ -181,10 +204,12 @@ class Pretraining:
                 "training_flops_per_token": flops_per_token,
                 "peak_tflops": peak_flops / 1e12 if peak_flops else None,
                 "hf_source": config.get("hf_source"),
+                "head_warmup_steps": inputs.head_warmup_steps,
             },
-            callbacks=[MFUMonitor(flops_per_token, peak_flops, run_dir / RUN_INFO_FILE)]
-            if peak_flops
-            else [],
+            callbacks=[
+                *([MFUMonitor(flops_per_token, peak_flops, run_dir / RUN_INFO_FILE)] if peak_flops else []),
+                *([HeadWarmup(backbone, inputs.head_warmup_steps)] if inputs.head_warmup_steps else []),
+            ],
         )
 
     def after_test(self, inputs: PretrainingInputs, trainer: L.Trainer, built: BuiltRun) -> None:

@@ -211,7 +211,11 @@ class SavedRun:
 
         settings = self.config.get("tokenizer", {})
         return TextTokenizer.from_file(
-            self.tokenizer_file, settings.get("max_length", 128), settings.get("truncation", True), self.key
+            self.tokenizer_file,
+            settings.get("max_length", 128),
+            settings.get("truncation", True),
+            self.key,
+            tail_tokens=settings.get("tail_tokens") or 0,
         )
 
     def labels(self) -> list:

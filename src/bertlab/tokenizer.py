@@ -116,6 +116,7 @@ class TextTokenizer:
         max_length: int = 128,
         truncation: bool = True,
         train_sample_bytes: int = 500_000_000,
+        tail_tokens: int = 0,
     ) -> None:
         if vocab_size <= len(SPECIAL_TOKENS):
             raise BertlabError(
@@ -123,6 +124,12 @@ class TextTokenizer:
             )
         if max_length < 8:
             raise BertlabError(f"must be at least 8 tokens, got {max_length}", "max_length")
+        if not 0 <= tail_tokens <= max_length - 3:
+            raise BertlabError(
+                f"must be in [0, {max_length - 3}] (max_length less [CLS], [SEP] and one token of the start), "
+                f"got {tail_tokens}",
+                "tail_tokens",
+            )
         if min_frequency < 1:
             raise BertlabError(f"must be at least 1, got {min_frequency}", "min_frequency")
         if train_sample_bytes < 1:
@@ -142,6 +149,7 @@ class TextTokenizer:
         self.lowercase = lowercase
         self.max_length = max_length
         self.truncation = truncation
+        self.tail_tokens = tail_tokens
         self.train_sample_bytes = train_sample_bytes
         self.special = BERT_TOKENS
         self._tokenizer: Tokenizer | None = None
@@ -269,10 +277,11 @@ class TextTokenizer:
         truncation: bool = True,
         key: str = "vocab_source",
         fix: str = RUN_TOKENIZER_FIX,
+        tail_tokens: int = 0,
     ) -> TextTokenizer:
         """A fitted tokenizer from a saved tokenizer file (a run folder's, for instance); `key` is the
         setting or argument that named the file (or its run) and `fix` what mends it, for errors."""
-        tokenizer = cls(max_length=max_length, truncation=truncation)
+        tokenizer = cls(max_length=max_length, truncation=truncation, tail_tokens=tail_tokens)
         tokenizer.vocab_source = str(path)
         tokenizer._adopt(read_saved_tokenizer(path, key, fix), key)
         return tokenizer
@@ -355,7 +364,9 @@ class TextTokenizer:
         return [encoding.ids for encoding in self.backend.encode_batch(list(texts), add_special_tokens=False)]
 
     def encode_sequences(self, texts: Sequence[str]) -> list[list[int]]:
-        """[CLS] text [SEP] ids per text, cut to max_length when truncation is on (classification)."""
+        """[CLS] text [SEP] ids per text, cut to max_length when truncation is on (classification): a long
+        text keeps its start, and with `tail_tokens` its last tokens too (head+tail truncation, Sun et al.
+        2019, "How to Fine-Tune BERT for Text Classification?": the end of a long document often says most)."""
         encoded = [encoding.ids for encoding in self.backend.encode_batch(list(texts))]
         too_long = [i for i, ids in enumerate(encoded) if len(ids) > self.max_length]
         if too_long and not self.truncation:
@@ -365,9 +376,12 @@ class TextTokenizer:
                 "truncation",
             )
         if too_long:
-            sep = self.sep_id
-            encoded = [
-                ids if len(ids) <= self.max_length else [*ids[: self.max_length - 1], sep] for ids in encoded
+            head, tail = self.max_length - 1 - self.tail_tokens, self.tail_tokens
+            encoded = [  # [CLS] + the start + the end (without the text's own [SEP]) + [SEP]
+                ids
+                if len(ids) <= self.max_length
+                else [*ids[:head], *ids[len(ids) - 1 - tail : len(ids) - 1], self.sep_id]
+                for ids in encoded
             ]
         return encoded
 

@@ -20,6 +20,7 @@ UNTYPED_RESUMABLE = (
     "data.cache_dir",  # where prepared data is kept, not what it is
     "data.eval_tokens",  # how much of val/test each evaluation reads, not what is trained on
     "training.scheduler.decay_start_step",  # WSD: decay a stable-phase checkpoint from where it stopped
+    "hf_source.sentence_embedding",  # what an imported folder's embeddings recipe is, recorded for predict
 )
 
 
@@ -132,6 +133,8 @@ class PretrainTrainingConfig(TrainingConfig):
     peak_tflops: float | None = field(
         default=MISSING, metadata=RESUMABLE
     )  # the device's peak for MFU; null: from a table of GPUs, else no MFU
+    # auto | steps (training/head_warmup.py); it scales rates by step only, so a resume may change it
+    head_warmup_steps: Any = field(default=MISSING, metadata=RESUMABLE)
 
 
 @dataclass

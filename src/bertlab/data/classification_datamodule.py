@@ -207,6 +207,8 @@ class ClassificationDataModule(SplitDataModule):
             tokenizer.max_length,
             tokenizer.truncation,
         ]
+        if tokenizer.tail_tokens:  # only when set: the caches of runs before the option stay valid
+            parts.append(f"tail_tokens={tokenizer.tail_tokens}")
         return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:16]
 
     def prepare(self, tokenizer: TextTokenizer) -> Path:
