@@ -10,8 +10,9 @@ its floor at the last one (cramming's "BERT in a day"; the trapezoids of ModernB
   the mean of the last steps, or the median of the latest few when steps have become slower (a machine
   that got busy), and the last step is the one that ends nearest the budget. What follows the last step is
   reserved, measured: its validation and the test pass (each the latest validation's time, scaled by how
-  much slower or faster steps run now than then), the checkpoints written after it and the best one read
-  back (the latest checkpoint write's time). The clock counts from the run's first validation or step
+  much slower or faster steps run now than then; a process's first validation, slowed by warm-up, bounded
+  by a training forward pass per batch), the test call's set-up, the checkpoints written after it and the
+  best one read back (the latest checkpoint write's time). The clock counts from the run's first validation or step
   (tokenizer and data preparation are not in it) to the end of the test pass (plots and run.json come
   after it); a resumed run carries the time it already spent (the callback's state is in every
   checkpoint).
