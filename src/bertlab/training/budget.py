@@ -10,8 +10,9 @@ its floor at the last one (cramming's "BERT in a day"; the trapezoids of ModernB
   the mean of the last steps, or the median of the latest few when steps have become slower (a machine
   that got busy), and the last step is the one that ends nearest the budget. What follows the last step is
   reserved, measured: its validation and the test pass (each the latest validation's time, scaled by how
-  much slower or faster steps run now than then), the checkpoints written after it and the best one read
-  back (the latest checkpoint write's time). The clock counts from the run's first validation or step
+  much slower or faster steps run now than then; a process's first validation, slowed by warm-up, bounded
+  by a training forward pass per batch), the test call's set-up, the checkpoints written after it and the
+  best one read back (the latest checkpoint write's time). The clock counts from the run's first validation or step
   (tokenizer and data preparation are not in it) to the end of the test pass (plots and run.json come
   after it); a resumed run carries the time it already spent (the callback's state is in every
   checkpoint).
@@ -125,6 +126,10 @@ class TrainingBudget(L.Callback):
         self.saved_step_seconds: float | None = None
         self.validation_seconds: float | None = None
         self.validation_step_cost: float | None = None  # the steps' speed when it was measured
+        self.validation_batches = 0  # batches of the latest validation
+        self.validations_this_attempt = 0  # the first one in a process pays one-off warm-up (kernels, caches)
+        self.forward_seconds: deque[float] = deque(maxlen=STEP_WINDOW)  # a step's first forward pass
+        self.forward_pending = False
         self.evaluation_call_start: float | None = None
         self.evaluation_overhead = 0.0  # a validate()/test() call beyond its loop: set-up, loaders, teardown
         self.validation_start: float | None = None
@@ -192,16 +197,26 @@ class TrainingBudget(L.Callback):
                 self.validation_step_cost = self._recent_step_cost()  # the first steps after it
         self.first_step_of_attempt = self.last_boundary is None
         self.last_boundary, self.validation_in_step = now, 0.0
+        self.forward_pending = True
         self._plan(trainer, pl_module)
 
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Any) -> None:
+        if self.forward_pending and self.last_boundary is not None:  # the step's first micro-batch
+            self.forward_seconds.append(time.perf_counter() - self.last_boundary)
+        self.forward_pending = False
+
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.validation_start = time.perf_counter()
+        self.validation_start, self.validation_batches = time.perf_counter(), 0
+
+    def on_validation_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self.validation_batches += 1
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.validation_start is not None:
             seconds = time.perf_counter() - self.validation_start
             self.validation_seconds = seconds
             self.validation_step_cost = self._recent_step_cost()  # None before the first steps: set later
+            self.validations_this_attempt += 1
             self.validation_in_step += seconds
             self.validation_start = None
 
@@ -239,10 +254,21 @@ class TrainingBudget(L.Callback):
         return min(high, max(low, recent / then))
 
     def _validation_cost(self) -> float:
-        """Seconds a validation (or the test pass, which reads as much) takes now."""
+        """Seconds a validation (or the test pass, which reads as much) takes now.
+
+        The latest validation, scaled by the load factor. The first one of a process also paid one-off
+        warm-up (kernels compiled on first use, caches), several times a warm one's cost on a busy machine:
+        it counts for no more than its batches each as long as a training step's forward pass now (an
+        evaluation batch is that forward without the autograd bookkeeping).
+        """
         if not self.validates or self.validation_seconds is None:
             return 0.0
-        return self.validation_seconds * self._load_factor()
+        cost = self.validation_seconds * self._load_factor()
+        first = self.validations_this_attempt == 1 and self.validation_batches > 0  # else warm, or restored
+        if first and len(self.forward_seconds) >= RECENT_STEPS:
+            forward = statistics.median(list(self.forward_seconds)[-RECENT_STEPS:])
+            cost = min(cost, self.validation_batches * forward)
+        return cost
 
     def _save_seconds(self) -> float:
         """The latest checkpoint write, measured by the Trainer's checkpoint IO (0 before the first)."""
