@@ -86,6 +86,7 @@ def test_hydra_rejects_unknown_keys_groups_and_types(tmp_path, override, error, 
         ("experiment.name=a/b", "experiment.name: must be a plain folder name"),
         ("training.num_workers=-1", "training.num_workers: must be auto or a non-negative integer"),
         ("training.peak_tflops=-5", "training.peak_tflops: must be a positive number of TFLOP/s or null"),
+        ("training.cpu_threads=0", "training.cpu_threads: must be a positive integer or null"),
     ],
 )
 def test_invalid_values_fail_before_anything_is_written(tmp_path, override, fragment):

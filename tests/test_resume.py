@@ -132,3 +132,31 @@ def test_resume_refuses_model_or_data_changes_and_corrupt_checkpoints(tmp_path, 
     checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
     with pytest.raises(BertlabError, match=r"model\.ckpt' cannot be read .* corrupt"):
         run(compose_config(resume, tmp_path), copy)
+
+
+def test_thread_count_is_pinned_recorded_restored_and_a_resume_at_another_count_warns(
+    tmp_path, pretrained_run, caplog
+):
+    """Sums over 2 threads run in another order than over 1: the count is part of what a run was."""
+    import json
+
+    output_dir = pretrained_run.parent.parent
+    assert json.loads((pretrained_run / "run.json").read_text())["cpu_threads"] == 1  # OMP_NUM_THREADS=1
+    threads_before = torch.get_num_threads()
+    overrides = [
+        "+experiment=pretrain",
+        "experiment.name=more_threads",
+        *FAST,
+        "training.max_steps=18",
+        "training.cpu_threads=2",
+        "training.resume.is_resume=true",
+        "training.resume.resume_pretraining_name=shared",
+    ]
+    run(compose_config(overrides, output_dir), output_dir / "pretraining" / "more_threads")
+    info = json.loads((output_dir / "pretraining" / "more_threads" / "run.json").read_text())
+    assert (info["cpu_threads"], info["resumed_at_step"]) == (2, 16)
+    assert torch.get_num_threads() == threads_before  # the process keeps its own count
+    assert (
+        "training.cpu_threads: resuming with 2 CPU threads, the run trained with 1; it goes on, but not "
+        "bit-identical to an uninterrupted run" in caplog.text
+    )

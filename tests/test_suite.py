@@ -34,7 +34,7 @@ from bertlab.run_folder import RESULTS_FILE, write_json
 from bertlab.suite.jobs import Job, check_finished_job, suite_jobs
 from bertlab.suite.spec import check_task_data, parse_suite
 from bertlab.suite.starts import parse_start, parse_starts
-from bertlab.suite.table import read_table, table_csv, table_markdown
+from bertlab.suite.table import read_table, steps_along_runs, table_csv, table_markdown
 from bertlab.training.interruption import TrainingInterrupted
 from tests.conftest import FAST, ROOT, RUN_ARTIFACTS, compose_config, launch, read_csv, snapshot
 from tests.test_resume import interrupt_at
@@ -231,6 +231,26 @@ def test_joblib_with_two_workers_gives_the_table_of_the_sequential_run(finished_
             in (job / ".hydra/overrides.yaml").read_text()
         )
     assert tables(suite_dir) == reference
+
+
+def test_a_table_of_jobs_trained_at_different_thread_counts_says_so(finished_suite, suite_conf, tmp_path):
+    """2 threads sum in another order than 1: such figures are not bit-comparable, and suite.md says why."""
+    import shutil
+
+    output_dir, _ = finished_suite
+    assert "CPU threads" not in (output_dir / "suites" / "tiny" / "suite.md").read_text()  # all at 1
+    shutil.copytree(output_dir / "suites", tmp_path / "suites")
+    info_file = tmp_path / "suites" / "tiny" / "scratch" / "tags" / "seed1" / "run.json"
+    info = json.loads(info_file.read_text())
+    assert info["cpu_threads"] == 1
+    write_json(info_file, {**info, "cpu_threads": 2})
+    result = launch(suite_args(suite_conf), tmp_path, flags=("-m",))
+    assert "6 finished already" in result.stdout
+    assert (
+        "The jobs trained with 1 and 2 CPU threads (a parallel launcher gives each worker a share of the "
+        "cores): a sum over more threads runs in another order, so these figures are not bit-comparable "
+        "with one another; `training.cpu_threads=<n>` on the command pins the count."
+    ) in (tmp_path / "suites" / "tiny" / "suite.md").read_text()
 
 
 @pytest.mark.parametrize(
@@ -508,18 +528,32 @@ def test_kept_checkpoints_survive_a_resume_and_start_a_suite_along_the_run(suite
         assert saved["global_step"] == step
 
     args = suite_args(suite_conf, "tiny", "suite.seeds=[0]", "~suite.tasks.tags", "~suite.tasks.pairs")
-    launch([*args, "suite.starts=[run:base@step4,run:base@step12]"], tmp_path, flags=("-m",), timeout=600)
+    starts = "suite.starts=[run:base@step4,run:base@step12,run:base@last]"
+    launch([*args, starts], tmp_path, flags=("-m",), timeout=600)
     suite_dir = tmp_path / "suites" / "tiny"
     rows = [row for row in read_csv(suite_dir / "suite.csv") if row["main"] == "true"]
     assert [(row["task"], row["start"], row["step"], row["n"]) for row in rows] == [
         ("sizes", "base@step4", "4", "1"),
         ("sizes", "base@step12", "12", "1"),
+        ("sizes", "base@last", "16", "1"),  # the step its finetunes recorded: plotted there, after 12
         ("overall", "base@step4", "4", "1"),
         ("overall", "base@step12", "12", "1"),
+        ("overall", "base@last", "16", "1"),
     ]
     started = json.loads((suite_dir / "base@step12/sizes/seed0/run.json").read_text())
     assert started["pretrained_from"]["checkpoint"].endswith("pretraining/base/checkpoints/step-12.ckpt")
+    assert started["pretrained_from"]["step"] == 12
     assert (suite_dir / "steps.png").stat().st_size > 0
+
+
+def test_steps_along_a_run_put_its_best_and_last_at_their_recorded_steps():
+    starts = parse_starts(
+        ["run:base@step100", "run:base@step300", "run:base", "run:base@last", "scratch"], "x"
+    )
+    recorded = {"base": 200, "base@last": 300}  # best at 200; last is the kept step 300: plotted once
+    along = steps_along_runs(starts, lambda start: start.step or recorded.get(start.label))
+    assert [start.label for start in along["base"]] == ["base@step100", "base", "base@step300"]
+    assert steps_along_runs(starts[2:]) == {}  # no kept checkpoints: no curve, the starts are columns
 
 
 def test_a_finished_job_that_ran_with_other_settings_is_refused_not_skipped(tmp_path):

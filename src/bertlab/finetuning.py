@@ -121,7 +121,11 @@ class FinetuningInputs:
     def start_record(self) -> dict[str, Any] | None:
         """Where the backbone's weights came from, for the run-info file."""
         if self.pretrained is not None:
-            return {"run": str(self.pretrained.run_dir), "checkpoint": str(self.pretrained.checkpoint)}
+            return {
+                "run": str(self.pretrained.run_dir),
+                "checkpoint": str(self.pretrained.checkpoint),
+                "step": self.pretrained.step,  # its pretraining step: a suite plots best and last there
+            }
         return {"hf_source": self.hf.model.record()} if self.hf is not None else None
 
 

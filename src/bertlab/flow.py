@@ -50,6 +50,12 @@ from bertlab.run_folder import (
     write_run_status,
 )
 from bertlab.training.budget import Budget, TrainingBudget, token_budget_steps
+from bertlab.training.cpu_threads import (
+    apply_cpu_threads,
+    check_cpu_threads,
+    restore_cpu_threads,
+    warn_if_resumed_at_other_count,
+)
 from bertlab.training.distributed import (
     device_count,
     is_main_process,
@@ -116,6 +122,7 @@ def check_run_config(cfg: DictConfig) -> None:
         raise error.in_section("training") from None
     if cfg.training.val_check_interval is not None:
         _positive(cfg, "training.val_check_interval")
+    check_cpu_threads(cfg.training.get("cpu_threads"))
     kept = [step for step in cfg.training.checkpoint.get("keep_steps") or [] if step < 1]
     if kept:
         raise BertlabError(
@@ -239,11 +246,15 @@ def run_training(cfg: DictConfig, run_dir: Path, sweep: str | None, kind: RunKin
     inputs = kind.resolve()
     if is_main_process():
         hold_run_folder(run_dir)  # one launch per run folder (launch.py's guard holds it already)
+    threads_before = torch.get_num_threads()
     try:
         plan = plan_run(cfg, run_dir, inputs, sweep, kind.reports_mfu)
         if plan.resume.completed:
             log.info("Run %s already completed (%s); nothing to do", run_dir, RUN_INFO_FILE)
             return None
+        threads = apply_cpu_threads(cfg.training.get("cpu_threads"))
+        if plan.resume.fit_checkpoint and plan.resume.source_dir is not None:
+            warn_if_resumed_at_other_count(plan.resume.source_dir / RUN_INFO_FILE, threads)
         L.seed_everything(cfg.experiment.seed, workers=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         built = kind.build(inputs, plan)
@@ -263,6 +274,7 @@ def run_training(cfg: DictConfig, run_dir: Path, sweep: str | None, kind: RunKin
             write_run_status(run_dir, COMPLETED, **budget_entries(trainer))
         return best
     finally:
+        restore_cpu_threads(threads_before)
         if is_main_process():
             release_run_folder(run_dir)
 
@@ -543,6 +555,7 @@ def write_run_info(plan: RunPlan, trainer: L.Trainer, training: DictConfig, info
     info = {
         "accelerator": plan.accelerator,
         "precision": plan.precision,
+        "cpu_threads": torch.get_num_threads(),  # figures differ in the last bits between thread counts
         **info,
         "resumed_from": str(resume.checkpoint) if resume.checkpoint else None,
         "resumed_at_step": resume.step if resume.fit_checkpoint else None,

@@ -110,6 +110,7 @@ class TrainingConfig:
     num_nodes: int = field(default=MISSING, metadata=RESUMABLE)
     strategy: str = field(default=MISSING, metadata=RESUMABLE)
     precision: str = field(default=MISSING, metadata=RESUMABLE)
+    cpu_threads: int | None = field(default=MISSING, metadata=RESUMABLE)  # training/cpu_threads.py
     num_workers: Any = field(
         default=MISSING, metadata=RESUMABLE
     )  # auto | a non-negative int (bertlab.data.loader_workers)

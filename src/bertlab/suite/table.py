@@ -14,14 +14,14 @@ import io
 import json
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bertlab.atomic_write import replacing
 from bertlab.reporting.plots import save_figure
 from bertlab.reporting.suite_plots import steps_figure, suite_figure
-from bertlab.run_folder import RESULTS_FILE
+from bertlab.run_folder import RESULTS_FILE, RUN_INFO_FILE
 from bertlab.suite.jobs import FINISHED, Job, job_state
 from bertlab.suite.spec import Suite, Task
 from bertlab.suite.starts import Start
@@ -61,6 +61,12 @@ class SuiteTable:
     baselines: dict[tuple[str, str], Spread] = field(default_factory=dict)
     finished: int = 0
     jobs: int = 0
+    cpu_threads: set[int] = field(default_factory=set)  # of the finished jobs that trained on a CPU
+    recorded_steps: dict[str, int] = field(default_factory=dict)  # a run's best/last start: its step
+
+    def step(self, start: Start) -> int | None:
+        """The pretraining step a start's checkpoint was at: a kept one's by name, best/last's as recorded."""
+        return start.step if start.step is not None else self.recorded_steps.get(start.label)
 
     def cell(self, task: Task, start: Start, metric: str) -> Spread | None:
         return self.figures.get((task.name, start.label, metric))
@@ -95,6 +101,13 @@ def read_table(suite_dir: Path, suite: Suite, starts: list[Start], jobs: Sequenc
             continue
         results = json.loads((Path(suite_dir) / job.folder / RESULTS_FILE).read_text())
         table.finished += 1
+        info = _run_info(Path(suite_dir) / job.folder)
+        threads = info.get("cpu_threads")
+        if info.get("accelerator") == "cpu" and isinstance(threads, int):
+            table.cpu_threads.add(threads)
+        step = (info.get("pretrained_from") or {}).get("step")
+        if job.start.run is not None and job.start.step is None and isinstance(step, int):
+            table.recorded_steps[job.start.label] = step
         for metric in job.task.metrics:
             figure = results.get(f"test/{metric}")
             if figure is not None:
@@ -107,6 +120,14 @@ def read_table(suite_dir: Path, suite: Suite, starts: list[Start], jobs: Sequenc
     return table
 
 
+def _run_info(run_dir: Path) -> dict:
+    try:
+        info = json.loads((run_dir / RUN_INFO_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
 def _number(value: float | None, digits: int) -> str:
     if value is None:
         return ""
@@ -115,7 +136,7 @@ def _number(value: float | None, digits: int) -> str:
 
 def table_csv(table: SuiteTable) -> str:
     """suite.csv: one row per task, metric and start, then one overall row per start. `n` counts the seeds
-    measured (the tasks measured, on an overall row); `step` is a kept checkpoint's pretraining step."""
+    measured (the tasks measured, on an overall row); `step` is the pretraining step of a run's checkpoint."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -130,7 +151,7 @@ def table_csv(table: SuiteTable) -> str:
                         metric,
                         str(metric == task.main_metric).lower(),
                         start.label,
-                        "" if start.step is None else start.step,
+                        "" if table.step(start) is None else table.step(start),
                         len(spread.values) if spread else 0,
                         *(
                             _number(getattr(spread, a) if spread else None, 4)
@@ -148,7 +169,7 @@ def table_csv(table: SuiteTable) -> str:
                 OVERALL_METRIC,
                 "true",
                 start.label,
-                "" if start.step is None else start.step,
+                "" if table.step(start) is None else table.step(start),
                 tasks,
                 _number(score, 4),
                 "",
@@ -195,6 +216,16 @@ def table_markdown(table: SuiteTable) -> str:
         f"metric; baseline: the linear baseline (TF-IDF) fitted on the same training split; overall: the mean "
         f"of the task medians, as GLUE's average.",
         "",
+    ]
+    if len(table.cpu_threads) > 1:
+        counts = " and ".join(str(count) for count in sorted(table.cpu_threads))
+        lines += [
+            f"The jobs trained with {counts} CPU threads (a parallel launcher gives each worker a share of "
+            f"the cores): a sum over more threads runs in another order, so these figures are not "
+            f"bit-comparable with one another; `training.cpu_threads=<n>` on the command pins the count.",
+            "",
+        ]
+    lines += [
         "| task | shape | main metric | baseline | " + " | ".join(start.label for start in starts) + " |",
         "| --- | --- | --- | ---: | " + " | ".join("---:" for _ in starts) + " |",
     ]
@@ -247,19 +278,28 @@ def write_suite_table(suite_dir: Path, table: SuiteTable) -> list[Path]:
             handle.write(text)
         written.append(suite_dir / name)
     written.append(save_figure(suite_figure(**_plot_values(table)), suite_dir / SUITE_PNG))
-    along = steps_along_runs(table.starts)
+    along = steps_along_runs(table.starts, table.step)
     if along:
         written.append(save_figure(steps_figure(**_steps_values(table, along)), suite_dir / STEPS_PNG))
     return written
 
 
-def steps_along_runs(starts: list[Start]) -> dict[str, list[Start]]:
-    """Per pretraining run with two or more kept checkpoints among the starts, those starts by step."""
+def steps_along_runs(
+    starts: list[Start], step_of: Callable[[Start], int | None] = lambda start: start.step
+) -> dict[str, list[Start]]:
+    """Per pretraining run with two or more kept checkpoints among the starts, those starts by step, with
+    the run's best and last checkpoints where their step is known (`step_of`) and not a kept one's."""
     runs: dict[str, list[Start]] = {}
     for start in starts:
         if start.step is not None:
             runs.setdefault(str(start.run), []).append(start)
-    return {run: sorted(found, key=lambda s: s.step or 0) for run, found in runs.items() if len(found) > 1}
+    runs = {run: found for run, found in runs.items() if len(found) > 1}
+    for start in starts:
+        step = step_of(start)
+        known = start.run in runs and start.step is None and step is not None
+        if known and step not in {step_of(other) for other in runs[str(start.run)]}:
+            runs[str(start.run)].append(start)
+    return {run: sorted(found, key=lambda s: step_of(s) or 0) for run, found in runs.items()}
 
 
 def _plot_values(table: SuiteTable) -> dict:
@@ -287,7 +327,7 @@ def _plot_values(table: SuiteTable) -> dict:
 def _steps_values(table: SuiteTable, along: dict[str, list[Start]]) -> dict:
     curves: dict[str, tuple[list[int], list[float | None]]] = {}
     for run, starts in along.items():
-        steps = [int(start.step or 0) for start in starts]
+        steps = [int(table.step(start) or 0) for start in starts]
         curves[f"{run}: overall"] = (steps, [table.overall(start)[0] for start in starts])
         for task in table.suite.tasks:
             values = [table.cell(task, start, task.main_metric) for start in starts]
@@ -295,8 +335,11 @@ def _steps_values(table: SuiteTable, along: dict[str, list[Start]]) -> dict:
                 steps,
                 [spread.median if spread else None for spread in values],
             )
+    plotted = {start.label for starts in along.values() for start in starts}
     references = {
-        f"{start.label}: overall": table.overall(start)[0] for start in table.starts if start.step is None
+        f"{start.label}: overall": table.overall(start)[0]
+        for start in table.starts
+        if start.label not in plotted
     }
     references["baseline: overall"] = table.baseline_overall()[0]
     return {
