@@ -90,6 +90,7 @@ def bertlab_model(cfg: Any, tokenizer: Any) -> tuple[Any, Callable[[Batch], Any]
     from torch import nn
 
     from bertlab.training.parameter_groups import parameter_groups
+    from bertlab.training.pretraining_lr import pretraining_lr
 
     backbone = instantiate(cfg.architecture, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id)
     head = instantiate(cfg.mlm_head.module, hidden_size=backbone.hidden_size, vocab_size=tokenizer.vocab_size)
@@ -99,7 +100,7 @@ def bertlab_model(cfg: Any, tokenizer: Any) -> tuple[Any, Callable[[Batch], Any]
     def logits(batch: Batch) -> Any:
         return head(backbone(batch["input_ids"], None, batch.get("document_ids")), batch["masked_positions"])
 
-    return model, logits, parameter_groups(backbone, head, cfg.training.optimizer.lr)
+    return model, logits, parameter_groups(backbone, head, pretraining_lr(cfg.training.optimizer.lr, False))
 
 
 def hf_supports(architecture: Any) -> str | None:
@@ -125,6 +126,7 @@ def hf_model(cfg: Any, tokenizer: Any) -> tuple[Any, Callable[[Batch], Any], lis
     from bertlab.model.attention import same_document
     from bertlab.model.hf_format import BERT
     from bertlab.model.positions import document_positions
+    from bertlab.training.pretraining_lr import pretraining_lr
 
     kwargs = BERT.config_kwargs(
         cfg.architecture, tokenizer.vocab_size, tokenizer.pad_id, cfg.mlm_head.module.tie_word_embeddings
@@ -146,7 +148,7 @@ def hf_model(cfg: Any, tokenizer: Any) -> tuple[Any, Callable[[Batch], Any], lis
         hidden = torch.gather(hidden, 1, positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1)))
         return model.cls(hidden)
 
-    lr = cfg.training.optimizer.lr
+    lr = pretraining_lr(cfg.training.optimizer.lr, False)
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
         (no_decay if parameter.ndim < 2 or "LayerNorm" in name else decay).append(parameter)

@@ -174,7 +174,11 @@ def text_file(folder: Path) -> Path:
 def test_continued_pretraining_then_finetuning_and_export_round_trip(hf_folders, tmp_path, kind):
     folder = hf_folders[kind]
     start = ["+experiment=pretrain", "architecture=from_hf", f"architecture.path={folder}", "data=text"]
-    launch([*start, f"data.source.train={text_file(tmp_path)}", "experiment.name=dapt", *LAUNCH], tmp_path)
+    # A random tiny model, not a released one: the from-scratch rate shows it learning in 12 steps.
+    fast = "training.optimizer.lr=1e-3"
+    launch(
+        [*start, f"data.source.train={text_file(tmp_path)}", "experiment.name=dapt", *LAUNCH, fast], tmp_path
+    )
     run_dir = tmp_path / "pretraining" / "dapt"
 
     losses = [
@@ -183,6 +187,7 @@ def test_continued_pretraining_then_finetuning_and_export_round_trip(hf_folders,
     assert len(losses) >= 10 and sum(losses[-3:]) < sum(losses[:3])
     info = json.loads((run_dir / "run.json").read_text())
     assert info["head_warmup_steps"] == 0  # the folder has its MLM head: no head warmup
+    assert info["learning_rate"] == {"lr": 1e-3}  # as set (auto would be 1e-4 for an imported model)
     weights = folder / "model.safetensors"
     assert info["hf_source"]["path"] == str(folder.resolve())
     assert info["hf_source"]["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
@@ -325,6 +330,7 @@ def test_a_new_mlm_head_trains_alone_first_then_the_encoder_joins_gradually(hf_f
     base = base_model(hf_folders, tmp_path / "base")
     assert read_hf_model(hf_folders["bert"]).has_mlm_head and not read_hf_model(base).has_mlm_head
     steps = ["training.max_steps=5", "training.val_check_interval=5", "training.checkpoint.every_n_steps=5"]
+    steps += ["training.optimizer.lr=1e-3"]
     args = ["+experiment=pretrain", "architecture=from_hf", f"architecture.path={base}", "data=text"]
     args += [f"data.source.train={text_file(tmp_path)}", "experiment.name=dapt", *LAUNCH, *steps]
     with pytest.raises(BertlabError) as caught:

@@ -184,6 +184,11 @@ def test_adapting_the_released_model_keeps_its_encoder_while_the_new_head_warms_
     assert "has no MLM head (a base model): a new head starts" in (run_dir / "run.log").read_text()
     info = json.loads((run_dir / "run.json").read_text())
     assert info["head_warmup_steps"] == 40
+    assert info["learning_rate"] == {"lr": 1e-4}  # auto, continuing a released model
+    assert (
+        "training.optimizer.lr: auto is 1e-04 (continuing a released model)"
+        in (run_dir / "run.log").read_text()
+    )
     assert info["hf_source"]["sentence_embedding"] == {
         "pooling": "mean",
         "normalize": True,

@@ -141,7 +141,9 @@ def test_thread_count_is_pinned_recorded_restored_and_a_resume_at_another_count_
     import json
 
     output_dir = pretrained_run.parent.parent
-    assert json.loads((pretrained_run / "run.json").read_text())["cpu_threads"] == 1  # OMP_NUM_THREADS=1
+    shared_info = json.loads((pretrained_run / "run.json").read_text())
+    assert shared_info["cpu_threads"] == 1  # OMP_NUM_THREADS=1
+    assert shared_info["learning_rate"] == {"lr": 1e-3}  # auto, from random initialisation
     threads_before = torch.get_num_threads()
     overrides = [
         "+experiment=pretrain",

@@ -157,14 +157,11 @@ def check_run_config(cfg: DictConfig) -> None:
             "training.scheduler",
         )
     lr = cfg.training.optimizer.get("lr")
-    if lr == AUTO:
-        if cfg.experiment.kind != "finetuning":
-            raise BertlabError(
-                "auto is the finetuning rule (bertlab.training.finetuning_lr); give a number here",
-                "training.optimizer.lr",
-            )
-    elif lr is not None and not (isinstance(lr, int | float) and lr > 0):
-        raise BertlabError(f"must be positive or auto (finetuning), got {lr}", "training.optimizer.lr")
+    if lr != AUTO and lr is not None and not (isinstance(lr, int | float) and lr > 0):
+        raise BertlabError(
+            f"must be positive or auto (training/pretraining_lr.py, training/finetuning_lr.py), got {lr}",
+            "training.optimizer.lr",
+        )
     resume = cfg.training.resume
     if resume.resume_pretraining_name is not None and not resume.is_resume:
         raise BertlabError(

@@ -23,7 +23,6 @@ from bertlab.flow import (
     BuiltRun,
     RunPlan,
     check_run_kind,
-    configured_lr,
     resume_source_key,
     resumes,
     run_tokenizer,
@@ -34,8 +33,10 @@ from bertlab.tasks.mlm import EVAL_COLUMNS, TRAIN_COLUMNS, MaskedLanguageModel
 from bertlab.tokenizer import TextTokenizer
 from bertlab.training.budget import Budget
 from bertlab.training.distributed import is_main_process
+from bertlab.training.finetuning_lr import AUTO
 from bertlab.training.head_warmup import HeadWarmup, resolve_head_warmup_steps
 from bertlab.training.mfu import MFUMonitor, mlm_training_flops_per_token
+from bertlab.training.pretraining_lr import pretraining_lr
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +128,16 @@ class Pretraining:
                 hf.model.folder,
                 head_warmup,
             )
-        return PretrainingInputs(
-            config, configured_lr(training.optimizer), tokenizer, datamodule, hf, head_warmup
-        )
+        lr = pretraining_lr(training.optimizer.get("lr"), continues_released_model=hf is not None)
+        if training.optimizer.get("lr") == AUTO:
+            log.info(
+                "training.optimizer.lr: auto is %.0e (%s)",
+                lr,
+                "continuing a released model" if hf is not None else "an encoder from random initialisation",
+            )
+        # Recorded as resolved: a resume compares rates, and runs from before `auto` recorded theirs.
+        config["training"]["optimizer"]["lr"] = lr
+        return PretrainingInputs(config, lr, tokenizer, datamodule, hf, head_warmup)
 
     def build(self, inputs: PretrainingInputs, plan: RunPlan) -> BuiltRun:
         config, run_dir, datamodule, hf = inputs.config, self.run_dir, inputs.datamodule, inputs.hf
@@ -204,6 +212,7 @@ class Pretraining:
                 "training_flops_per_token": flops_per_token,
                 "peak_tflops": peak_flops / 1e12 if peak_flops else None,
                 "hf_source": config.get("hf_source"),
+                "learning_rate": {"lr": inputs.lr},  # `auto` resolved (training/pretraining_lr.py)
                 "head_warmup_steps": inputs.head_warmup_steps,
             },
             callbacks=[
