@@ -141,8 +141,11 @@ def optimizer_settings(cfg) -> dict[str, Any]:
     """AdamW's hyperparameters from the composed config (training.optimizer)."""
     from omegaconf import OmegaConf
 
+    from bertlab.training.pretraining_lr import pretraining_lr
+
     settings = OmegaConf.to_container(cfg.training.optimizer, resolve=True)
     settings = {k: v for k, v in settings.items() if not k.startswith("_")}
+    settings["lr"] = pretraining_lr(settings.get("lr"), continues_released_model=False)  # auto: from scratch
     if "betas" in settings:
         settings["betas"] = tuple(settings["betas"])
     return settings

@@ -167,11 +167,12 @@ def train_in_process(
     from hydra.utils import instantiate
 
     from bertlab.data.masking import IGNORE_INDEX
+    from bertlab.training.pretraining_lr import pretraining_lr
 
     torch.manual_seed(cfg.experiment.seed)
     model, logits_of, groups = build()
     training = cfg.training
-    optimizer = instantiate(training.optimizer)(groups)
+    optimizer = instantiate(training.optimizer, lr=pretraining_lr(training.optimizer.lr, False))(groups)
     scheduler = instantiate(training.scheduler)(optimizer, total_steps=training.max_steps)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
 
