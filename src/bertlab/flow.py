@@ -53,7 +53,6 @@ from bertlab.training.budget import Budget, TrainingBudget, token_budget_steps
 from bertlab.training.cpu_threads import (
     apply_cpu_threads,
     check_cpu_threads,
-    restore_cpu_threads,
     warn_if_resumed_at_other_count,
 )
 from bertlab.training.distributed import (
@@ -271,7 +270,7 @@ def run_training(cfg: DictConfig, run_dir: Path, sweep: str | None, kind: RunKin
             write_run_status(run_dir, COMPLETED, **budget_entries(trainer))
         return best
     finally:
-        restore_cpu_threads(threads_before)
+        apply_cpu_threads(threads_before)
         if is_main_process():
             release_run_folder(run_dir)
 

@@ -128,8 +128,9 @@ class Pretraining:
                 hf.model.folder,
                 head_warmup,
             )
-        lr = pretraining_lr(training.optimizer.get("lr"), continues_released_model=hf is not None)
-        if training.optimizer.get("lr") == AUTO:
+        configured = training.optimizer.get("lr")
+        lr = pretraining_lr(configured, continues_released_model=hf is not None)
+        if configured == AUTO:
             log.info(
                 "training.optimizer.lr: auto is %.0e (%s)",
                 lr,

@@ -34,17 +34,11 @@ def check_cpu_threads(threads: object) -> None:
 
 
 def apply_cpu_threads(threads: int | None) -> int:
-    """Pin torch's intra-op threads when asked; the count the run trains with."""
-    check_cpu_threads(threads)
+    """Pin torch's intra-op threads when asked (checked by check_cpu_threads); the count in use. A run calls
+    it again with the count it found, so the process (a test, a notebook) gets its own back."""
     if threads is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
-
-
-def restore_cpu_threads(threads: int) -> None:
-    """Back to the count before a run pinned it: the process (a test, a notebook) keeps its own."""
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
 
 
 def warn_if_resumed_at_other_count(run_info_file: Path, threads: int) -> None:
