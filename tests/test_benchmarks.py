@@ -30,6 +30,7 @@ BENCHMARKS = (
     "predict_throughput",
     "packing_cost",
     "ablation",
+    "long_texts",
 )
 # Further runs of a benchmark with options of its own, started with the others: result name -> (script, options).
 VARIANTS = {
@@ -257,3 +258,14 @@ def test_packing_cost_times_bf16_autocast_whatever_the_cpu(tiny_results):
         assert result["precision"] == "bf16-mixed" and result["compute_dtype"] == "bfloat16"
         assert result["ratio_median_of_rounds"] > 0
     assert "precision bf16-mixed" in stdout
+
+
+def test_long_texts_tiny_finetunes_each_length_beside_the_baseline(tiny_results):
+    stdout, payload = finished(tiny_results, "long_texts")
+    assert list(payload["arms"]) == ["32", "32+16", "128"]
+    recorded = [(arm["max_length"], arm["tail_tokens"]) for arm in payload["arms"].values()]
+    assert recorded == [(32, 0), (32, 16), (128, 0)]
+    for arm in payload["arms"].values():
+        assert 0 <= arm["results"]["test/macro_f1"] <= 1 and arm["seconds"] > 0
+    assert payload["token_lengths"]["median"] > 32  # the texts are longer than the short arms read
+    assert "| max_length 32, tail_tokens 16 " in stdout and "| TF-IDF + logistic regression" in stdout
