@@ -142,3 +142,13 @@ def test_hydras_own_errors_are_one_error_line_with_exit_status_2(tmp_path, overr
     assert result.stderr.strip().startswith(line), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not tmp_path.joinpath("pretraining").exists()
+
+
+def test_two_of_hydras_mode_flags_are_one_error_line_saying_what_to_drop(tmp_path):
+    result = launch(["+experiment=smoke"], tmp_path, check=False, flags=("-m", "--cfg", "hydra"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "Error: Only one of --run, --multirun, --cfg, --info and --shell_completion can be specified; "
+        "to print a sweep's config, drop -m (--cfg job shows one job's config, --cfg hydra Hydra's)"
+    ), result.stderr
+    assert not any(tmp_path.iterdir())

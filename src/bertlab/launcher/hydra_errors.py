@@ -71,9 +71,25 @@ def report_in_one_line(main: Callable[[], Any], undo: Callable[[], None] = lambd
     os.environ[FULL_ERROR] = "1"  # Hydra raises instead of printing its own multi-line report
     try:
         return main()
-    except (HydraException, OmegaConfBaseException) as error:
-        if _run_started:
+    except (HydraException, OmegaConfBaseException, ValueError) as error:
+        if _run_started or (isinstance(error, ValueError) and not raised_by_hydra(error)):
             raise
         undo()
-        print(f"Error: {one_line(error)}", file=sys.stderr)
+        print(f"Error: {one_line(error)}{FLAG_FIXES.get(str(error), '')}", file=sys.stderr)
         sys.exit(2)
+
+
+# Hydra's command-line checks raise a plain ValueError (two of -m, --cfg, --info, say); what mends them.
+FLAG_FIXES = {
+    "Only one of --run, --multirun, --cfg, --info and --shell_completion can be specified": (
+        "; to print a sweep's config, drop -m (--cfg job shows one job's config, --cfg hydra Hydra's)"
+    ),
+}
+
+
+def raised_by_hydra(error: BaseException) -> bool:
+    """Whether Hydra's own code raised `error` (its argument checks), not a bug of ours or a library's."""
+    traceback = error.__traceback__
+    while traceback is not None and traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    return traceback is not None and traceback.tb_frame.f_globals.get("__name__", "").startswith("hydra.")
