@@ -210,7 +210,7 @@ def main() -> None:
     if options.tiny:
         dataset = write_tiny_set(workdir / "tiny_long")
         model = tiny_model(workdir / "tiny_model")
-        options.arms, options.epochs = ["32", "32+16", "128"], 1
+        options.arms, options.epochs = ["32", "32+16"], 1
         options.finetune_override = ["training.batch_size=16", *options.finetune_override]
     else:
         if options.wheel is None or options.model is None:
